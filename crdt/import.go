@@ -1,0 +1,150 @@
+package crdt
+
+import (
+	"context"
+	"fmt"
+)
+
+// ImportRecord is one record of an import, with the line it came from.
+type ImportRecord struct {
+	Line   int
+	ID     string
+	Fields map[string]any
+}
+
+// ImportResult counts what an import did.
+type ImportResult struct {
+	Records   int // records in the input
+	Written   int // records with at least one field written
+	Unchanged int // records already holding every value
+	Deltas    int // replicated deltas committed
+}
+
+// Import writes many records of one collection. Every record is validated
+// first (schema, required fields of new records, unique fields), so a bad
+// record fails the import with its line number and nothing is written. Then
+// records are written in deltas of up to BatchOps operations / BatchBytes
+// bytes; a record is never split across deltas, and each delta is durable
+// before the next starts (a crash mid-import leaves whole records of the
+// deltas committed so far). progress, if set, is called after each delta
+// with the number of records done.
+func (s *Store) Import(ctx context.Context, collection string, recs []ImportRecord, progress func(done int)) (ImportResult, error) {
+	res := ImportResult{Records: len(recs)}
+	sc, err := s.Schema(ctx)
+	if err != nil {
+		return res, err
+	}
+	coll, err := sc.Collection(collection)
+	if err != nil {
+		return res, err
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+
+	// One scan tells which records exist and indexes unique values.
+	unique := uniqueFields(coll)
+	exists, ix, err := s.indexCollection(ctx, collection, unique)
+	if err != nil {
+		return res, fmt.Errorf("import %s: %w", collection, err)
+	}
+
+	// Validation pass: nothing is written unless every record is good.
+	eids := make([]string, len(recs))
+	seen := map[string]bool{}
+	for i := range recs {
+		r := &recs[i]
+		if eids[i], err = EscapeID(r.ID); err != nil {
+			return res, fmt.Errorf("line %d: %w", r.Line, err)
+		}
+		norm, err := coll.ValidateWrite(r.ID, r.Fields, !exists[r.ID] && !seen[r.ID])
+		if err != nil {
+			return res, fmt.Errorf("line %d: %w", r.Line, err)
+		}
+		for _, f := range unique {
+			if v, ok := norm[f]; ok {
+				if err := ix.claim(coll, f, r.ID, v); err != nil {
+					return res, fmt.Errorf("line %d: %w", r.Line, err)
+				}
+			}
+		}
+		r.Fields = norm
+		seen[r.ID] = true
+	}
+
+	// Write pass.
+	b, err := s.engine.Batch(ctx)
+	if err != nil {
+		return res, fmt.Errorf("import %s: open batch: %w", collection, err)
+	}
+	inBatch := map[string]bool{}
+	ops, bytes, done := 0, 0, 0
+	flush := func() error {
+		if ops == 0 {
+			return nil
+		}
+		if err := s.commit(ctx, b); err != nil {
+			return fmt.Errorf("import %s: %w", collection, err)
+		}
+		res.Deltas++
+		ops, bytes = 0, 0
+		clear(inBatch)
+		if progress != nil {
+			progress(done)
+		}
+		return nil
+	}
+	written := map[string]bool{}
+	for i, r := range recs {
+		if err := ctx.Err(); err != nil {
+			return res, fmt.Errorf("import %s: %w", collection, err)
+		}
+		eid := eids[i]
+		if inBatch[eid] {
+			// A pending write is invisible to reads: commit it before
+			// writing the same record again.
+			if err := flush(); err != nil {
+				return res, err
+			}
+		}
+		cur := newRecordOps(eid)
+		if exists[r.ID] || written[eid] {
+			if cur, err = s.readRecord(ctx, collection, eid); err != nil {
+				return res, fmt.Errorf("line %d: %w", r.Line, err)
+			}
+		}
+		p, err := s.planWrite(collection, eid, cur, r.Fields)
+		if err != nil {
+			return res, fmt.Errorf("line %d: %w", r.Line, err)
+		}
+		if len(p.result.Fields) == 0 {
+			res.Unchanged++
+			done++
+			continue
+		}
+		if p.size > s.opts.BatchBytes {
+			return res, fmt.Errorf("line %d: %d bytes in one record: %w", r.Line, p.size, ErrTooLarge)
+		}
+		n := len(p.keys) + len(p.tombs)
+		if ops > 0 && (ops+n > s.opts.BatchOps || bytes+p.size > s.opts.BatchBytes) {
+			if err := flush(); err != nil {
+				return res, err
+			}
+		}
+		if err := p.stage(ctx, b); err != nil {
+			return res, fmt.Errorf("line %d: %w", r.Line, err)
+		}
+		ops += n
+		bytes += p.size
+		inBatch[eid] = true
+		written[eid] = true
+		res.Written++
+		done++
+	}
+	if err := flush(); err != nil {
+		return res, err
+	}
+	if progress != nil {
+		progress(done)
+	}
+	return res, nil
+}

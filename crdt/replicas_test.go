@@ -1,0 +1,344 @@
+package crdt
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ipfs/boxo/blockservice"
+	"github.com/ipfs/boxo/blockstore"
+	offline "github.com/ipfs/boxo/exchange/offline"
+	"github.com/ipfs/boxo/ipld/merkledag"
+	cid "github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	badger "github.com/ipfs/go-ds-badger"
+	dscrdt "github.com/ipfs/go-ds-crdt"
+	pb "github.com/ipfs/go-ds-crdt/pb"
+	ipld "github.com/ipfs/go-ipld-format"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ferry-crm/ferry/schema"
+)
+
+// The replicas of these tests share one block store (so any block is
+// fetchable at once) and exchange heads through channels that a test can cut
+// per replica, the way go-ds-crdt's own tests do. What reaches a replica is
+// only what its broadcaster delivers.
+
+const testSchema = `
+collections:
+  contacts:
+    fields:
+      first_name: {type: string}
+      last_name:  {type: string, required: true}
+      email:      {type: string, unique: true}
+      phone:      {type: string}
+      stage:      {type: enum, values: [lead, qualified, won, lost]}
+      amount:     {type: number}
+      active:     {type: bool}
+  accounts:
+    fields:
+      name: {type: string, required: true}
+`
+
+type testNet struct {
+	t        *testing.T
+	mu       sync.Mutex
+	dag      ipld.DAGService
+	replicas []*replica
+}
+
+type replica struct {
+	*Store
+	n      *testNet
+	idx    int
+	dir    string
+	writer string
+	bc     *chanBroadcaster
+	base   *badger.Datastore
+	clock  *testClock
+	online bool
+}
+
+// testClock is a settable physical clock.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
+type chanBroadcaster struct {
+	n      *testNet
+	idx    int
+	in     chan []byte
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (b *chanBroadcaster) Broadcast(ctx context.Context, data []byte) error {
+	b.n.mu.Lock()
+	from := b.n.replicas[b.idx]
+	targets := []*replica{}
+	if from.online {
+		for _, r := range b.n.replicas {
+			if r != nil && r.idx != b.idx && r.online {
+				targets = append(targets, r)
+			}
+		}
+	}
+	b.n.mu.Unlock()
+	for _, r := range targets {
+		r.bc.deliver(data)
+	}
+	return nil
+}
+
+func (b *chanBroadcaster) deliver(data []byte) {
+	select {
+	case b.in <- data:
+	case <-b.ctx.Done():
+	}
+}
+
+func (b *chanBroadcaster) Next(ctx context.Context) ([]byte, error) {
+	select {
+	case d := <-b.in:
+		return d, nil
+	case <-ctx.Done():
+		return nil, dscrdt.ErrNoMoreBroadcast
+	case <-b.ctx.Done():
+		return nil, dscrdt.ErrNoMoreBroadcast
+	}
+}
+
+var epoch = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+
+// newTestNet starts n replicas (writers A, B, C, ...), all online, with the
+// test schema applied on replica 0 and replicated to all.
+func newTestNet(t *testing.T, n int) *testNet {
+	t.Helper()
+	bstore := blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore()))
+	tn := &testNet{t: t, dag: merkledag.NewDAGService(blockservice.New(bstore, offline.Exchange(bstore)))}
+	tn.replicas = make([]*replica, n)
+	for i := 0; i < n; i++ {
+		tn.start(i, t.TempDir())
+	}
+	sc, err := schema.Parse([]byte(testSchema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tn.replicas[0].ApplySchema(context.Background(), sc); err != nil {
+		t.Fatal(err)
+	}
+	tn.waitConverged(10 * time.Second)
+	t.Cleanup(tn.closeAll)
+	return tn
+}
+
+func (tn *testNet) start(i int, dir string) *replica {
+	t := tn.t
+	opts := badger.DefaultOptions
+	opts.SyncWrites = false
+	opts.GcInterval = 0
+	base, err := badger.NewDatastore(dir, &opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &replica{n: tn, idx: i, dir: dir, writer: string(rune('A' + i)), base: base, online: true,
+		clock: &testClock{t: epoch}}
+	r.bc = &chanBroadcaster{n: tn, idx: i, in: make(chan []byte, 4096), ctx: ctx, cancel: cancel}
+	o := DefaultOptions()
+	o.Writer = r.writer
+	o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("replica", r.writer)
+	o.Now = r.clock.Now
+	o.RebroadcastInterval = time.Hour // tests exchange heads explicitly
+	o.DAGSyncerTimeout = 10 * time.Second
+	st, err := New(ctx, base, tn.dag, r.bc, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Store = st
+	tn.mu.Lock()
+	tn.replicas[i] = r
+	tn.mu.Unlock()
+	return r
+}
+
+// stop closes a replica the way the node does: broadcaster, store, datastore.
+func (r *replica) stop() {
+	r.bc.cancel()
+	if err := r.Store.Close(); err != nil {
+		r.n.t.Error(err)
+	}
+	if err := r.base.Close(); err != nil {
+		r.n.t.Error(err)
+	}
+	r.n.mu.Lock()
+	r.n.replicas[r.idx] = nil
+	r.n.mu.Unlock()
+}
+
+func (tn *testNet) closeAll() {
+	for _, r := range tn.all() {
+		r.stop()
+	}
+}
+
+func (tn *testNet) all() []*replica {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	var out []*replica
+	for _, r := range tn.replicas {
+		if r != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// setOnline cuts a replica off or brings it back; coming back, it exchanges
+// heads with every online replica, as a node does when a connection forms.
+func (tn *testNet) setOnline(i int, online bool) {
+	tn.mu.Lock()
+	tn.replicas[i].online = online
+	tn.mu.Unlock()
+	if online {
+		tn.exchangeHeads(i)
+	}
+}
+
+func (tn *testNet) exchangeHeads(i int) {
+	ctx := context.Background()
+	me := tn.replicas[i]
+	for _, r := range tn.all() {
+		if r.idx == i || !r.online {
+			continue
+		}
+		r.bc.deliver(encodeTestHeads(tn.t, me.Stats(ctx).Heads))
+		me.bc.deliver(encodeTestHeads(tn.t, r.Stats(ctx).Heads))
+	}
+}
+
+func encodeTestHeads(t *testing.T, heads []cid.Cid) []byte {
+	msg := &pb.CRDTBroadcast{}
+	for _, h := range heads {
+		msg.Heads = append(msg.Heads, &pb.Head{Cid: h.Bytes()})
+	}
+	b, err := proto.Marshal(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// headsKey is an order-independent rendering of a replica's heads.
+func headsKey(r *replica) string {
+	heads := r.Stats(context.Background()).Heads
+	s := make([]string, len(heads))
+	for i, h := range heads {
+		s[i] = h.String()
+	}
+	sort.Strings(s)
+	return fmt.Sprint(s)
+}
+
+// waitConverged waits until every online replica holds the same heads and
+// no DAG job is queued.
+func (tn *testNet) waitConverged(timeout time.Duration) {
+	tn.t.Helper()
+	waitFor(tn.t, timeout, "replicas to converge", func() bool {
+		var rs []*replica
+		for _, r := range tn.all() {
+			tn.mu.Lock()
+			if r.online {
+				rs = append(rs, r)
+			}
+			tn.mu.Unlock()
+		}
+		first := headsKey(rs[0])
+		for _, r := range rs {
+			if r.Stats(context.Background()).QueuedJobs > 0 || headsKey(r) != first {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for delay := time.Millisecond; ; delay = min(delay*2, 50*time.Millisecond) {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(delay)
+	}
+}
+
+// dump renders the visible state of a collection on a replica, conflicts
+// included, for comparisons between replicas.
+func dump(t *testing.T, r *replica, collection string) string {
+	t.Helper()
+	var out []string
+	err := r.List(context.Background(), collection, func(rec *Record) error {
+		names := make([]string, 0, len(rec.Fields))
+		for n := range rec.Fields {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		s := rec.ID + ":"
+		for _, n := range names {
+			f := rec.Fields[n]
+			s += fmt.Sprintf(" %s=%v", n, f.Value)
+			for _, c := range f.Candidates {
+				s += fmt.Sprintf("|%v@%s", c.Value, c.Op)
+			}
+		}
+		out = append(out, s)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprint(out)
+}
+
+func mustPut(t *testing.T, r *replica, coll, id string, fields map[string]any) PutResult {
+	t.Helper()
+	res, err := r.Put(context.Background(), coll, id, fields)
+	if err != nil {
+		t.Fatalf("put on %s: %v", r.writer, err)
+	}
+	return res
+}
+
+func mustGet(t *testing.T, r *replica, coll, id string) *Record {
+	t.Helper()
+	rec, err := r.Get(context.Background(), coll, id)
+	if err != nil {
+		t.Fatalf("get on %s: %v", r.writer, err)
+	}
+	return rec
+}

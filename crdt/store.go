@@ -1,0 +1,357 @@
+// Package crdt is Ferry's record model on top of go-ds-crdt: every write of a
+// field is its own operation, stamped with a hybrid logical clock and its
+// writer, that tombstones the operations its writer saw. Operations that did
+// not see each other all stay visible; the newest one is the value and the
+// others make a conflict. The rules are written down in docs/merge-rules.md.
+//
+// The package knows nothing of the network: it takes a go-datastore, an
+// ipld.DAGService and a go-ds-crdt Broadcaster.
+package crdt
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	cid "github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	dscrdt "github.com/ipfs/go-ds-crdt"
+	ipld "github.com/ipfs/go-ipld-format"
+
+	"github.com/ferry-crm/ferry/schema"
+)
+
+// Errors callers can test for.
+var (
+	// ErrNotFound: the record does not exist (never written, or deleted).
+	ErrNotFound = errors.New("record not found")
+	// ErrTooLarge: one write would not fit in one replicated delta.
+	ErrTooLarge = errors.New("write too large")
+)
+
+// Options configure a Store. Start from DefaultOptions.
+type Options struct {
+	// Writer is this node's identity (its libp2p peer id); required. It is
+	// stamped on every operation and breaks timestamp ties.
+	Writer string
+	// Namespace is where go-ds-crdt keeps its state in the datastore.
+	Namespace ds.Key
+	// Logger receives the store's and go-ds-crdt's logs.
+	Logger *slog.Logger
+	// RebroadcastInterval is how often go-ds-crdt re-announces heads that
+	// nobody else announced (default 1 minute).
+	RebroadcastInterval time.Duration
+	// NumWorkers fetch and merge DAG branches (default 20).
+	NumWorkers int
+	// DAGSyncerTimeout bounds a DAG fetch (default 2 minutes).
+	DAGSyncerTimeout time.Duration
+	// BatchOps is the most operations an import puts in one delta (default
+	// 1000: go-ds-crdt's batch cost grows with its size).
+	BatchOps int
+	// BatchBytes is the most encoded bytes an import puts in one delta
+	// (default 512 KiB, half of go-ds-crdt's 1 MiB auto-commit threshold, so
+	// that a delta is never split behind our back).
+	BatchBytes int
+	// Now reads the physical clock (default time.Now).
+	Now func() time.Time
+	// OnChange, if set, is called (outside every lock) with the collection
+	// and escaped record id of each operation merged, local or remote.
+	OnChange func(collection, escapedID string)
+}
+
+// DefaultOptions returns the defaults documented on each field.
+func DefaultOptions() Options {
+	return Options{
+		Namespace:           ds.NewKey("/ferry/crdt"),
+		Logger:              slog.Default(),
+		RebroadcastInterval: time.Minute,
+		NumWorkers:          20,
+		DAGSyncerTimeout:    2 * time.Minute,
+		BatchOps:            1000,
+		BatchBytes:          512 << 10,
+		Now:                 time.Now,
+	}
+}
+
+func (o *Options) validate() error {
+	switch {
+	case o.Writer == "" || strings.ContainsAny(o.Writer, "/"):
+		return fmt.Errorf("invalid writer id %q", o.Writer)
+	case o.Logger == nil:
+		return errors.New("nil logger")
+	case o.RebroadcastInterval <= 0, o.NumWorkers <= 0, o.DAGSyncerTimeout <= 0:
+		return errors.New("rebroadcast interval, workers and DAG timeout must be positive")
+	case o.BatchOps <= 0 || o.BatchBytes <= 0 || o.BatchBytes > 900<<10:
+		return errors.New("batch limits must be positive and BatchBytes at most 900 KiB")
+	case o.Now == nil:
+		return errors.New("nil clock")
+	}
+	return nil
+}
+
+// Store is a replicated store of records.
+type Store struct {
+	opts   Options
+	log    *slog.Logger
+	base   ds.Datastore
+	engine *dscrdt.Datastore
+	clock  *Clock
+
+	// writeMu serialises writers: go-ds-crdt batches share one pending
+	// delta, so only one batch may be open at a time.
+	writeMu sync.Mutex
+
+	schemaMu    sync.Mutex
+	schemaCache *schema.Schema
+	schemaStale atomic.Bool
+
+	malformed atomic.Uint64
+	loggedBad sync.Map
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// clockKey holds the highest timestamp this node issued or saw, outside the
+// replicated namespace, so the clock never runs backwards across restarts.
+var clockKey = ds.NewKey("/ferry/local/hlc")
+
+// New opens the replicated store on base, fetching blocks through dag and
+// announcing heads through bcast (nil: no network).
+func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrdt.Broadcaster, opts Options) (*Store, error) {
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s := &Store{opts: opts, log: opts.Logger, base: base}
+	s.schemaStale.Store(true)
+
+	var last Timestamp
+	switch b, err := base.Get(ctx, clockKey); {
+	case err == nil && len(b) == 8:
+		last = Timestamp(binary.BigEndian.Uint64(b))
+	case err != nil && !errors.Is(err, ds.ErrNotFound):
+		return nil, fmt.Errorf("open store: read clock: %w", err)
+	}
+	s.clock = NewClock(opts.Now, last)
+
+	copts := dscrdt.DefaultOptions()
+	copts.Logger = &engineLogger{log: opts.Logger.With("component", "go-ds-crdt")}
+	copts.RebroadcastInterval = opts.RebroadcastInterval
+	copts.NumWorkers = opts.NumWorkers
+	copts.DAGSyncerTimeout = opts.DAGSyncerTimeout
+	copts.PutHook = func(k ds.Key, _ []byte) { s.keyChanged(k) }
+	copts.DeleteHook = s.keyChanged
+	engine, err := dscrdt.New(base, opts.Namespace, dag, bcast, copts)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s.engine = engine
+	return s, nil
+}
+
+// keyChanged runs inside go-ds-crdt's merge, under its lock: it must not
+// read or write the store. It advances the clock past every operation seen
+// and notes what changed.
+func (s *Store) keyChanged(k ds.Key) {
+	kp, err := parseOpKey(k.String())
+	if err != nil {
+		return
+	}
+	s.clock.Observe(kp.Op.Time)
+	if kp.Collection == SchemaCollection {
+		s.schemaStale.Store(true)
+	}
+	if s.opts.OnChange != nil {
+		s.opts.OnChange(kp.Collection, kp.EscapedID)
+	}
+}
+
+// Close stops the store's workers. The broadcaster must be stopped first
+// (its Next must return), or Close waits for it.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closeErr = s.engine.Close()
+		if err := s.persistClock(context.Background()); err != nil && s.closeErr == nil {
+			s.closeErr = err
+		}
+	})
+	return s.closeErr
+}
+
+// Writer returns this store's writer id.
+func (s *Store) Writer() string { return s.opts.Writer }
+
+// Clock returns the store's hybrid logical clock.
+func (s *Store) Clock() *Clock { return s.clock }
+
+func (s *Store) persistClock(ctx context.Context) error {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(s.clock.Last()))
+	if err := s.base.Put(ctx, clockKey, b[:]); err != nil {
+		return fmt.Errorf("persist clock: %w", err)
+	}
+	return nil
+}
+
+// Stats is what the engine says about replication state.
+type Stats struct {
+	Heads      []cid.Cid
+	MaxHeight  uint64
+	QueuedJobs int
+	Dirty      bool
+	// Malformed counts operations read from the store that did not decode
+	// (sent by something that is not a Ferry node); they are ignored.
+	Malformed uint64
+}
+
+// Stats returns the current heads, DAG height and health.
+func (s *Store) Stats(ctx context.Context) Stats {
+	st := s.engine.InternalStats(ctx)
+	return Stats{
+		Heads:      st.Heads,
+		MaxHeight:  st.MaxHeight,
+		QueuedJobs: st.QueuedJobs,
+		Dirty:      s.engine.IsDirty(ctx),
+		Malformed:  s.malformed.Load(),
+	}
+}
+
+// Heads returns the current DAG heads, to announce to a peer.
+func (s *Store) Heads(ctx context.Context) ([]cid.Cid, error) {
+	return s.engine.InternalStats(ctx).Heads, nil
+}
+
+// Repair marks the store dirty and re-walks the DAG from its heads,
+// merging any branch left unprocessed (after an unclean shutdown).
+func (s *Store) Repair(ctx context.Context) error {
+	s.engine.MarkDirty(ctx)
+	if err := s.engine.Repair(ctx); err != nil {
+		return fmt.Errorf("repair: %w", err)
+	}
+	return nil
+}
+
+// readRecord reads the visible operations of one record.
+func (s *Store) readRecord(ctx context.Context, collection, escapedID string) (*recordOps, error) {
+	rec := newRecordOps(escapedID)
+	err := s.scan(ctx, recordPrefix(collection, escapedID), func(_ keyParts, op Op) error {
+		rec.add(op)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// scan calls fn for each visible operation under prefix, in key order.
+// Operations that do not decode are counted, logged once, and skipped.
+func (s *Store) scan(ctx context.Context, prefix ds.Key, fn func(keyParts, Op) error) error {
+	res, err := s.engine.Query(ctx, query.Query{Prefix: prefix.String()})
+	if err != nil {
+		return fmt.Errorf("query %s: %w", prefix, err)
+	}
+	defer res.Close()
+	for r := range res.Next() {
+		if r.Error != nil {
+			return fmt.Errorf("query %s: %w", prefix, r.Error)
+		}
+		kp, err := parseOpKey(r.Key)
+		var op Op
+		if err == nil {
+			op, err = decodeOp(kp, r.Value)
+		}
+		if err != nil {
+			s.malformed.Add(1)
+			if _, seen := s.loggedBad.LoadOrStore(r.Key, true); !seen {
+				s.log.Warn("ignoring malformed operation", "key", r.Key, "err", err)
+			}
+			continue
+		}
+		if err := fn(kp, op); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scanRecords calls fn with the operations of each record of a collection,
+// one record at a time (keys come sorted, so a record's ops are adjacent).
+func (s *Store) scanRecords(ctx context.Context, collection string, fn func(*recordOps) error) error {
+	var cur *recordOps
+	err := s.scan(ctx, collectionPrefix(collection), func(kp keyParts, op Op) error {
+		if cur != nil && cur.escapedID != kp.EscapedID {
+			if err := fn(cur); err != nil {
+				return err
+			}
+			cur = nil
+		}
+		if cur == nil {
+			cur = newRecordOps(kp.EscapedID)
+		}
+		cur.add(op)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if cur != nil {
+		return fn(cur)
+	}
+	return nil
+}
+
+// Get returns the visible state of a record, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, collection, id string) (*Record, error) {
+	eid, err := EscapeID(id)
+	if err != nil {
+		return nil, err
+	}
+	ops, err := s.readRecord(ctx, collection, eid)
+	if err != nil {
+		return nil, fmt.Errorf("get %s/%s: %w", collection, id, err)
+	}
+	rec, ok := ops.fold(collection, id)
+	if !ok {
+		return nil, fmt.Errorf("%s/%s: %w", collection, id, ErrNotFound)
+	}
+	return rec, nil
+}
+
+// List calls fn for every existing record of a collection, in key order.
+func (s *Store) List(ctx context.Context, collection string, fn func(*Record) error) error {
+	return s.scanRecords(ctx, collection, func(ops *recordOps) error {
+		id, err := UnescapeID(ops.escapedID)
+		if err != nil {
+			s.malformed.Add(1)
+			return nil
+		}
+		rec, ok := ops.fold(collection, id)
+		if !ok {
+			return nil
+		}
+		return fn(rec)
+	})
+}
+
+// engineLogger adapts slog to go-ds-crdt's logger interface.
+type engineLogger struct{ log *slog.Logger }
+
+func (l *engineLogger) Debug(args ...any)            { l.log.Debug(fmt.Sprint(args...)) }
+func (l *engineLogger) Debugf(f string, args ...any) { l.log.Debug(fmt.Sprintf(f, args...)) }
+func (l *engineLogger) Info(args ...any)             { l.log.Debug(fmt.Sprint(args...)) }
+func (l *engineLogger) Infof(f string, args ...any)  { l.log.Debug(fmt.Sprintf(f, args...)) }
+func (l *engineLogger) Warn(args ...any)             { l.log.Warn(fmt.Sprint(args...)) }
+func (l *engineLogger) Warnf(f string, args ...any)  { l.log.Warn(fmt.Sprintf(f, args...)) }
+func (l *engineLogger) Error(args ...any)            { l.log.Error(fmt.Sprint(args...)) }
+func (l *engineLogger) Errorf(f string, args ...any) { l.log.Error(fmt.Sprintf(f, args...)) }
+func (l *engineLogger) Fatal(args ...any)            { l.log.Error(fmt.Sprint(args...)) }
+func (l *engineLogger) Fatalf(f string, args ...any) { l.log.Error(fmt.Sprintf(f, args...)) }
+func (l *engineLogger) Panic(args ...any)            { panic(fmt.Sprint(args...)) }
+func (l *engineLogger) Panicf(f string, args ...any) { panic(fmt.Sprintf(f, args...)) }

@@ -1,0 +1,242 @@
+package crdt
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	ds "github.com/ipfs/go-datastore"
+)
+
+// PutResult says what a write did.
+type PutResult struct {
+	// Op is the id shared by the operations of this write (zero when
+	// nothing changed).
+	Op OpID
+	// Created is true when the record did not exist before.
+	Created bool
+	// Fields lists the fields written, sorted (unchanged fields are skipped).
+	Fields []string
+}
+
+// Put writes fields of a record in one atomic delta, after validating them
+// against the replicated schema. Values are Go values as produced by
+// schema.ParseText or decoded from JSON; nil clears a field. It returns once
+// the write is durable on disk.
+func (s *Store) Put(ctx context.Context, collection, id string, fields map[string]any) (PutResult, error) {
+	eid, err := EscapeID(id)
+	if err != nil {
+		return PutResult{}, fmt.Errorf("put %s: %w", collection, err)
+	}
+	sc, err := s.Schema(ctx)
+	if err != nil {
+		return PutResult{}, err
+	}
+	coll, err := sc.Collection(collection)
+	if err != nil {
+		return PutResult{}, err
+	}
+
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	cur, err := s.readRecord(ctx, collection, eid)
+	if err != nil {
+		return PutResult{}, fmt.Errorf("put %s/%s: %w", collection, id, err)
+	}
+	norm, err := coll.ValidateWrite(id, fields, !cur.exists())
+	if err != nil {
+		return PutResult{}, err
+	}
+	if err := s.checkUnique(ctx, coll, id, norm); err != nil {
+		return PutResult{}, err
+	}
+	return s.writeRecord(ctx, collection, eid, cur, norm)
+}
+
+// writeRecord writes already validated fields of one record in its own
+// delta and waits until it is durable. The caller holds writeMu.
+func (s *Store) writeRecord(ctx context.Context, collection, eid string, cur *recordOps, fields map[string]any) (PutResult, error) {
+	p, err := s.planWrite(collection, eid, cur, fields)
+	if err != nil {
+		return PutResult{}, err
+	}
+	if len(p.result.Fields) == 0 {
+		return p.result, nil
+	}
+	if p.size > s.opts.BatchBytes {
+		return PutResult{}, fmt.Errorf("%s/%s: %d bytes in one write: %w", collection, eid, p.size, ErrTooLarge)
+	}
+	b, err := s.engine.Batch(ctx)
+	if err != nil {
+		return PutResult{}, fmt.Errorf("open batch: %w", err)
+	}
+	if err := p.stage(ctx, b); err != nil {
+		return PutResult{}, err
+	}
+	if err := s.commit(ctx, b); err != nil {
+		return PutResult{}, fmt.Errorf("put %s/%s: %w", collection, eid, err)
+	}
+	return p.result, nil
+}
+
+// writePlan is one record write, computed before anything is staged so that
+// a write that cannot be made leaves go-ds-crdt's pending delta untouched.
+type writePlan struct {
+	result PutResult
+	tombs  []ds.Key
+	keys   []ds.Key
+	values [][]byte
+	size   int
+}
+
+// stage adds the plan to batch b: tombstones first, then the new ops.
+func (p *writePlan) stage(ctx context.Context, b ds.Batch) error {
+	for _, k := range p.tombs {
+		if err := b.Delete(ctx, k); err != nil {
+			return fmt.Errorf("stage tombstone %s: %w", k, err)
+		}
+	}
+	for i, k := range p.keys {
+		if err := b.Put(ctx, k, p.values[i]); err != nil {
+			return fmt.Errorf("stage %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// planWrite computes one record write: a new operation per changed field,
+// and tombstones for every operation the write supersedes (the field's
+// visible ops, visible record deletes, and, when the record did not exist,
+// every leftover op of it, so that a re-created record starts empty).
+// Fields whose single visible value already equals the new one are skipped;
+// a plan without fields writes nothing.
+func (s *Store) planWrite(collection, eid string, cur *recordOps, fields map[string]any) (*writePlan, error) {
+	creating := !cur.exists()
+	names := make([]string, 0, len(fields))
+	for name, v := range fields {
+		old := cur.fields[name]
+		if !creating && len(cur.deletes) == 0 && len(old) == 1 && old[0].Value == v {
+			continue
+		}
+		if creating && v == nil {
+			continue // clearing a field of a new record writes nothing
+		}
+		names = append(names, name)
+	}
+	p := &writePlan{}
+	if len(names) == 0 {
+		return p, nil
+	}
+	sort.Strings(names)
+
+	s.clock.Observe(cur.maxTime())
+	id := OpID{Time: s.clock.Now(), Writer: s.opts.Writer}
+	p.result = PutResult{Op: id, Created: creating, Fields: names}
+
+	tomb := func(op Op) string {
+		p.tombs = append(p.tombs, opKey(collection, eid, op.Field, op.ID))
+		return op.Field + "/" + op.ID.String()
+	}
+	// Ops superseded by the write as a whole (deletes, and on re-creation
+	// the old fields) are listed on the first written field's op.
+	var common []string
+	for _, op := range cur.deletes {
+		common = append(common, tomb(op))
+	}
+	if creating {
+		for field, ops := range cur.fields {
+			if _, written := fields[field]; written {
+				continue
+			}
+			for _, op := range ops {
+				common = append(common, tomb(op))
+			}
+		}
+		sort.Strings(common)
+	}
+	for i, name := range names {
+		op := Op{ID: id, Field: name, Value: fields[name]}
+		if i == 0 {
+			op.Supersedes = common
+		}
+		for _, old := range cur.fields[name] {
+			op.Supersedes = append(op.Supersedes, tomb(old))
+		}
+		data, err := encodeOp(op)
+		if err != nil {
+			return nil, err
+		}
+		key := opKey(collection, eid, name, id)
+		p.keys = append(p.keys, key)
+		p.values = append(p.values, data)
+		p.size += len(data) + len(key.String())
+	}
+	for _, k := range p.tombs {
+		p.size += len(k.String()) + 64
+	}
+	return p, nil
+}
+
+// Delete deletes a record: one delete operation, newer than every edit its
+// writer saw. Field operations are kept (not tombstoned): an edit made
+// concurrently and newer than the delete brings the whole record back.
+func (s *Store) Delete(ctx context.Context, collection, id string) (OpID, error) {
+	eid, err := EscapeID(id)
+	if err != nil {
+		return OpID{}, fmt.Errorf("delete %s: %w", collection, err)
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	cur, err := s.readRecord(ctx, collection, eid)
+	if err != nil {
+		return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, id, err)
+	}
+	if !cur.exists() {
+		return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, id, ErrNotFound)
+	}
+	b, err := s.engine.Batch(ctx)
+	if err != nil {
+		return OpID{}, fmt.Errorf("open batch: %w", err)
+	}
+	s.clock.Observe(cur.maxTime())
+	del := Op{ID: OpID{Time: s.clock.Now(), Writer: s.opts.Writer}, Field: DeleteField, Value: true}
+	for _, old := range cur.deletes {
+		if err := b.Delete(ctx, opKey(collection, eid, DeleteField, old.ID)); err != nil {
+			return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, id, err)
+		}
+		del.Supersedes = append(del.Supersedes, DeleteField+"/"+old.ID.String())
+	}
+	for field, ops := range cur.fields {
+		for _, op := range ops {
+			del.Seen = append(del.Seen, field+"/"+op.ID.String())
+		}
+	}
+	sort.Strings(del.Seen)
+	data, err := encodeOp(del)
+	if err != nil {
+		return OpID{}, err
+	}
+	if err := b.Put(ctx, opKey(collection, eid, DeleteField, del.ID), data); err != nil {
+		return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, id, err)
+	}
+	if err := s.commit(ctx, b); err != nil {
+		return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, id, err)
+	}
+	return del.ID, nil
+}
+
+// commit publishes the pending delta and makes it durable: go-ds-crdt writes
+// with fsync off (see node/store.go), so one Sync here is the single fsync
+// of an acknowledged write.
+func (s *Store) commit(ctx context.Context, b ds.Batch) error {
+	if err := b.Commit(ctx); err != nil {
+		return fmt.Errorf("commit delta: %w", err)
+	}
+	if err := s.persistClock(ctx); err != nil {
+		return err
+	}
+	if err := s.base.Sync(ctx, ds.NewKey("/")); err != nil {
+		return fmt.Errorf("sync to disk: %w", err)
+	}
+	return nil
+}
