@@ -34,7 +34,7 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 	if err != nil {
 		return res, err
 	}
-	coll, err := sc.Collection(collection)
+	coll, err := collectionOf(sc, collection)
 	if err != nil {
 		return res, err
 	}

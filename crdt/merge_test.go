@@ -3,6 +3,7 @@ package crdt
 import (
 	"context"
 	"errors"
+	ds "github.com/ipfs/go-datastore"
 	"strconv"
 	"strings"
 	"testing"
@@ -403,3 +404,44 @@ func TestImportBatchesIntoFewDeltas(t *testing.T) {
 		t.Errorf("listed %d records", count)
 	}
 }
+
+// Operations that did not come from a Ferry node (bad keys, envelopes that do
+// not decode or lie about their writer) are ignored and counted on every
+// replica; nothing crashes and good records stay readable.
+func TestMalformedOperationsAreIgnored(t *testing.T) {
+	n := newTestNet(t, 2)
+	a, b := n.replicas[0], n.replicas[1]
+	ctx := context.Background()
+	mustPut(t, a, "contacts", "good", map[string]any{"last_name": "Fine"})
+	rogue := map[string][]byte{
+		"/contacts/bad1/last_name/0000000000000001-A":      []byte("not json"),
+		"/contacts/bad2/last_name/0000000000000001-A":      []byte(`{"v":"x","t":"0000000000000001","w":"SOMEONE-ELSE"}`),
+		"/contacts/bad3/last_name/not-an-op-id":            []byte(`{"v":"x"}`),
+		"/contacts/bad4/last_name/0000000000000001-A":      []byte(`{"v":{"nested":1},"t":"0000000000000001","w":"A"}`),
+		"/contacts/bad5/_del/0000000000000001-A":           []byte(`{"v":"yes","t":"0000000000000001","w":"A"}`),
+		"/contacts/too/many/segments/0000000000000001-A/x": []byte(`{}`),
+	}
+	for k, v := range rogue {
+		if err := a.engine.Put(ctx, dsKey(k), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.waitConverged(10 * time.Second)
+	for _, r := range []*replica{a, b} {
+		if got := dump(t, r, "contacts"); got != "[good: last_name=Fine]" {
+			t.Errorf("replica %s lists %s", r.writer, got)
+		}
+		for _, id := range []string{"bad1", "bad2", "bad3", "bad4", "bad5"} {
+			if _, err := r.Get(ctx, "contacts", id); !errors.Is(err, ErrNotFound) {
+				t.Errorf("replica %s: %s: want not found, got %v", r.writer, id, err)
+			}
+		}
+		if r.Stats(ctx).Malformed == 0 {
+			t.Errorf("replica %s counted no malformed operations", r.writer)
+		}
+	}
+	// Writing over a record with a malformed op still works.
+	mustPut(t, b, "contacts", "bad1", map[string]any{"last_name": "Repaired"})
+}
+
+func dsKey(s string) ds.Key { return ds.RawKey(s) }

@@ -273,9 +273,15 @@ func (tn *testNet) waitConverged(timeout time.Duration) {
 			}
 			tn.mu.Unlock()
 		}
+		// Equal heads are not enough: a fresh replica adopts the heads it
+		// hears of before merging them. Compare what is visible too.
 		first := headsKey(rs[0])
+		view := func(r *replica) string {
+			return dump(tn.t, r, SchemaCollection) + dump(tn.t, r, "contacts") + dump(tn.t, r, "accounts")
+		}
+		firstView := view(rs[0])
 		for _, r := range rs {
-			if r.Stats(context.Background()).QueuedJobs > 0 || headsKey(r) != first {
+			if r.Stats(context.Background()).QueuedJobs > 0 || headsKey(r) != first || view(r) != firstView {
 				return false
 			}
 		}

@@ -6,6 +6,8 @@ import (
 	"sort"
 
 	ds "github.com/ipfs/go-datastore"
+
+	"github.com/ferry-crm/ferry/schema"
 )
 
 // PutResult says what a write did.
@@ -32,7 +34,7 @@ func (s *Store) Put(ctx context.Context, collection, id string, fields map[strin
 	if err != nil {
 		return PutResult{}, err
 	}
-	coll, err := sc.Collection(collection)
+	coll, err := collectionOf(sc, collection)
 	if err != nil {
 		return PutResult{}, err
 	}
@@ -239,4 +241,14 @@ func (s *Store) commit(ctx context.Context, b ds.Batch) error {
 		return fmt.Errorf("sync to disk: %w", err)
 	}
 	return nil
+}
+
+// collectionOf finds a collection of the schema; with no schema at all, the
+// error says how to get one.
+func collectionOf(sc *schema.Schema, collection string) (*schema.Collection, error) {
+	c, err := sc.Collection(collection)
+	if err != nil && len(sc.Collections) == 0 {
+		return nil, fmt.Errorf("%w: this node has no schema yet (apply one with 'ferry schema apply FILE', or let it sync with the office)", err)
+	}
+	return c, err
 }
