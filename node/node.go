@@ -1,0 +1,419 @@
+// Package node is Ferry's daemon: a libp2p host, GossipSub and a heads
+// exchange as the go-ds-crdt broadcaster, bitswap as the DAG syncer, the
+// dialer that keeps configured peers connected, the embedded store, and the
+// local API the CLI talks to.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	badger "github.com/ipfs/go-ds-badger"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+
+	"github.com/ferry-crm/ferry/crdt"
+)
+
+// Roles of a node.
+const (
+	RoleOffice = "office"
+	RoleLaptop = "laptop"
+)
+
+// IdentityFile is the node's private key inside the data dir.
+const IdentityFile = "identity.key"
+
+// Config configures a node. Start from DefaultConfig.
+type Config struct {
+	// Dir is the data dir: identity key, store, API socket.
+	Dir string
+	// Name is a human name for this node, shown to peers.
+	Name string
+	// Role is RoleOffice (the anchor peer) or RoleLaptop.
+	Role string
+	// ListenAddrs are the libp2p addresses to listen on.
+	ListenAddrs []multiaddr.Multiaddr
+	// Peers are addresses (ending in /p2p/<id>) to keep connected.
+	Peers []multiaddr.Multiaddr
+	// Topic is the GossipSub topic of this Ferry network.
+	Topic string
+	// Offline starts the node without connecting to anyone.
+	Offline bool
+	// Network false opens only the store and the API: no libp2p at all
+	// (the CLI uses this when no node is running).
+	Network bool
+	// DialMin and DialMax bound the re-dial backoff.
+	DialMin, DialMax time.Duration
+	// Store holds the crdt options; Writer is filled in from the identity.
+	Store crdt.Options
+	// Logger receives the node's logs.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a laptop config for dir, listening on every
+// interface on random TCP and QUIC ports.
+func DefaultConfig(dir string) Config {
+	return Config{
+		Dir:  dir,
+		Role: RoleLaptop,
+		ListenAddrs: []multiaddr.Multiaddr{
+			multiaddr.StringCast("/ip4/0.0.0.0/tcp/0"),
+			multiaddr.StringCast("/ip4/0.0.0.0/udp/0/quic-v1"),
+		},
+		Topic:   "ferry",
+		Network: true,
+		DialMin: DefaultDialMin,
+		DialMax: DefaultDialMax,
+		Store:   crdt.DefaultOptions(),
+		Logger:  slog.Default(),
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("no data dir")
+	case c.Role != RoleOffice && c.Role != RoleLaptop:
+		return fmt.Errorf("role %q: want %s or %s", c.Role, RoleOffice, RoleLaptop)
+	case c.Network && c.Topic == "":
+		return errors.New("no pubsub topic")
+	case c.Logger == nil:
+		return errors.New("no logger")
+	}
+	return nil
+}
+
+// Node is a running Ferry node.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	self  peer.ID
+	base  *badger.Datastore
+	store *crdt.Store
+
+	// network parts, nil when Config.Network is false
+	host      host.Host
+	bcast     *Broadcaster
+	dagCloser io.Closer
+	heads     *HeadSync
+	dialer    *Dialer
+
+	announce chan struct{} // signalled when heads may have changed
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start opens the store and, with Config.Network, joins the network.
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("start node: %w", err)
+	}
+	key, err := LoadOrCreateIdentity(filepath.Join(cfg.Dir, IdentityFile))
+	if err != nil {
+		return nil, fmt.Errorf("start node: %w", err)
+	}
+	self, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("start node: %w", err)
+	}
+	nctx, cancel := context.WithCancel(context.Background())
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), self: self, ctx: nctx, cancel: cancel,
+		announce: make(chan struct{}, 1)}
+	defer func() {
+		if err != nil {
+			_ = n.Close()
+		}
+	}()
+
+	if n.base, err = OpenDatastore(cfg.Dir); err != nil {
+		return nil, err
+	}
+	unclean, err := markOpen(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	bstore := NewBlockstore(n.base)
+	dag := NewOfflineDAGService(bstore)
+	var bcast *Broadcaster
+	if cfg.Network {
+		if n.host, err = NewHost(HostConfig{Key: key, ListenAddrs: cfg.ListenAddrs}); err != nil {
+			return nil, fmt.Errorf("start node: %w", err)
+		}
+		ps, err := NewPubSub(nctx, n.host)
+		if err != nil {
+			return nil, fmt.Errorf("start node: %w", err)
+		}
+		if bcast, err = NewBroadcaster(ctx, ps, self, cfg.Topic, n.log); err != nil {
+			return nil, fmt.Errorf("start node: %w", err)
+		}
+		n.bcast = bcast
+		if dag, n.dagCloser, err = NewDAGService(nctx, n.host, bstore, cfg.Store.DAGSyncerTimeout); err != nil {
+			return nil, fmt.Errorf("start node: %w", err)
+		}
+	}
+
+	sopts := cfg.Store
+	sopts.Writer = self.String()
+	sopts.Logger = n.log
+	if onChange := sopts.OnChange; cfg.Network {
+		sopts.OnChange = func(collection, escapedID string) {
+			n.headsChanged()
+			if onChange != nil {
+				onChange(collection, escapedID)
+			}
+		}
+	}
+	if bcast != nil {
+		n.store, err = crdt.New(ctx, n.base, dag, bcast, sopts)
+	} else {
+		n.store, err = crdt.New(ctx, n.base, dag, nil, sopts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("start node: %w", err)
+	}
+	if unclean {
+		n.log.Warn("store was not closed cleanly: re-walking the DAG")
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := n.store.Repair(nctx); err != nil && nctx.Err() == nil {
+				n.log.Error("repair after unclean shutdown", "err", err)
+			}
+		}()
+	}
+	if cfg.Network {
+		if err := n.store.SetNodeInfo(ctx, cfg.Name, cfg.Role); err != nil {
+			return nil, fmt.Errorf("start node: %w", err)
+		}
+		n.heads = NewHeadSync(n.host, n.store.Heads, func(ctx context.Context, from peer.ID, payload []byte) {
+			if err := bcast.Inject(ctx, from, payload); err != nil {
+				n.log.Debug("heads from peer not queued", "peer", from, "err", err)
+			}
+		}, n.log)
+		if n.dialer, err = NewDialer(n.host, DialerConfig{Peers: cfg.Peers, Min: cfg.DialMin, Max: cfg.DialMax}, n.log); err != nil {
+			return nil, fmt.Errorf("start node: %w", err)
+		}
+		if cfg.Offline {
+			n.dialer.SetOffline(true)
+		}
+		n.wg.Add(1)
+		go n.announceLoop()
+		n.log.Info("node started", "peer", self, "role", cfg.Role, "addrs", n.Addrs())
+	}
+	return n, nil
+}
+
+// Close shuts the node down, outside-in: dialer and heads exchange (no new
+// sync), broadcaster (so go-ds-crdt's receive loop returns), crdt store,
+// bitswap, host, datastore; last, the open marker goes, recording a clean
+// shutdown. Safe to call twice.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		add := func(what string, err error) {
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", what, err))
+			}
+		}
+		n.cancel()
+		if n.dialer != nil {
+			add("dialer", n.dialer.Close())
+		}
+		if n.heads != nil {
+			add("heads exchange", n.heads.Close())
+		}
+		if n.bcast != nil {
+			add("broadcaster", n.bcast.Close())
+		}
+		n.wg.Wait()
+		if n.store != nil {
+			add("store", n.store.Close())
+		}
+		if n.dagCloser != nil {
+			add("bitswap", n.dagCloser.Close())
+		}
+		if n.host != nil {
+			add("host", n.host.Close())
+		}
+		if n.base != nil {
+			add("datastore", n.base.Close())
+			if len(errs) == 0 {
+				add("marker", markClosed(n.cfg.Dir))
+			}
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+// Store returns the node's record store.
+func (n *Node) Store() *crdt.Store { return n.store }
+
+// ID returns the node's peer id.
+func (n *Node) ID() peer.ID { return n.self }
+
+// Host returns the libp2p host (nil without network).
+func (n *Node) Host() host.Host { return n.host }
+
+// Config returns the node's configuration.
+func (n *Node) Config() Config { return n.cfg }
+
+// Addrs returns the node's full listen addresses (with /p2p/<id>).
+func (n *Node) Addrs() []multiaddr.Multiaddr {
+	if n.host == nil {
+		return nil
+	}
+	p2p, _ := multiaddr.NewComponent("p2p", n.self.String())
+	var out []multiaddr.Multiaddr
+	for _, a := range n.host.Addrs() {
+		out = append(out, a.Encapsulate(p2p))
+	}
+	return out
+}
+
+// SetOffline takes the node off the network (all connections closed, no
+// dialing) or back on; coming back, configured peers are dialed at once and
+// heads are exchanged on every new connection.
+func (n *Node) SetOffline(offline bool) error {
+	if n.dialer == nil {
+		return errors.New("node has no network")
+	}
+	n.dialer.SetOffline(offline)
+	return nil
+}
+
+// Offline reports whether the node is offline.
+func (n *Node) Offline() bool { return n.dialer == nil || n.dialer.Offline() }
+
+// PeerInfo describes a peer this node knows.
+type PeerInfo struct {
+	ID         string    `json:"peer_id"`
+	Name       string    `json:"name,omitempty"`
+	Role       string    `json:"role,omitempty"`
+	Addrs      []string  `json:"addrs,omitempty"`
+	Connected  bool      `json:"connected"`
+	Configured bool      `json:"configured"`
+	LastSync   time.Time `json:"last_sync,omitzero"`
+}
+
+// Peers lists configured, connected and known peers (those that wrote their
+// name into the replicated _nodes collection), sorted by id.
+func (n *Node) Peers(ctx context.Context) ([]PeerInfo, error) {
+	byID := map[string]*PeerInfo{}
+	get := func(id string) *PeerInfo {
+		if p := byID[id]; p != nil {
+			return p
+		}
+		p := &PeerInfo{ID: id}
+		byID[id] = p
+		return p
+	}
+	err := n.store.List(ctx, crdt.NodesCollection, func(r *crdt.Record) error {
+		if r.ID == n.self.String() {
+			return nil
+		}
+		p := get(r.ID)
+		p.Name, _ = r.Fields["name"].Value.(string)
+		p.Role, _ = r.Fields["role"].Value.(string)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list peers: %w", err)
+	}
+	for _, a := range n.cfg.Peers {
+		if info, err := peer.AddrInfoFromP2pAddr(a); err == nil && info.ID != n.self {
+			get(info.ID.String()).Configured = true
+		}
+	}
+	if n.host != nil {
+		for _, id := range n.host.Network().Peers() {
+			get(id.String()).Connected = true
+		}
+		for id, p := range byID {
+			pid, err := peer.Decode(id)
+			if err != nil {
+				continue
+			}
+			for _, a := range n.host.Peerstore().Addrs(pid) {
+				p.Addrs = append(p.Addrs, a.String())
+			}
+			if t, ok := n.heads.LastExchange(pid); ok {
+				p.LastSync = t
+			}
+		}
+	}
+	out := make([]PeerInfo, 0, len(byID))
+	for _, p := range byID {
+		out = append(out, *p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Status is what `ferry status` shows.
+type Status struct {
+	PeerID         string   `json:"peer_id"`
+	Name           string   `json:"name,omitempty"`
+	Role           string   `json:"role"`
+	Dir            string   `json:"dir"`
+	Running        bool     `json:"running"`
+	Online         bool     `json:"online"`
+	ListenAddrs    []string `json:"listen_addrs"`
+	ConnectedPeers int      `json:"connected_peers"`
+	Heads          []string `json:"heads"`
+	DAGHeight      uint64   `json:"dag_height"`
+	Dirty          bool     `json:"dirty"`
+	QueuedJobs     int      `json:"queued_jobs"`
+	MalformedOps   uint64   `json:"malformed_ops"`
+}
+
+// Status reports the node's identity, network and replication state.
+func (n *Node) Status(ctx context.Context) Status {
+	st := n.store.Stats(ctx)
+	s := Status{
+		PeerID:       n.self.String(),
+		Name:         n.cfg.Name,
+		Role:         n.cfg.Role,
+		Dir:          n.cfg.Dir,
+		Running:      n.host != nil,
+		Online:       n.host != nil && !n.Offline(),
+		ListenAddrs:  []string{},
+		Heads:        make([]string, len(st.Heads)),
+		DAGHeight:    st.MaxHeight,
+		Dirty:        st.Dirty,
+		QueuedJobs:   st.QueuedJobs,
+		MalformedOps: st.Malformed,
+	}
+	for i, h := range st.Heads {
+		s.Heads[i] = h.String()
+	}
+	sort.Strings(s.Heads)
+	for _, a := range n.Addrs() {
+		s.ListenAddrs = append(s.ListenAddrs, a.String())
+	}
+	if n.host != nil {
+		s.ConnectedPeers = len(n.host.Network().Peers())
+	}
+	return s
+}
+
+// DirExists reports whether dir holds an initialised node (identity key).
+func DirExists(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, IdentityFile))
+	return err == nil
+}
