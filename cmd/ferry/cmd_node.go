@@ -1,0 +1,65 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ferry-crm/ferry/node"
+)
+
+func newNodeCmd(g *globals) *cobra.Command {
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Run the node until SIGINT or SIGTERM",
+		Long: `Run the node: open the store, listen, keep the configured peers connected
+(re-dialing with backoff), replicate, and serve the local API on
+<dir>/api.sock. SIGINT or SIGTERM shuts it down cleanly.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return usagef("--log-level %q: want debug, info, warn or error", logLevel)
+			}
+			fc, err := loadConfig(g.dir)
+			if err != nil {
+				return err
+			}
+			cfg, err := fc.nodeConfig(g.dir)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			n, err := node.Start(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "ferry node %s (%s) running\n", n.ID(), cfg.Role)
+			for _, a := range n.Addrs() {
+				fmt.Fprintf(cmd.OutOrStdout(), "  %s\n", a)
+			}
+			serveErr := n.Serve(ctx)
+			if serveErr != nil && ctx.Err() == nil {
+				cfg.Logger.Error("API stopped", "err", serveErr)
+			}
+			stop()
+			cfg.Logger.Info("shutting down")
+			if err := n.Close(); err != nil {
+				return fmt.Errorf("shut down: %w", err)
+			}
+			if ctx.Err() == nil && serveErr != nil {
+				return serveErr
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ferry-crm/ferry/node"
+)
+
+func newPutCmd(g *globals) *cobra.Command {
+	var unset []string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "put COLLECTION ID FIELD=VALUE...",
+		Short: "Create or update a record (all fields in one atomic write)",
+		Long: `Create or update a record. Values are parsed by the field's type: numbers,
+true/false, enum values, RFC 3339 times or dates (2024-03-01), ids for refs.
+--unset FIELD clears a field. All fields of one put are one atomic delta.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 2 || (len(args) == 2 && len(unset) == 0) {
+				return usagef("put: want COLLECTION ID FIELD=VALUE...")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := node.PutRequest{Text: map[string]string{}, Fields: map[string]any{}}
+			for _, kv := range args[2:] {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return usagef("put: %q is not FIELD=VALUE", kv)
+				}
+				if _, dup := req.Text[k]; dup {
+					return usagef("put: field %q given twice", k)
+				}
+				req.Text[k] = v
+			}
+			for _, k := range unset {
+				if _, dup := req.Text[k]; dup {
+					return usagef("put: field %q both set and unset", k)
+				}
+				req.Fields[k] = nil
+			}
+			body, err := json.Marshal(req)
+			if err != nil {
+				return err
+			}
+			return withClient(cmd.Context(), g.dir, func(c *client) error {
+				var res node.PutResponse
+				if err := c.do(cmd.Context(), "PUT", recordPath(args[0], args[1]), strings.NewReader(string(body)), &res); err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), res)
+				}
+				switch {
+				case len(res.Fields) == 0:
+					fmt.Fprintf(cmd.OutOrStdout(), "%s/%s unchanged\n", args[0], args[1])
+				case res.Created:
+					fmt.Fprintf(cmd.OutOrStdout(), "created %s/%s (%s)\n", args[0], args[1], strings.Join(res.Fields, ", "))
+				default:
+					fmt.Fprintf(cmd.OutOrStdout(), "updated %s/%s (%s)\n", args[0], args[1], strings.Join(res.Fields, ", "))
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringArrayVar(&unset, "unset", nil, "clear this field (repeatable)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
+}
+
+func newGetCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "get COLLECTION ID",
+		Short: "Show a record (conflicted fields are marked with !)",
+		Args:  exactArgs(2, "COLLECTION ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withClient(cmd.Context(), g.dir, func(c *client) error {
+				var rec node.RecordJSON
+				if err := c.do(cmd.Context(), "GET", recordPath(args[0], args[1]), nil, &rec); err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), rec)
+				}
+				printRecord(cmd.OutOrStdout(), rec)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the record as JSON")
+	return cmd
+}
+
+func newListCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	var where string
+	cmd := &cobra.Command{
+		Use:   "list COLLECTION",
+		Short: "List the records of a collection",
+		Long: `List the records of a collection, one per line (with --json, one JSON
+object per line). --where FIELD=VALUE keeps records whose field equals VALUE.`,
+		Args: exactArgs(1, "COLLECTION"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if where != "" && !strings.Contains(where, "=") {
+				return usagef("--where %q: want FIELD=VALUE", where)
+			}
+			path := "/v1/records/" + url.PathEscape(args[0])
+			if where != "" {
+				path += "?where=" + url.QueryEscape(where)
+			}
+			return withClient(cmd.Context(), g.dir, func(c *client) error {
+				return streamLines(c, cmd, path, func(line []byte) error {
+					if asJSON {
+						_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s\n", line)
+						return err
+					}
+					var rec node.RecordJSON
+					if err := json.Unmarshal(line, &rec); err != nil {
+						return fmt.Errorf("decode record: %w", err)
+					}
+					_, err := fmt.Fprintln(cmd.OutOrStdout(), recordLine(rec))
+					return err
+				})
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON Lines")
+	cmd.Flags().StringVar(&where, "where", "", "FIELD=VALUE filter")
+	return cmd
+}
+
+// streamLines reads a JSON Lines answer; a line {"error": ...} ends it with
+// that error.
+func streamLines(c *client, cmd *cobra.Command, path string, fn func([]byte) error) error {
+	resp, err := c.send(cmd.Context(), "GET", path, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(line) > 9 && string(line[:9]) == `{"error":` {
+			var e node.ErrorResponse
+			if json.Unmarshal(line, &e) == nil {
+				return fmt.Errorf("%s", e.Error)
+			}
+		}
+		if err := fn(line); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+func newDeleteCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete COLLECTION ID",
+		Short: "Delete a record",
+		Long: `Delete a record. An edit made elsewhere concurrently (without having seen
+the delete) and newer than it brings the record back; see docs/merge-rules.md.`,
+		Args: exactArgs(2, "COLLECTION ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withClient(cmd.Context(), g.dir, func(c *client) error {
+				if err := c.do(cmd.Context(), "DELETE", recordPath(args[0], args[1]), nil, nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "deleted %s/%s\n", args[0], args[1])
+				return nil
+			})
+		},
+	}
+}
+
+func newExportCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "export COLLECTION",
+		Short: "Write a collection as JSON Lines (the import format)",
+		Args:  exactArgs(1, "COLLECTION"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			w := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
+			err := withClient(cmd.Context(), g.dir, func(c *client) error {
+				return streamLines(c, cmd, "/v1/records/"+url.PathEscape(args[0])+"?format=export", func(line []byte) error {
+					w.Write(line)
+					return w.WriteByte('\n')
+				})
+			})
+			if ferr := w.Flush(); err == nil {
+				err = ferr
+			}
+			return err
+		},
+	}
+}

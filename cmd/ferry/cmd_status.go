@@ -1,0 +1,120 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ferry-crm/ferry/node"
+)
+
+func newStatusCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show identity, network and replication state",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withClient(cmd.Context(), g.dir, func(c *client) error {
+				var st node.Status
+				if err := c.do(cmd.Context(), "GET", "/v1/status", nil, &st); err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), st)
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+				state := "not running (store opened by this command)"
+				if st.Running {
+					state = map[bool]string{true: "running, online", false: "running, offline"}[st.Online]
+				}
+				fmt.Fprintf(tw, "peer id:\t%s\n", st.PeerID)
+				fmt.Fprintf(tw, "name:\t%s\n", st.Name)
+				fmt.Fprintf(tw, "role:\t%s\n", st.Role)
+				fmt.Fprintf(tw, "node:\t%s\n", state)
+				fmt.Fprintf(tw, "listen:\t%s\n", strings.Join(st.ListenAddrs, "\n\t"))
+				fmt.Fprintf(tw, "connected peers:\t%d\n", st.ConnectedPeers)
+				fmt.Fprintf(tw, "heads:\t%d\n", len(st.Heads))
+				fmt.Fprintf(tw, "DAG height:\t%d\n", st.DAGHeight)
+				fmt.Fprintf(tw, "dirty:\t%t\n", st.Dirty)
+				if st.QueuedJobs > 0 {
+					fmt.Fprintf(tw, "queued DAG jobs:\t%d\n", st.QueuedJobs)
+				}
+				if st.MalformedOps > 0 {
+					fmt.Fprintf(tw, "ignored malformed ops:\t%d\n", st.MalformedOps)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newPeersCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "peers",
+		Short: "List configured, connected and known peers",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withClient(cmd.Context(), g.dir, func(c *client) error {
+				var peers []node.PeerInfo
+				if err := c.do(cmd.Context(), "GET", "/v1/peers", nil, &peers); err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), peers)
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "PEER ID\tNAME\tROLE\tCONNECTED\tCONFIGURED\tLAST SYNC")
+				for _, p := range peers {
+					last := "never"
+					if !p.LastSync.IsZero() {
+						last = p.LastSync.Format(time.RFC3339)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%t\t%s\n", p.ID, p.Name, p.Role, p.Connected, p.Configured, last)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// newOfflineCmd builds `ferry offline` and `ferry online`. The setting is
+// kept in config.yaml, so it survives restarts.
+func newOfflineCmd(g *globals, offline bool) *cobra.Command {
+	use, short := "online", "Reconnect to peers and resume syncing"
+	if offline {
+		use, short = "offline", "Drop all peer connections and stop dialing (kept across restarts)"
+	}
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fc, err := loadConfig(g.dir)
+			if err != nil {
+				return err
+			}
+			fc.Offline = offline
+			if err := fc.save(g.dir); err != nil {
+				return err
+			}
+			return withClient(cmd.Context(), g.dir, func(c *client) error {
+				if c.running() {
+					if err := c.do(cmd.Context(), "POST", "/v1/"+use, nil, nil); err != nil {
+						return err
+					}
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "node is %s\n", use)
+				return nil
+			})
+		},
+	}
+}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/multiformats/go-multiaddr"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/ferry-crm/ferry/node"
+)
+
+// configFile is the node's settings inside the data dir.
+const configFile = "config.yaml"
+
+// fileConfig is the YAML form of a node's settings.
+type fileConfig struct {
+	Name    string   `yaml:"name"`
+	Role    string   `yaml:"role"`
+	Listen  []string `yaml:"listen"`
+	Peers   []string `yaml:"peers,omitempty"`
+	Topic   string   `yaml:"topic"`
+	Offline bool     `yaml:"offline,omitempty"`
+}
+
+func loadConfig(dir string) (*fileConfig, error) {
+	data, err := os.ReadFile(filepath.Join(dir, configFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s is not a Ferry data dir (no %s): run 'ferry --dir %s init' first", dir, configFile, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	var fc fileConfig
+	if err := yaml.Unmarshal(data, &fc); err != nil {
+		return nil, fmt.Errorf("read config %s: %w", filepath.Join(dir, configFile), err)
+	}
+	return &fc, nil
+}
+
+func (fc *fileConfig) save(dir string) error {
+	data, err := yaml.Marshal(fc)
+	if err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	tmp := filepath.Join(dir, configFile+".tmp")
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, configFile)); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}
+
+// nodeConfig turns the file settings into a node.Config.
+func (fc *fileConfig) nodeConfig(dir string) (node.Config, error) {
+	cfg := node.DefaultConfig(dir)
+	cfg.Name, cfg.Role, cfg.Offline = fc.Name, fc.Role, fc.Offline
+	if fc.Topic != "" {
+		cfg.Topic = fc.Topic
+	}
+	var err error
+	if cfg.ListenAddrs, err = parseAddrs(fc.Listen, false); err != nil {
+		return cfg, fmt.Errorf("config listen: %w", err)
+	}
+	if cfg.Peers, err = parseAddrs(fc.Peers, true); err != nil {
+		return cfg, fmt.Errorf("config peers: %w", err)
+	}
+	return cfg, nil
+}
+
+// parseAddrs parses multiaddrs; peer addresses must end in /p2p/<id>.
+func parseAddrs(in []string, needPeer bool) ([]multiaddr.Multiaddr, error) {
+	out := make([]multiaddr.Multiaddr, 0, len(in))
+	for _, s := range in {
+		a, err := multiaddr.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("address %q: %w", s, err)
+		}
+		if needPeer {
+			if _, err := a.ValueForProtocol(multiaddr.P_P2P); err != nil {
+				return nil, fmt.Errorf("peer address %q: must end in /p2p/<peer id>", s)
+			}
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
