@@ -30,11 +30,7 @@ type ImportResult struct {
 // with the number of records done.
 func (s *Store) Import(ctx context.Context, collection string, recs []ImportRecord, progress func(done int)) (ImportResult, error) {
 	res := ImportResult{Records: len(recs)}
-	sc, err := s.Schema(ctx)
-	if err != nil {
-		return res, err
-	}
-	coll, err := collectionOf(sc, collection)
+	coll, err := s.Collection(ctx, collection)
 	if err != nil {
 		return res, err
 	}

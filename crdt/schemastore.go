@@ -37,6 +37,15 @@ func (s *Store) Schema(ctx context.Context) (*schema.Schema, error) {
 	return sc, nil
 }
 
+// Collection returns a collection of the replicated schema.
+func (s *Store) Collection(ctx context.Context, name string) (*schema.Collection, error) {
+	sc, err := s.Schema(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return collectionOf(sc, name)
+}
+
 func (s *Store) loadSchema(ctx context.Context) (*schema.Schema, error) {
 	sc := &schema.Schema{Collections: map[string]*schema.Collection{}}
 	err := s.List(ctx, SchemaCollection, func(r *Record) error {

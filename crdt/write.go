@@ -30,11 +30,7 @@ func (s *Store) Put(ctx context.Context, collection, id string, fields map[strin
 	if err != nil {
 		return PutResult{}, fmt.Errorf("put %s: %w", collection, err)
 	}
-	sc, err := s.Schema(ctx)
-	if err != nil {
-		return PutResult{}, err
-	}
-	coll, err := collectionOf(sc, collection)
+	coll, err := s.Collection(ctx, collection)
 	if err != nil {
 		return PutResult{}, err
 	}

@@ -177,12 +177,7 @@ func (n *Node) handlePut(w http.ResponseWriter, r *http.Request) {
 		fields[k] = v
 	}
 	if len(req.Text) > 0 {
-		sc, err := n.store.Schema(ctx)
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		c, err := sc.Collection(collection)
+		c, err := n.store.Collection(ctx, collection)
 		if err != nil {
 			writeError(w, err)
 			return
@@ -224,12 +219,7 @@ func (n *Node) handlePut(w http.ResponseWriter, r *http.Request) {
 func (n *Node) handleList(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	collection := r.PathValue("collection")
-	sc, err := n.store.Schema(ctx)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	c, err := sc.Collection(collection)
+	c, err := n.store.Collection(ctx, collection)
 	if err != nil {
 		writeError(w, err)
 		return
