@@ -140,7 +140,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 
-	if n.base, err = OpenDatastore(cfg.Dir); err != nil {
+	wait := time.Duration(0)
+	if cfg.Network {
+		wait = 10 * time.Second // a CLI command may hold the store for a moment
+	}
+	if n.base, err = openDatastoreWait(ctx, cfg.Dir, wait); err != nil {
 		return nil, err
 	}
 	unclean, err := markOpen(cfg.Dir)
@@ -178,8 +182,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			}
 		}
 	}
+	var gate *gatedBroadcaster
 	if bcast != nil {
-		n.store, err = crdt.New(ctx, n.base, dag, bcast, sopts)
+		gate = newGatedBroadcaster(bcast)
+		n.store, err = crdt.New(ctx, n.base, dag, gate, sopts)
 	} else {
 		n.store, err = crdt.New(ctx, n.base, dag, nil, sopts)
 	}
@@ -200,6 +206,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if err := n.store.SetNodeInfo(ctx, cfg.Name, cfg.Role); err != nil {
 			return nil, fmt.Errorf("start node: %w", err)
 		}
+		gate.Open()
 		n.heads = NewHeadSync(n.host, n.store.Heads, func(ctx context.Context, from peer.ID, payload []byte) {
 			if err := bcast.Inject(ctx, from, payload); err != nil {
 				n.log.Debug("heads from peer not queued", "peer", from, "err", err)

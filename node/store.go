@@ -1,11 +1,13 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/ipfs/boxo/blockstore"
 	ds "github.com/ipfs/go-datastore"
@@ -38,6 +40,23 @@ func OpenDatastore(dir string) (*badger.Datastore, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return d, nil
+}
+
+// openDatastoreWait is OpenDatastore that waits up to wait while the store
+// is locked: a CLI command holds it for a moment when no node runs.
+func openDatastoreWait(ctx context.Context, dir string, wait time.Duration) (*badger.Datastore, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		d, err := OpenDatastore(dir)
+		if !errors.Is(err, ErrStoreLocked) || time.Now().After(deadline) {
+			return d, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // blockNamespace is where DAG blocks live, beside go-ds-crdt's state.
