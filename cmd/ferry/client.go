@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ferry-crm/ferry/node"
@@ -27,21 +28,50 @@ type client struct {
 	local *node.Node // set when the store was opened in-process
 }
 
-// connect finds the node of dir.
+// connect finds the node of dir. When the store is locked by a node that is
+// still starting, it waits a little for the node's socket.
 func connect(ctx context.Context, dir string) (*client, error) {
 	fc, err := loadConfig(dir)
 	if err != nil {
 		return nil, err
 	}
-	sock := filepath.Join(dir, node.SocketFile)
-	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
-		c.Close()
-		tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		}}
-		return &client{http: &http.Client{Transport: tr}}, nil
+	deadline := time.Now().Add(storeLockWait)
+	for {
+		if c := dialNode(dir); c != nil {
+			return c, nil
+		}
+		c, err := openLocal(ctx, dir, fc)
+		if !errors.Is(err, node.ErrStoreLocked) || time.Now().After(deadline) {
+			return c, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
+}
+
+// storeLockWait is how long a command waits for a starting node.
+const storeLockWait = 5 * time.Second
+
+// dialNode returns a client of the running node, or nil when none answers.
+func dialNode(dir string) *client {
+	sock := filepath.Join(dir, node.SocketFile)
+	c, err := net.DialTimeout("unix", sock, time.Second)
+	if err != nil {
+		return nil
+	}
+	c.Close()
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}
+	return &client{http: &http.Client{Transport: tr, CheckRedirect: noRedirects}}
+}
+
+// openLocal opens the store in this process (no network).
+func openLocal(ctx context.Context, dir string, fc *fileConfig) (*client, error) {
 	cfg, err := fc.nodeConfig(dir)
 	if err != nil {
 		return nil, err
@@ -55,8 +85,12 @@ func connect(ctx context.Context, dir string) (*client, error) {
 		}
 		return nil, err
 	}
-	return &client{http: &http.Client{Transport: handlerTransport{n.Handler()}}, local: n}, nil
+	return &client{http: &http.Client{Transport: handlerTransport{n.Handler()}, CheckRedirect: noRedirects}, local: n}, nil
 }
+
+// noRedirects turns a redirect from the API into an error, never into the
+// answer of another request.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 func (c *client) Close() error {
 	if c.local != nil {
@@ -64,9 +98,6 @@ func (c *client) Close() error {
 	}
 	return nil
 }
-
-// running reports whether a node daemon answers (not an in-process store).
-func (c *client) running() bool { return c.local == nil }
 
 // handlerTransport serves requests with an in-process handler.
 type handlerTransport struct{ h http.Handler }
@@ -124,8 +155,10 @@ func (c *client) send(ctx context.Context, method, path string, body io.Reader) 
 	return resp, nil
 }
 
+// recordPath is the API path of a record. Dots are escaped too: the HTTP
+// router would clean "." and ".." segments out of the path.
 func recordPath(collection, id string) string {
-	return "/v1/records/" + url.PathEscape(collection) + "/" + url.PathEscape(id)
+	return "/v1/records/" + url.PathEscape(collection) + "/" + strings.ReplaceAll(url.PathEscape(id), ".", "%2E")
 }
 
 // withClient runs fn with a client of the data dir.

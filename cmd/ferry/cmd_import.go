@@ -10,6 +10,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/ferry-crm/ferry/node"
 )
@@ -48,7 +49,7 @@ deltas (about 1,000 field operations each); a record is never split.`,
 					if err := json.Unmarshal(sc.Bytes(), &p); err != nil {
 						return fmt.Errorf("import: bad progress line: %w", err)
 					}
-					if bar == nil && !quiet {
+					if bar == nil && !quiet && isTerminal(cmd.ErrOrStderr()) {
 						bar = progressbar.NewOptions(p.Total,
 							progressbar.OptionSetWriter(cmd.ErrOrStderr()),
 							progressbar.OptionSetDescription("importing "+args[0]),
@@ -66,8 +67,8 @@ deltas (about 1,000 field operations each); a record is never split.`,
 					}
 					if p.Result != nil {
 						r := p.Result
-						fmt.Fprintf(cmd.OutOrStdout(), "imported %d records into %s: %d written, %d unchanged, %d deltas\n",
-							r.Records, args[0], r.Written, r.Unchanged, r.Deltas)
+						fmt.Fprintf(cmd.OutOrStdout(), "imported %s into %s: %d written, %d unchanged, in %s\n",
+							plural(r.Records, "record"), args[0], r.Written, r.Unchanged, plural(r.Deltas, "delta"))
 						return nil
 					}
 				}
@@ -80,4 +81,17 @@ deltas (about 1,000 field operations each); a record is never split.`,
 	}
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar")
 	return cmd
+}
+
+// isTerminal reports whether w is a terminal (progress bars only go there).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -25,7 +25,7 @@ true/false, enum values, RFC 3339 times or dates (2024-03-01), ids for refs.
 			if len(args) < 2 || (len(args) == 2 && len(unset) == 0) {
 				return usagef("put: want COLLECTION ID FIELD=VALUE...")
 			}
-			return nil
+			return checkRecordArgs(cmd, args)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := node.PutRequest{Text: map[string]string{}, Fields: map[string]any{}}
@@ -79,7 +79,7 @@ func newGetCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get COLLECTION ID",
 		Short: "Show a record (conflicted fields are marked with !)",
-		Args:  exactArgs(2, "COLLECTION ID"),
+		Args:  recordArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withClient(cmd.Context(), g.dir, func(c *client) error {
 				var rec node.RecordJSON
@@ -167,7 +167,7 @@ func newDeleteCmd(g *globals) *cobra.Command {
 		Short: "Delete a record",
 		Long: `Delete a record. An edit made elsewhere concurrently (without having seen
 the delete) and newer than it brings the record back; see docs/merge-rules.md.`,
-		Args: exactArgs(2, "COLLECTION ID"),
+		Args: recordArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withClient(cmd.Context(), g.dir, func(c *client) error {
 				if err := c.do(cmd.Context(), "DELETE", recordPath(args[0], args[1]), nil, nil); err != nil {
@@ -199,4 +199,20 @@ func newExportCmd(g *globals) *cobra.Command {
 			return err
 		},
 	}
+}
+
+// recordArgs accepts exactly COLLECTION ID.
+func recordArgs(cmd *cobra.Command, args []string) error {
+	if err := exactArgs(2, "COLLECTION ID")(cmd, args); err != nil {
+		return err
+	}
+	return checkRecordArgs(cmd, args)
+}
+
+// checkRecordArgs refuses an empty collection or record id.
+func checkRecordArgs(cmd *cobra.Command, args []string) error {
+	if args[0] == "" || args[1] == "" {
+		return usagef("%s: the collection and the record id must not be empty", cmd.Name())
+	}
+	return nil
 }

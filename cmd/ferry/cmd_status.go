@@ -106,15 +106,15 @@ func newOfflineCmd(g *globals, offline bool) *cobra.Command {
 			if err := fc.save(g.dir); err != nil {
 				return err
 			}
-			return withClient(cmd.Context(), g.dir, func(c *client) error {
-				if c.running() {
-					if err := c.do(cmd.Context(), "POST", "/v1/"+use, nil, nil); err != nil {
-						return err
-					}
+			if c := dialNode(g.dir); c != nil {
+				if err := c.do(cmd.Context(), "POST", "/v1/"+use, nil, nil); err != nil {
+					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "node is %s\n", use)
 				return nil
-			})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "no node running: it will start %s\n", use)
+			return nil
 		},
 	}
 }
