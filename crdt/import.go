@@ -34,12 +34,16 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 	if err != nil {
 		return res, err
 	}
+	ru, err := s.rulesFor(ctx, collection)
+	if err != nil {
+		return res, err
+	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 
 	// One scan tells which records exist and indexes unique values.
 	unique := uniqueFields(coll)
-	exists, ix, err := s.indexCollection(ctx, collection, unique)
+	ix, err := s.indexCollection(ctx, collection, unique)
 	if err != nil {
 		return res, fmt.Errorf("import %s: %w", collection, err)
 	}
@@ -52,13 +56,13 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 		if eids[i], err = EscapeID(r.ID); err != nil {
 			return res, fmt.Errorf("line %d: %w", r.Line, err)
 		}
-		norm, err := coll.ValidateWrite(r.ID, r.Fields, !exists[r.ID] && !seen[r.ID])
+		norm, err := coll.ValidateWrite(r.ID, r.Fields, !ix.exists[r.ID] && !seen[r.ID])
 		if err != nil {
 			return res, fmt.Errorf("line %d: %w", r.Line, err)
 		}
 		for _, f := range unique {
 			if v, ok := norm[f]; ok {
-				if err := ix.claim(coll, f, r.ID, v); err != nil {
+				if err := ix.unique.claim(coll, f, r.ID, v); err != nil {
 					return res, fmt.Errorf("line %d: %w", r.Line, err)
 				}
 			}
@@ -103,12 +107,12 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 			}
 		}
 		cur := newRecordOps(eid)
-		if exists[r.ID] || written[eid] {
+		if ix.known[r.ID] || written[eid] {
 			if cur, err = s.readRecord(ctx, collection, eid); err != nil {
 				return res, fmt.Errorf("line %d: %w", r.Line, err)
 			}
 		}
-		p, err := s.planWrite(collection, eid, cur, r.Fields)
+		p, err := s.planWrite(collection, eid, cur, r.Fields, ru)
 		if err != nil {
 			return res, fmt.Errorf("line %d: %w", r.Line, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 )
@@ -14,61 +15,86 @@ import (
 // and checks that every replica shows the same records, values and conflict
 // candidates.
 func TestConvergenceProperty(t *testing.T) {
-	cases := 12
+	perPolicy := 6
 	if testing.Short() {
-		cases = 3
+		perPolicy = 1
 	}
-	for c := range cases {
-		seed := uint64(c + 1)
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			rng := rand.New(rand.NewPCG(seed, 7))
-			n := newTestNet(t, 3+rng.IntN(3))
-			ctx := context.Background()
-			ids := []string{"c1", "c2", "c3", "c/4"}
-			values := []string{"Ann", "Bob", "Cid", "Dee"}
-			now := epoch
-			for step := 0; step < 40; step++ {
-				now = now.Add(time.Duration(rng.IntN(5000)) * time.Millisecond)
-				i := rng.IntN(len(n.replicas))
-				r := n.replicas[i]
-				skew := time.Duration(rng.IntN(1200)-600) * time.Second // ±10 minutes
-				r.clock.Set(now.Add(skew))
-				switch op := rng.IntN(10); {
-				case op < 2:
-					n.mu.Lock()
-					online := r.online
-					n.mu.Unlock()
-					n.setOnline(i, !online)
-				case op < 3:
-					if _, err := r.Delete(ctx, "contacts", ids[rng.IntN(len(ids))]); err != nil && !isNotFound(err) {
-						t.Fatal(err)
-					}
-				default:
-					fields := map[string]any{"last_name": values[rng.IntN(len(values))]}
-					if rng.IntN(2) == 0 {
-						fields["first_name"] = values[rng.IntN(len(values))]
-					}
-					if rng.IntN(3) == 0 {
-						fields["phone"] = nil
-					} else if rng.IntN(2) == 0 {
-						fields["phone"] = values[rng.IntN(len(values))]
-					}
-					if _, err := r.Put(ctx, "contacts", ids[rng.IntN(len(ids))], fields); err != nil {
-						t.Fatal(err)
-					}
+	for _, policy := range []string{PolicyNewest, PolicyOffice, PolicyLaptop, PolicyManual} {
+		for c := range perPolicy {
+			seed := uint64(c + 1)
+			t.Run(fmt.Sprintf("%s/seed=%d", policy, seed), func(t *testing.T) {
+				runConvergenceCase(t, policy, seed)
+			})
+		}
+	}
+}
+
+// runConvergenceCase drives random concurrent edits, deletes and
+// resolutions on 3 to 5 replicas under random partitions, clock skew of up
+// to ten minutes and reordered delivery, then heals the network and checks
+// that every replica shows the same records, values, conflict candidates,
+// open flags and record conflicts.
+func runConvergenceCase(t *testing.T, policy string, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	n := newTestNetWithSchema(t, 3+rng.IntN(3), policySchema(policy, ""))
+	n.reorder = true
+	ctx := context.Background()
+	ids := []string{"c1", "c2", "c3", "c/4"}
+	values := []string{"Ann", "Bob", "Cid", "Dee"}
+	now := epoch
+	for step := 0; step < 40; step++ {
+		now = now.Add(time.Duration(rng.IntN(5000)) * time.Millisecond)
+		i := rng.IntN(len(n.replicas))
+		r := n.replicas[i]
+		skew := time.Duration(rng.IntN(1200)-600) * time.Second // ±10 minutes
+		r.clock.Set(now.Add(skew))
+		id := ids[rng.IntN(len(ids))]
+		switch op := rng.IntN(12); {
+		case op < 2:
+			n.mu.Lock()
+			online := r.online
+			n.mu.Unlock()
+			n.setOnline(i, !online)
+		case op < 3:
+			if _, err := r.Delete(ctx, "contacts", id); err != nil && !isNotFound(err) {
+				t.Fatal(err)
+			}
+		case op < 4:
+			cs, err := r.RecordConflicts(ctx, "contacts", id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cs) > 0 {
+				c := cs[rng.IntN(len(cs))]
+				if _, err := r.Resolve(ctx, "contacts", id, c.Field, Resolution{Pick: 1 + rng.IntN(len(c.Candidates))}); err != nil &&
+					!strings.Contains(err.Error(), "resolve its record conflict") {
+					t.Fatal(err)
 				}
 			}
-			for i := range n.replicas {
-				n.setOnline(i, true)
+		default:
+			fields := map[string]any{"last_name": values[rng.IntN(len(values))]}
+			if rng.IntN(2) == 0 {
+				fields["first_name"] = values[rng.IntN(len(values))]
 			}
-			n.waitConverged(20 * time.Second)
-			want := dump(t, n.replicas[0], "contacts")
-			for _, r := range n.all()[1:] {
-				if got := dump(t, r, "contacts"); got != want {
-					t.Fatalf("replica %s diverged:\n%s\nreplica A:\n%s", r.writer, got, want)
-				}
+			if rng.IntN(3) == 0 {
+				fields["phone"] = nil
+			} else if rng.IntN(2) == 0 {
+				fields["phone"] = values[rng.IntN(len(values))]
 			}
-		})
+			if _, err := r.Put(ctx, "contacts", id, fields); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range n.replicas {
+		n.setOnline(i, true)
+	}
+	n.waitConverged(20 * time.Second)
+	want := dump(t, n.replicas[0], "contacts")
+	for _, r := range n.all()[1:] {
+		if got := dump(t, r, "contacts"); got != want {
+			t.Fatalf("replica %s diverged:\n%s\nreplica A:\n%s", r.writer, got, want)
+		}
 	}
 }
 

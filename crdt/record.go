@@ -1,8 +1,29 @@
 package crdt
 
 import (
-	"sort"
+	"slices"
 	"time"
+)
+
+// Conflict policies (docs/merge-rules.md). Each decides which of several
+// visible operations of a field (writes that did not see each other) shows.
+const (
+	// PolicyNewest shows the newest operation by HLC, ties by writer id.
+	PolicyNewest = "newest"
+	// PolicyOffice shows the newest operation written by an office node,
+	// or the newest of all when no office node wrote one ("server wins").
+	PolicyOffice = "office"
+	// PolicyLaptop is the reverse: the newest laptop write wins ("client wins").
+	PolicyLaptop = "laptop"
+	// PolicyManual shows the newest operation and keeps the conflict open
+	// until a person (or the office's conflict hook) resolves it.
+	PolicyManual = "manual"
+)
+
+// Node roles as recorded in the replicated _nodes collection.
+const (
+	RoleOffice = "office"
+	RoleLaptop = "laptop"
 )
 
 // Candidate is one visible operation of a field.
@@ -11,17 +32,33 @@ type Candidate struct {
 	Op    OpID
 }
 
-// FieldValue is the visible state of one field: the winning value and, when
-// more than one operation is visible (writes that did not see each other),
-// every candidate, the winner first.
+// FieldValue is the visible state of one field: the value shown and, when
+// several operations are visible, every candidate, the one shown first and
+// then the others newest first.
 type FieldValue struct {
 	Value      any
 	Op         OpID
 	Candidates []Candidate
+	// Policy is the policy that chose the value.
+	Policy string
+	// Open is true while a manual conflict waits for a person.
+	Open bool
 }
 
 // Conflicted reports whether concurrent writes of this field are visible.
 func (f FieldValue) Conflicted() bool { return len(f.Candidates) > 1 }
+
+// RecordConflict is a delete concurrent with edits of the same record.
+type RecordConflict struct {
+	// Deletes are the visible deletes; Edits the visible field operations
+	// that some delete did not see. Both newest first.
+	Deletes []Op
+	Edits   []Op
+	// Deleted tells which side shows.
+	Deleted bool
+	Policy  string
+	Open    bool
+}
 
 // Record is the visible state of one record.
 type Record struct {
@@ -32,6 +69,8 @@ type Record struct {
 	Fields map[string]FieldValue
 	// Updated is the newest operation that makes up the record.
 	Updated OpID
+	// Conflict is set when a delete and edits of this record were concurrent.
+	Conflict *RecordConflict
 }
 
 // UpdatedAt is the wall-clock time of the newest operation.
@@ -46,6 +85,63 @@ func (r *Record) Values() map[string]any {
 		}
 	}
 	return out
+}
+
+// Conflicted reports whether any field or the record itself is in conflict.
+func (r *Record) Conflicted() bool {
+	if r.Conflict != nil {
+		return true
+	}
+	for _, f := range r.Fields {
+		if f.Conflicted() {
+			return true
+		}
+	}
+	return false
+}
+
+// rules is what decides between candidates: each field's policy and each
+// writer's role, both read from the replicated state.
+type rules struct {
+	recordPolicy string
+	fieldPolicy  map[string]string // empty: recordPolicy
+	roleOf       func(writer string) string
+}
+
+// newestRules decides everything by PolicyNewest (system collections).
+var newestRules = rules{recordPolicy: PolicyNewest, roleOf: func(string) string { return "" }}
+
+func (ru rules) policyOf(field string) string {
+	if p := ru.fieldPolicy[field]; p != "" {
+		return p
+	}
+	if ru.recordPolicy != "" {
+		return ru.recordPolicy
+	}
+	return PolicyNewest
+}
+
+// choose returns the index of the operation to show among ops sorted newest
+// first, and whether the choice is an open (manual) conflict.
+func (ru rules) choose(policy string, ops []Op) (int, bool) {
+	prefer := ""
+	switch policy {
+	case PolicyOffice:
+		prefer = RoleOffice
+	case PolicyLaptop:
+		prefer = RoleLaptop
+	case PolicyManual:
+		return 0, len(ops) > 1
+	}
+	if prefer != "" {
+		for i, op := range ops {
+			role := ru.roleOf(op.ID.Writer)
+			if role == prefer || (prefer == RoleLaptop && role != RoleOffice) {
+				return i, false
+			}
+		}
+	}
+	return 0, false
 }
 
 // recordOps is every visible operation of one record, as read from the store.
@@ -67,39 +163,64 @@ func (r *recordOps) add(op Op) {
 	r.fields[op.Field] = append(r.fields[op.Field], op)
 }
 
-// newest returns the newest op of ops (zero OpID when empty).
-func newest(ops []Op) (OpID, bool) {
-	var best OpID
-	found := false
-	for _, op := range ops {
-		if !found || op.ID.Newer(best) {
-			best, found = op.ID, true
+func sortNewestFirst(ops []Op) []Op {
+	out := slices.Clone(ops)
+	slices.SortFunc(out, func(a, b Op) int {
+		switch {
+		case a.ID.Newer(b.ID):
+			return -1
+		case b.ID.Newer(a.ID):
+			return 1
 		}
-	}
-	return best, found
+		return 0
+	})
+	return out
 }
 
-// newestFieldOp is the newest operation over all fields.
-func (r *recordOps) newestFieldOp() (OpID, bool) {
-	var best OpID
-	found := false
+// recordConflict finds the edits some visible delete did not see. A delete
+// lists the field operations visible to its writer; any other visible field
+// operation was written without knowledge of the delete (a writer that saw
+// the delete tombstoned it). nil when no delete is visible.
+func (r *recordOps) recordConflict() *RecordConflict {
+	if len(r.deletes) == 0 {
+		return nil
+	}
+	c := &RecordConflict{Deletes: sortNewestFirst(r.deletes)}
 	for _, ops := range r.fields {
-		if id, ok := newest(ops); ok && (!found || id.Newer(best)) {
-			best, found = id, true
+		for _, op := range ops {
+			ref := op.Field + "/" + op.ID.String()
+			for _, d := range r.deletes {
+				if !slices.Contains(d.Seen, ref) {
+					c.Edits = append(c.Edits, op)
+					break
+				}
+			}
 		}
 	}
-	return best, found
+	c.Edits = sortNewestFirst(c.Edits)
+	return c
 }
 
-// exists applies the record rule: a record exists when it has a visible field
-// operation newer than every visible delete of it.
-func (r *recordOps) exists() bool {
-	f, ok := r.newestFieldOp()
-	if !ok {
-		return false
+// exists applies the record rule: with no visible delete, a record exists
+// when it has a visible field operation; otherwise the deletes and the edits
+// they did not see are candidates, and the record's policy picks one: the
+// record is deleted when the pick is a delete.
+func (r *recordOps) exists(ru rules) (bool, *RecordConflict) {
+	c := r.recordConflict()
+	if c == nil {
+		return len(r.fields) > 0, nil
 	}
-	d, deleted := newest(r.deletes)
-	return !deleted || f.Newer(d)
+	if len(c.Edits) == 0 {
+		return false, nil
+	}
+	all := sortNewestFirst(append(slices.Clone(c.Deletes), c.Edits...))
+	c.Policy = ru.recordPolicy
+	if c.Policy == "" {
+		c.Policy = PolicyNewest
+	}
+	i, open := ru.choose(c.Policy, all)
+	c.Deleted, c.Open = all[i].Field == DeleteField, open
+	return !c.Deleted, c
 }
 
 // maxTime is the largest timestamp among the visible ops, to be observed by
@@ -108,45 +229,46 @@ func (r *recordOps) maxTime() Timestamp {
 	var t Timestamp
 	for _, ops := range r.fields {
 		for _, op := range ops {
-			if op.ID.Time > t {
-				t = op.ID.Time
-			}
+			t = max(t, op.ID.Time)
 		}
 	}
 	for _, op := range r.deletes {
-		if op.ID.Time > t {
-			t = op.ID.Time
-		}
+		t = max(t, op.ID.Time)
 	}
 	return t
 }
 
 // fold computes the visible record. ok is false when the record does not
-// exist (never written, or deleted by a delete newer than every edit).
-func (r *recordOps) fold(collection, id string) (*Record, bool) {
-	if !r.exists() {
+// exist (never written, or deleted); rec is still returned when a deleted
+// record is in conflict, so the conflict can be listed.
+func (r *recordOps) fold(collection, id string, ru rules) (rec *Record, ok bool) {
+	exists, conflict := r.exists(ru)
+	if !exists && conflict == nil {
 		return nil, false
 	}
-	rec := &Record{Collection: collection, ID: id, Fields: make(map[string]FieldValue, len(r.fields))}
+	rec = &Record{Collection: collection, ID: id, Fields: make(map[string]FieldValue, len(r.fields)), Conflict: conflict}
 	for name, ops := range r.fields {
-		rec.Fields[name] = foldField(ops)
-		if w := rec.Fields[name].Op; w.Newer(rec.Updated) {
-			rec.Updated = w
+		fv := foldField(ops, ru.policyOf(name), ru)
+		rec.Fields[name] = fv
+		if fv.Op.Newer(rec.Updated) {
+			rec.Updated = fv.Op
 		}
 	}
-	return rec, true
+	return rec, exists
 }
 
-// foldField picks the winner among a field's visible ops: the newest by
-// hybrid logical clock, ties broken by writer id.
-func foldField(ops []Op) FieldValue {
-	sorted := append([]Op(nil), ops...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].ID.Newer(sorted[j].ID) })
-	fv := FieldValue{Value: sorted[0].Value, Op: sorted[0].ID}
+// foldField picks the value shown among a field's visible ops.
+func foldField(ops []Op, policy string, ru rules) FieldValue {
+	sorted := sortNewestFirst(ops)
+	i, open := ru.choose(policy, sorted)
+	fv := FieldValue{Value: sorted[i].Value, Op: sorted[i].ID, Policy: policy, Open: open}
 	if len(sorted) > 1 {
-		fv.Candidates = make([]Candidate, len(sorted))
-		for i, op := range sorted {
-			fv.Candidates[i] = Candidate{Value: op.Value, Op: op.ID}
+		fv.Candidates = make([]Candidate, 0, len(sorted))
+		fv.Candidates = append(fv.Candidates, Candidate{Value: sorted[i].Value, Op: sorted[i].ID})
+		for j, op := range sorted {
+			if j != i {
+				fv.Candidates = append(fv.Candidates, Candidate{Value: op.Value, Op: op.ID})
+			}
 		}
 	}
 	return fv

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"sort"
 	"sync"
@@ -49,6 +50,7 @@ collections:
 
 type testNet struct {
 	t        *testing.T
+	reorder  bool // deliver broadcasts in random order
 	mu       sync.Mutex
 	dag      ipld.DAGService
 	replicas []*replica
@@ -105,6 +107,14 @@ func (b *chanBroadcaster) Broadcast(ctx context.Context, data []byte) error {
 	}
 	b.n.mu.Unlock()
 	for _, r := range targets {
+		if b.n.reorder {
+			// Deliver after a random delay: messages overtake each other.
+			go func() {
+				time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+				r.bc.deliver(data)
+			}()
+			continue
+		}
 		r.bc.deliver(data)
 	}
 	return nil
@@ -134,13 +144,36 @@ var epoch = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 // test schema applied on replica 0 and replicated to all.
 func newTestNet(t *testing.T, n int) *testNet {
 	t.Helper()
+	return newTestNetWithSchema(t, n, testSchema)
+}
+
+// newTestNetWithSchema is newTestNet with another schema. Replica A records
+// itself as an office node, the others as laptops.
+func newTestNetWithSchema(t *testing.T, n int, schemaYAML string) *testNet {
+	t.Helper()
 	bstore := blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore()))
 	tn := &testNet{t: t, dag: merkledag.NewDAGService(blockservice.New(bstore, offline.Exchange(bstore)))}
 	tn.replicas = make([]*replica, n)
 	for i := 0; i < n; i++ {
 		tn.start(i, t.TempDir())
 	}
-	sc, err := schema.Parse([]byte(testSchema))
+	// Each replica writes before it hears of others, as a node does at
+	// start: go-ds-crdt v0.6.8 loses a branch when a replica without heads
+	// writes while it adopts the heads it was just sent.
+	for i, r := range tn.replicas {
+		tn.setOnline(i, false)
+		role := RoleLaptop
+		if i == 0 {
+			role = RoleOffice
+		}
+		if err := r.SetNodeInfo(context.Background(), r.writer, role); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range tn.replicas {
+		tn.setOnline(i, true)
+	}
+	sc, err := schema.Parse([]byte(schemaYAML))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,6 +297,15 @@ func headsKey(r *replica) string {
 // no DAG job is queued.
 func (tn *testNet) waitConverged(timeout time.Duration) {
 	tn.t.Helper()
+	defer func() {
+		if tn.t.Failed() {
+			for _, r := range tn.all() {
+				st := r.Stats(context.Background())
+				tn.t.Logf("replica %s: online=%t height=%d queued=%d dirty=%t heads=%s\n  %s",
+					r.writer, r.online, st.MaxHeight, st.QueuedJobs, st.Dirty, headsKey(r), dump(tn.t, r, "contacts"))
+			}
+		}
+	}()
 	waitFor(tn.t, timeout, "replicas to converge", func() bool {
 		var rs []*replica
 		for _, r := range tn.all() {
@@ -304,23 +346,33 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 }
 
 // dump renders the visible state of a collection on a replica, conflicts
-// included, for comparisons between replicas.
+// included (candidates, open or decided, record conflicts), for comparisons
+// between replicas.
 func dump(t *testing.T, r *replica, collection string) string {
 	t.Helper()
 	var out []string
-	err := r.List(context.Background(), collection, func(rec *Record) error {
+	err := r.listFolded(context.Background(), collection, func(rec *Record, exists bool) error {
 		names := make([]string, 0, len(rec.Fields))
 		for n := range rec.Fields {
 			names = append(names, n)
 		}
 		sort.Strings(names)
 		s := rec.ID + ":"
+		if !exists {
+			s = rec.ID + "(deleted):"
+		}
 		for _, n := range names {
 			f := rec.Fields[n]
 			s += fmt.Sprintf(" %s=%v", n, f.Value)
 			for _, c := range f.Candidates {
 				s += fmt.Sprintf("|%v@%s", c.Value, c.Op)
 			}
+			if f.Open {
+				s += "(open)"
+			}
+		}
+		if c := rec.Conflict; c != nil {
+			s += fmt.Sprintf(" record-conflict[deleted=%t open=%t dels=%d edits=%d]", c.Deleted, c.Open, len(c.Deletes), len(c.Edits))
 		}
 		out = append(out, s)
 		return nil

@@ -144,7 +144,7 @@ func (s *Store) ApplySchema(ctx context.Context, next *schema.Schema) ([]string,
 		if err != nil {
 			return nil, fmt.Errorf("apply schema: %w", err)
 		}
-		p, err := s.planWrite(SchemaCollection, eid, ops, fields)
+		p, err := s.planWrite(SchemaCollection, eid, ops, fields, newestRules)
 		if err != nil {
 			return nil, err
 		}
@@ -176,7 +176,7 @@ func (s *Store) SetNodeInfo(ctx context.Context, name, role string) error {
 	if err != nil {
 		return fmt.Errorf("set node info: %w", err)
 	}
-	if _, err := s.writeRecord(ctx, NodesCollection, eid, cur, map[string]any{"name": name, "role": role}); err != nil {
+	if _, err := s.writeRecord(ctx, NodesCollection, eid, cur, map[string]any{"name": name, "role": role}, newestRules); err != nil {
 		return fmt.Errorf("set node info: %w", err)
 	}
 	return nil

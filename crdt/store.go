@@ -101,6 +101,7 @@ type Store struct {
 	opts   Options
 	log    *slog.Logger
 	base   ds.Datastore
+	dag    ipld.DAGService
 	engine *dscrdt.Datastore
 	clock  *Clock
 
@@ -111,6 +112,10 @@ type Store struct {
 	schemaMu    sync.Mutex
 	schemaCache *schema.Schema
 	schemaStale atomic.Bool
+
+	rolesMu    sync.Mutex
+	rolesCache map[string]string
+	rolesStale atomic.Bool
 
 	malformed atomic.Uint64
 	loggedBad sync.Map
@@ -128,8 +133,9 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	s := &Store{opts: opts, log: opts.Logger, base: base}
+	s := &Store{opts: opts, log: opts.Logger, base: base, dag: dag}
 	s.schemaStale.Store(true)
+	s.rolesStale.Store(true)
 
 	var last Timestamp
 	switch b, err := base.Get(ctx, clockKey); {
@@ -164,8 +170,11 @@ func (s *Store) keyChanged(k ds.Key) {
 		return
 	}
 	s.clock.Observe(kp.Op.Time)
-	if kp.Collection == SchemaCollection {
+	switch kp.Collection {
+	case SchemaCollection:
 		s.schemaStale.Store(true)
+	case NodesCollection:
+		s.rolesStale.Store(true)
 	}
 	if s.opts.OnChange != nil {
 		s.opts.OnChange(kp.Collection, kp.EscapedID)
@@ -313,11 +322,15 @@ func (s *Store) Get(ctx context.Context, collection, id string) (*Record, error)
 	if err != nil {
 		return nil, err
 	}
+	ru, err := s.rulesFor(ctx, collection)
+	if err != nil {
+		return nil, err
+	}
 	ops, err := s.readRecord(ctx, collection, eid)
 	if err != nil {
 		return nil, fmt.Errorf("get %s/%s: %w", collection, id, err)
 	}
-	rec, ok := ops.fold(collection, id)
+	rec, ok := ops.fold(collection, id, ru)
 	if !ok {
 		return nil, fmt.Errorf("%s/%s: %w", collection, id, ErrNotFound)
 	}
@@ -326,17 +339,32 @@ func (s *Store) Get(ctx context.Context, collection, id string) (*Record, error)
 
 // List calls fn for every existing record of a collection, in key order.
 func (s *Store) List(ctx context.Context, collection string, fn func(*Record) error) error {
+	return s.listFolded(ctx, collection, func(rec *Record, exists bool) error {
+		if !exists {
+			return nil
+		}
+		return fn(rec)
+	})
+}
+
+// listFolded calls fn for every record of a collection that exists or is
+// in conflict (a deleted record whose delete was concurrent with edits).
+func (s *Store) listFolded(ctx context.Context, collection string, fn func(rec *Record, exists bool) error) error {
+	ru, err := s.rulesFor(ctx, collection)
+	if err != nil {
+		return err
+	}
 	return s.scanRecords(ctx, collection, func(ops *recordOps) error {
 		id, err := UnescapeID(ops.escapedID)
 		if err != nil {
 			s.malformed.Add(1)
 			return nil
 		}
-		rec, ok := ops.fold(collection, id)
-		if !ok {
+		rec, ok := ops.fold(collection, id, ru)
+		if rec == nil {
 			return nil
 		}
-		return fn(rec)
+		return fn(rec, ok)
 	})
 }
 

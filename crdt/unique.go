@@ -64,24 +64,43 @@ func (ix uniqueIndex) claim(c *schema.Collection, field, id string, v any) error
 	return nil
 }
 
-// indexCollection scans a collection once: it returns which records exist
-// and indexes the visible values of the given unique fields.
-func (s *Store) indexCollection(ctx context.Context, collection string, fields []string) (map[string]bool, uniqueIndex, error) {
-	exists := map[string]bool{}
-	ix := uniqueIndex{}
-	err := s.List(ctx, collection, func(r *Record) error {
-		exists[r.ID] = true
+// collectionIndex is what one scan of a collection tells.
+type collectionIndex struct {
+	exists map[string]bool // records that exist
+	known  map[string]bool // records with any visible operation (deleted ones too)
+	unique uniqueIndex
+}
+
+// indexCollection scans a collection once: which records exist or have
+// operations, and the visible values of the given unique fields.
+func (s *Store) indexCollection(ctx context.Context, collection string, fields []string) (*collectionIndex, error) {
+	ix := &collectionIndex{exists: map[string]bool{}, known: map[string]bool{}, unique: uniqueIndex{}}
+	ru, err := s.rulesFor(ctx, collection)
+	if err != nil {
+		return nil, err
+	}
+	err = s.scanRecords(ctx, collection, func(ops *recordOps) error {
+		id, err := UnescapeID(ops.escapedID)
+		if err != nil {
+			return nil
+		}
+		ix.known[id] = true
+		rec, ok := ops.fold(collection, id, ru)
+		if !ok {
+			return nil
+		}
+		ix.exists[id] = true
 		for _, f := range fields {
-			if v := r.Fields[f].Value; v != nil {
-				ix.index(f, v, r.ID)
+			if v := rec.Fields[f].Value; v != nil {
+				ix.unique.index(f, v, id)
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("scan %s: %w", collection, err)
+		return nil, fmt.Errorf("scan %s: %w", collection, err)
 	}
-	return exists, ix, nil
+	return ix, nil
 }
 
 // checkUnique refuses a write that gives a unique field a value another
@@ -98,12 +117,12 @@ func (s *Store) checkUnique(ctx context.Context, c *schema.Collection, id string
 	if len(check) == 0 {
 		return nil
 	}
-	_, ix, err := s.indexCollection(ctx, c.Name, check)
+	ix, err := s.indexCollection(ctx, c.Name, check)
 	if err != nil {
 		return err
 	}
 	for _, f := range check {
-		if err := ix.claim(c, f, id, fields[f]); err != nil {
+		if err := ix.unique.claim(c, f, id, fields[f]); err != nil {
 			return err
 		}
 	}

@@ -34,6 +34,10 @@ func (s *Store) Put(ctx context.Context, collection, id string, fields map[strin
 	if err != nil {
 		return PutResult{}, err
 	}
+	ru, err := s.rulesFor(ctx, collection)
+	if err != nil {
+		return PutResult{}, err
+	}
 
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
@@ -41,20 +45,21 @@ func (s *Store) Put(ctx context.Context, collection, id string, fields map[strin
 	if err != nil {
 		return PutResult{}, fmt.Errorf("put %s/%s: %w", collection, id, err)
 	}
-	norm, err := coll.ValidateWrite(id, fields, !cur.exists())
+	exists, _ := cur.exists(ru)
+	norm, err := coll.ValidateWrite(id, fields, !exists)
 	if err != nil {
 		return PutResult{}, err
 	}
 	if err := s.checkUnique(ctx, coll, id, norm); err != nil {
 		return PutResult{}, err
 	}
-	return s.writeRecord(ctx, collection, eid, cur, norm)
+	return s.writeRecord(ctx, collection, eid, cur, norm, ru)
 }
 
 // writeRecord writes already validated fields of one record in its own
 // delta and waits until it is durable. The caller holds writeMu.
-func (s *Store) writeRecord(ctx context.Context, collection, eid string, cur *recordOps, fields map[string]any) (PutResult, error) {
-	p, err := s.planWrite(collection, eid, cur, fields)
+func (s *Store) writeRecord(ctx context.Context, collection, eid string, cur *recordOps, fields map[string]any, ru rules) (PutResult, error) {
+	p, err := s.planWrite(collection, eid, cur, fields, ru)
 	if err != nil {
 		return PutResult{}, err
 	}
@@ -108,8 +113,9 @@ func (p *writePlan) stage(ctx context.Context, b ds.Batch) error {
 // every leftover op of it, so that a re-created record starts empty).
 // Fields whose single visible value already equals the new one are skipped;
 // a plan without fields writes nothing.
-func (s *Store) planWrite(collection, eid string, cur *recordOps, fields map[string]any) (*writePlan, error) {
-	creating := !cur.exists()
+func (s *Store) planWrite(collection, eid string, cur *recordOps, fields map[string]any, ru rules) (*writePlan, error) {
+	exists, _ := cur.exists(ru)
+	creating := !exists
 	names := make([]string, 0, len(fields))
 	for name, v := range fields {
 		old := cur.fields[name]
@@ -183,15 +189,25 @@ func (s *Store) Delete(ctx context.Context, collection, id string) (OpID, error)
 	if err != nil {
 		return OpID{}, fmt.Errorf("delete %s: %w", collection, err)
 	}
+	ru, err := s.rulesFor(ctx, collection)
+	if err != nil {
+		return OpID{}, err
+	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	cur, err := s.readRecord(ctx, collection, eid)
 	if err != nil {
 		return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, id, err)
 	}
-	if !cur.exists() {
+	if exists, _ := cur.exists(ru); !exists {
 		return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, id, ErrNotFound)
 	}
+	return s.deleteRecord(ctx, collection, eid, cur)
+}
+
+// deleteRecord writes a delete operation that has seen every visible field
+// operation and supersedes the visible deletes. The caller holds writeMu.
+func (s *Store) deleteRecord(ctx context.Context, collection, eid string, cur *recordOps) (OpID, error) {
 	b, err := s.engine.Batch(ctx)
 	if err != nil {
 		return OpID{}, fmt.Errorf("open batch: %w", err)
@@ -200,7 +216,7 @@ func (s *Store) Delete(ctx context.Context, collection, id string) (OpID, error)
 	del := Op{ID: OpID{Time: s.clock.Now(), Writer: s.opts.Writer}, Field: DeleteField, Value: true}
 	for _, old := range cur.deletes {
 		if err := b.Delete(ctx, opKey(collection, eid, DeleteField, old.ID)); err != nil {
-			return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, id, err)
+			return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, eid, err)
 		}
 		del.Supersedes = append(del.Supersedes, DeleteField+"/"+old.ID.String())
 	}
@@ -215,10 +231,10 @@ func (s *Store) Delete(ctx context.Context, collection, id string) (OpID, error)
 		return OpID{}, err
 	}
 	if err := b.Put(ctx, opKey(collection, eid, DeleteField, del.ID), data); err != nil {
-		return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, id, err)
+		return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, eid, err)
 	}
 	if err := s.commit(ctx, b); err != nil {
-		return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, id, err)
+		return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, eid, err)
 	}
 	return del.ID, nil
 }

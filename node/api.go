@@ -30,35 +30,35 @@ const maxImportLine = 1 << 20
 
 // RecordJSON is a record as the API and the CLI print it.
 type RecordJSON struct {
-	Collection string                     `json:"collection"`
-	ID         string                     `json:"id"`
-	Fields     map[string]any             `json:"fields"`
-	UpdatedAt  time.Time                  `json:"updated_at"`
-	UpdatedBy  string                     `json:"updated_by"`
-	Conflicts  map[string][]CandidateJSON `json:"conflicts,omitempty"`
+	Collection string         `json:"collection"`
+	ID         string         `json:"id"`
+	Fields     map[string]any `json:"fields"`
+	UpdatedAt  time.Time      `json:"updated_at"`
+	UpdatedBy  string         `json:"updated_by"`
+	// UpdatedByName is the writer's node name, when known.
+	UpdatedByName string                   `json:"updated_by_name,omitempty"`
+	Conflicts     map[string]FieldConflict `json:"conflicts,omitempty"`
 }
 
-// CandidateJSON is one of several concurrent values of a field.
-type CandidateJSON struct {
-	Value  any       `json:"value"`
-	Writer string    `json:"writer"`
-	At     time.Time `json:"at"`
-	Op     string    `json:"op"`
+// FieldConflict is the conflict of one field of a record (or of the record
+// itself, under "_record").
+type FieldConflict struct {
+	Policy     string          `json:"policy"`
+	Open       bool            `json:"open"`
+	Candidates []CandidateJSON `json:"candidates"`
 }
 
-// ToJSON converts a record to its JSON form.
-func ToJSON(r *crdt.Record) RecordJSON {
-	out := RecordJSON{Collection: r.Collection, ID: r.ID, Fields: r.Values(), UpdatedAt: r.UpdatedAt(), UpdatedBy: r.Updated.Writer}
-	for name, f := range r.Fields {
-		if !f.Conflicted() {
-			continue
-		}
+// ToJSON converts a record to its JSON form; nodes (may be nil) names the
+// writers.
+func ToJSON(r *crdt.Record, nodes map[string]crdt.NodeInfo) RecordJSON {
+	out := RecordJSON{Collection: r.Collection, ID: r.ID, Fields: r.Values(), UpdatedAt: r.UpdatedAt(),
+		UpdatedBy: r.Updated.Writer, UpdatedByName: nodes[r.Updated.Writer].Name}
+	for _, c := range crdt.ConflictsOf(r) {
 		if out.Conflicts == nil {
-			out.Conflicts = map[string][]CandidateJSON{}
+			out.Conflicts = map[string]FieldConflict{}
 		}
-		for _, c := range f.Candidates {
-			out.Conflicts[name] = append(out.Conflicts[name], CandidateJSON{Value: c.Value, Writer: c.Op.Writer, At: c.Op.Time.Wall(), Op: c.Op.String()})
-		}
+		cj := ConflictToJSON(c, nodes)
+		out.Conflicts[c.Field] = FieldConflict{Policy: cj.Policy, Open: cj.Open, Candidates: cj.Candidates}
 	}
 	return out
 }
@@ -138,7 +138,7 @@ func (n *Node) Handler() http.Handler {
 			writeError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, ToJSON(rec))
+		writeJSON(w, http.StatusOK, ToJSON(rec, n.names(r)))
 	})
 	mux.HandleFunc("PUT /v1/records/{collection}/{id}", n.handlePut)
 	mux.HandleFunc("DELETE /v1/records/{collection}/{id}", func(w http.ResponseWriter, r *http.Request) {
@@ -150,6 +150,9 @@ func (n *Node) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"op": op.String()})
 	})
 	mux.HandleFunc("GET /v1/records/{collection}", n.handleList)
+	mux.HandleFunc("GET /v1/conflicts", n.handleConflicts)
+	mux.HandleFunc("POST /v1/resolve/{collection}/{id}/{field}", n.handleResolve)
+	mux.HandleFunc("GET /v1/history/{collection}/{id}", n.handleHistory)
 	mux.HandleFunc("POST /v1/import/{collection}", n.handleImport)
 	return mux
 }
@@ -239,6 +242,7 @@ func (n *Node) handleList(w http.ResponseWriter, r *http.Request) {
 		match = func(rec *crdt.Record) bool { return rec.Fields[field].Value == want }
 	}
 	export := r.URL.Query().Get("format") == "export"
+	nodes := n.names(r)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	bw := bufio.NewWriterSize(w, 64<<10)
 	enc := json.NewEncoder(bw)
@@ -251,7 +255,7 @@ func (n *Node) handleList(w http.ResponseWriter, r *http.Request) {
 			line[schema.ReservedIDField] = rec.ID
 			return enc.Encode(line)
 		}
-		return enc.Encode(ToJSON(rec))
+		return enc.Encode(ToJSON(rec, nodes))
 	})
 	if err != nil {
 		// Headers are gone: end the stream with an error line the client

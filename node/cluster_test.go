@@ -49,6 +49,8 @@ type clusterNode struct {
 type cluster struct {
 	t     *testing.T
 	nodes []*clusterNode // nodes[0] is the office
+	// officeLog keeps the office's log records.
+	officeLog *recordingHandler
 }
 
 func nodeConfig(t *testing.T, dir, name, role string, peers []multiaddr.Multiaddr, clock *settableClock) Config {
@@ -65,11 +67,22 @@ func nodeConfig(t *testing.T, dir, name, role string, peers []multiaddr.Multiadd
 // office and waits until every node has it.
 func newCluster(t *testing.T, laptops int) *cluster {
 	t.Helper()
-	c := &cluster{t: t}
+	return newClusterWith(t, laptops, clusterSchema, nil)
+}
+
+// newClusterWith is newCluster with another schema and, on the office, a
+// conflict hook.
+func newClusterWith(t *testing.T, laptops int, schemaYAML string, hook *HookConfig) *cluster {
+	t.Helper()
+	c := &cluster{t: t, officeLog: &recordingHandler{}}
 	start := func(name, role string, peers []multiaddr.Multiaddr) {
 		clock := &settableClock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}
 		dir := filepath.Join(t.TempDir(), name)
 		cfg := nodeConfig(t, dir, name, role, peers, clock)
+		if role == RoleOffice {
+			cfg.ConflictHook = hook
+			cfg.Logger = slog.New(c.officeLog)
+		}
 		n, err := Start(context.Background(), cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -87,7 +100,7 @@ func newCluster(t *testing.T, laptops int) *cluster {
 			}
 		}
 	})
-	sc, err := schema.Parse([]byte(clusterSchema))
+	sc, err := schema.Parse([]byte(schemaYAML))
 	if err != nil {
 		t.Fatal(err)
 	}

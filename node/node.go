@@ -56,6 +56,8 @@ type Config struct {
 	DialMin, DialMax time.Duration
 	// Store holds the crdt options; Writer is filled in from the identity.
 	Store crdt.Options
+	// ConflictHook, on an office node, is offered every open conflict.
+	ConflictHook *HookConfig
 	// Logger receives the node's logs.
 	Logger *slog.Logger
 }
@@ -89,6 +91,10 @@ func (c *Config) validate() error {
 		return errors.New("no pubsub topic")
 	case c.Logger == nil:
 		return errors.New("no logger")
+	case c.ConflictHook != nil && c.Role != RoleOffice:
+		return errors.New("a conflict hook runs on an office node only")
+	case c.ConflictHook != nil && len(c.ConflictHook.Command) == 0 && c.ConflictHook.URL == "":
+		return errors.New("conflict hook: give a command or a URL")
 	}
 	return nil
 }
@@ -109,6 +115,7 @@ type Node struct {
 	dialer    *Dialer
 
 	announce chan struct{} // signalled when heads may have changed
+	hook     *hookRunner   // nil unless a conflict hook is configured
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -174,9 +181,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	sopts := cfg.Store
 	sopts.Writer = self.String()
 	sopts.Logger = n.log
+	if cfg.Network && cfg.ConflictHook != nil {
+		n.hook = newHookRunner(n, *cfg.ConflictHook)
+	}
 	if onChange := sopts.OnChange; cfg.Network {
 		sopts.OnChange = func(collection, escapedID string) {
 			n.headsChanged()
+			if n.hook != nil {
+				n.hook.changed(collection, escapedID)
+			}
 			if onChange != nil {
 				onChange(collection, escapedID)
 			}
@@ -220,6 +233,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 		n.wg.Add(1)
 		go n.announceLoop()
+		if n.hook != nil {
+			n.wg.Add(1)
+			go n.hook.run()
+		}
 		n.log.Info("node started", "peer", self, "role", cfg.Role, "addrs", n.Addrs())
 	}
 	return n, nil

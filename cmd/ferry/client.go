@@ -158,7 +158,12 @@ func (c *client) send(ctx context.Context, method, path string, body io.Reader) 
 // recordPath is the API path of a record. Dots are escaped too: the HTTP
 // router would clean "." and ".." segments out of the path.
 func recordPath(collection, id string) string {
-	return "/v1/records/" + url.PathEscape(collection) + "/" + strings.ReplaceAll(url.PathEscape(id), ".", "%2E")
+	return "/v1/records/" + url.PathEscape(collection) + "/" + escapeSegment(id)
+}
+
+// escapeSegment escapes one path segment, dots included.
+func escapeSegment(s string) string {
+	return strings.ReplaceAll(url.PathEscape(s), ".", "%2E")
 }
 
 // withClient runs fn with a client of the data dir.

@@ -141,8 +141,12 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, keep bool) (e
 		if err != nil {
 			return err
 		}
+		nodes, err := n.Store().Nodes(ctx)
+		if err != nil {
+			return err
+		}
 		fmt.Fprintf(out, "\n[%s]\n", n.Config().Name)
-		printRecord(out, node.ToJSON(rec))
+		printRecord(out, node.ToJSON(rec, nodes))
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/multiformats/go-multiaddr"
 	"go.yaml.in/yaml/v3"
@@ -23,6 +24,15 @@ type fileConfig struct {
 	Peers   []string `yaml:"peers,omitempty"`
 	Topic   string   `yaml:"topic"`
 	Offline bool     `yaml:"offline,omitempty"`
+	// ConflictHook (office only) is offered every open conflict.
+	ConflictHook *hookConfig `yaml:"conflict_hook,omitempty"`
+}
+
+// hookConfig is the YAML form of node.HookConfig.
+type hookConfig struct {
+	Command []string `yaml:"command,omitempty"`
+	URL     string   `yaml:"url,omitempty"`
+	Timeout string   `yaml:"timeout,omitempty"` // a Go duration, default 10s
 }
 
 func loadConfig(dir string) (*fileConfig, error) {
@@ -61,6 +71,16 @@ func (fc *fileConfig) nodeConfig(dir string) (node.Config, error) {
 	cfg.Name, cfg.Role, cfg.Offline = fc.Name, fc.Role, fc.Offline
 	if fc.Topic != "" {
 		cfg.Topic = fc.Topic
+	}
+	if h := fc.ConflictHook; h != nil {
+		cfg.ConflictHook = &node.HookConfig{Command: h.Command, URL: h.URL}
+		if h.Timeout != "" {
+			d, err := time.ParseDuration(h.Timeout)
+			if err != nil || d <= 0 {
+				return cfg, fmt.Errorf("config conflict_hook.timeout %q: want a duration like 5s", h.Timeout)
+			}
+			cfg.ConflictHook.Timeout = d
+		}
 	}
 	var err error
 	if cfg.ListenAddrs, err = parseAddrs(fc.Listen, false); err != nil {

@@ -88,6 +88,7 @@ merge field by field, and every node converges without a central server.`,
 		newInitCmd(g), newNodeCmd(g), newDemoCmd(),
 		newSchemaCmd(g), newPutCmd(g), newGetCmd(g), newListCmd(g), newDeleteCmd(g),
 		newImportCmd(g), newExportCmd(g), newStatusCmd(g), newPeersCmd(g),
+		newConflictsCmd(g), newResolveCmd(g), newHistoryCmd(g),
 		newOfflineCmd(g, true), newOfflineCmd(g, false),
 	)
 	return root

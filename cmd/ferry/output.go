@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ferry-crm/ferry/crdt"
 	"github.com/ferry-crm/ferry/node"
 	"github.com/ferry-crm/ferry/schema"
 )
@@ -30,28 +31,73 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // printRecord renders one record as text; conflicted fields are marked with
-// "!" and their candidates listed under them.
+// "!" and their candidates listed under them (the one shown first).
 func printRecord(w io.Writer, r node.RecordJSON) {
-	fmt.Fprintf(w, "%s/%s  (updated %s by %s)\n", r.Collection, r.ID, r.UpdatedAt.Format(time.RFC3339), shortID(r.UpdatedBy))
+	fmt.Fprintf(w, "%s/%s  (updated %s by %s)\n", r.Collection, r.ID, r.UpdatedAt.Format(time.RFC3339), writerName(r.UpdatedBy, r.UpdatedByName))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	names := map[string]bool{}
 	for k := range r.Fields {
 		names[k] = true
 	}
 	for k := range r.Conflicts {
-		names[k] = true
+		if k != crdt.RecordField {
+			names[k] = true
+		}
 	}
 	for _, k := range sortedKeys(names) {
+		c, conflicted := r.Conflicts[k]
 		mark := " "
-		if len(r.Conflicts[k]) > 0 {
+		if conflicted {
 			mark = "!"
 		}
 		fmt.Fprintf(tw, "%s %s\t%s\n", mark, k, schema.FormatText(r.Fields[k]))
-		for i, c := range r.Conflicts[k] {
-			fmt.Fprintf(tw, "    candidate %d\t%s\t(%s by %s)\n", i+1, schema.FormatText(c.Value), c.At.Format(time.RFC3339), shortID(c.Writer))
+		if conflicted {
+			fmt.Fprintf(tw, "    %s\n", conflictState(c.Policy, c.Open))
+			printCandidates(tw, c.Candidates)
 		}
 	}
+	if c, ok := r.Conflicts[crdt.RecordField]; ok {
+		fmt.Fprintf(tw, "! (record)\tedited and deleted concurrently: %s\n", conflictState(c.Policy, c.Open))
+		printCandidates(tw, c.Candidates)
+	}
 	tw.Flush()
+}
+
+// conflictState says how a conflict stands.
+func conflictState(policy string, open bool) string {
+	if open {
+		return "conflict open (policy " + policy + "): resolve with ferry resolve"
+	}
+	return "conflict decided by policy " + policy
+}
+
+func printCandidates(w io.Writer, cands []node.CandidateJSON) {
+	for _, c := range cands {
+		shown := " "
+		if c.N == 1 {
+			shown = "*"
+		}
+		fmt.Fprintf(w, "   %s%d\t%s\t%s by %s\n", shown, c.N, candidateText(c), c.At.Format(time.RFC3339), writerName(c.Writer, c.WriterName))
+	}
+}
+
+// candidateText renders a candidate's value (or what a record candidate did).
+func candidateText(c node.CandidateJSON) string {
+	switch {
+	case c.Deleted:
+		return "(deleted the record)"
+	case c.Field != "":
+		return fmt.Sprintf("(edited %s = %s)", c.Field, quoteIfNeeded(schema.FormatText(c.Value)))
+	}
+	return quoteIfNeeded(schema.FormatText(c.Value))
+}
+
+// writerName renders a writer as "name (…short id)", or the short id.
+func writerName(id, name string) string {
+	if name == "" {
+		return shortID(id)
+	}
+	return name + " (" + shortID(id) + ")"
 }
 
 // recordLine renders a record on one line: id, then field=value pairs.
@@ -60,9 +106,12 @@ func recordLine(r node.RecordJSON) string {
 	b.WriteString(r.ID)
 	for _, k := range sortedKeys(r.Fields) {
 		fmt.Fprintf(&b, "  %s=%s", k, quoteIfNeeded(schema.FormatText(r.Fields[k])))
-		if len(r.Conflicts[k]) > 0 {
+		if _, ok := r.Conflicts[k]; ok {
 			b.WriteString("(!)")
 		}
+	}
+	if _, ok := r.Conflicts[crdt.RecordField]; ok {
+		b.WriteString("  (!record conflict)")
 	}
 	return b.String()
 }

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ferry-crm/ferry/crdt"
+	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/schema"
+)
+
+func newConflictsCmd(g *globals) *cobra.Command {
+	var asJSON, onlyOpen bool
+	cmd := &cobra.Command{
+		Use:   "conflicts [COLLECTION]",
+		Short: "List conflicts: concurrent values of a field, or a delete concurrent with edits",
+		Long: `List every conflict: fields with several concurrent values (writes that did
+not see each other) and records deleted while being edited elsewhere. Each
+shows its candidates, the one currently shown first (*), with writer and
+time, and whether its policy decided it or it waits for a person (open,
+policy manual). --open lists only those. Resolve with 'ferry resolve'.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return usagef("conflicts: want at most one COLLECTION")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q := url.Values{}
+			if len(args) == 1 {
+				q.Set("collection", args[0])
+			}
+			if onlyOpen {
+				q.Set("open", "true")
+			}
+			return withClient(cmd.Context(), g.dir, func(c *client) error {
+				var cs []node.ConflictJSON
+				if err := c.do(cmd.Context(), "GET", "/v1/conflicts?"+q.Encode(), nil, &cs); err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), cs)
+				}
+				if len(cs) == 0 {
+					fmt.Fprintln(cmd.OutOrStdout(), "no conflicts")
+					return nil
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+				for _, cf := range cs {
+					what := "field " + cf.Field
+					if cf.Field == crdt.RecordField {
+						what = "record (deleted and edited concurrently)"
+					}
+					fmt.Fprintf(tw, "%s/%s %s: %s\n", cf.Collection, cf.ID, what, conflictState(cf.Policy, cf.Open))
+					printCandidates(tw, cf.Candidates)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&onlyOpen, "open", false, "only conflicts waiting for a person")
+	return cmd
+}
+
+func newResolveCmd(g *globals) *cobra.Command {
+	var pick int
+	var value string
+	cmd := &cobra.Command{
+		Use:   "resolve COLLECTION ID FIELD (--pick N | --value V)",
+		Short: "End a conflict: pick a candidate or write a new value",
+		Long: `End a conflict. --pick N chooses candidate N as 'ferry conflicts' lists
+it; --value V writes a new value (parsed by the field's type). The
+resolution is an ordinary write that supersedes every candidate, so the
+conflict disappears on every node once they sync. For a record deleted and
+edited concurrently, use FIELD _record and --pick: picking a delete deletes
+the record, picking an edit keeps it with all its fields.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 3 {
+				return usagef("resolve: want COLLECTION ID FIELD and --pick N or --value V")
+			}
+			if cmd.Flags().Changed("pick") == cmd.Flags().Changed("value") {
+				return usagef("resolve: give exactly one of --pick N and --value V")
+			}
+			if cmd.Flags().Changed("pick") && pick < 1 {
+				return usagef("resolve: --pick counts from 1")
+			}
+			return checkRecordArgs(cmd, args)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := node.ResolveRequest{Pick: pick}
+			if cmd.Flags().Changed("value") {
+				req.Pick, req.Text = 0, &value
+			}
+			body, err := json.Marshal(req)
+			if err != nil {
+				return err
+			}
+			path := "/v1/resolve/" + url.PathEscape(args[0]) + "/" + escapeSegment(args[1]) + "/" + url.PathEscape(args[2])
+			return withClient(cmd.Context(), g.dir, func(c *client) error {
+				if err := c.do(cmd.Context(), "POST", path, bytes.NewReader(body), nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "resolved %s/%s %s\n", args[0], args[1], args[2])
+				return nil
+			})
+		},
+	}
+	cmd.Flags().IntVar(&pick, "pick", 0, "candidate number, as 'ferry conflicts' lists them")
+	cmd.Flags().StringVar(&value, "value", "", "a new value")
+	return cmd
+}
+
+func newHistoryCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "history COLLECTION ID [FIELD]",
+		Short: "Every value a record's fields had: who wrote it, when, what it replaced",
+		Long: `Show every operation ever written to a record (or one field of it), oldest
+first: the value, the writer and the time, the operations it superseded,
+whether it is still visible, and whether it was written here or arrived
+from a peer. Built from what the store keeps (go-ds-crdt keeps every
+operation and every DAG block), so it is complete for the data this node
+has; see docs/merge-rules.md.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 2 || len(args) > 3 {
+				return usagef("history: want COLLECTION ID [FIELD]")
+			}
+			return checkRecordArgs(cmd, args)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := "/v1/history/" + url.PathEscape(args[0]) + "/" + escapeSegment(args[1])
+			if len(args) == 3 {
+				path += "?field=" + url.QueryEscape(args[2])
+			}
+			return withClient(cmd.Context(), g.dir, func(c *client) error {
+				var h []node.HistoryJSON
+				if err := c.do(cmd.Context(), "GET", path, nil, &h); err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), h)
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "TIME\tFIELD\tVALUE\tWRITER\tORIGIN\tSTATE\tSUPERSEDES")
+				for _, e := range h {
+					val := quoteIfNeeded(schema.FormatText(e.Value))
+					if e.Deleted {
+						val = "(deleted the record)"
+					}
+					state := "visible"
+					if !e.Visible {
+						state = "superseded"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", e.At.Format(time.RFC3339), e.Field, val,
+						writerName(e.Writer, e.WriterName), e.Origin, state, len(e.Supersedes))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
