@@ -48,7 +48,11 @@ type Options struct {
 	// RebroadcastInterval is how often go-ds-crdt re-announces heads that
 	// nobody else announced (default 1 minute).
 	RebroadcastInterval time.Duration
-	// NumWorkers fetch and merge DAG branches (default 20).
+	// NumWorkers merge DAG blocks (default 1). Keep it at 1: in go-ds-crdt
+	// v0.6.8 a tombstone merged by one worker races the merge of the element
+	// it removes by another (putTombs does not take the lock putElems takes),
+	// which leaves replicas with the same heads and different values. Fetches
+	// stay parallel: each worker hands a block's children to a goroutine.
 	NumWorkers int
 	// DAGSyncerTimeout bounds a DAG fetch (default 2 minutes).
 	DAGSyncerTimeout time.Duration
@@ -72,7 +76,7 @@ func DefaultOptions() Options {
 		Namespace:           ds.NewKey("/ferry/crdt"),
 		Logger:              slog.Default(),
 		RebroadcastInterval: time.Minute,
-		NumWorkers:          20,
+		NumWorkers:          1,
 		DAGSyncerTimeout:    2 * time.Minute,
 		BatchOps:            1000,
 		BatchBytes:          512 << 10,
