@@ -32,6 +32,7 @@ func OpenDatastore(dir string) (*badger.Datastore, error) {
 	}
 	opts := badger.DefaultOptions
 	opts.SyncWrites = false
+	opts.EventLogging = false // x/net/trace bookkeeping: ~8% of CPU per edit
 	d, err := badger.NewDatastore(path, &opts)
 	if err != nil {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {

@@ -24,7 +24,7 @@ func newImportCmd(g *globals) *cobra.Command {
 field values, e.g. {"id":"c1","last_name":"Smith","amount":12.5}.
 Every line is validated first: a bad line fails the import with its line
 number and nothing is written. Records are then written in large batched
-deltas (about 1,000 field operations each); a record is never split.`,
+deltas (about 400 field operations each); a record is never split.`,
 		Args: exactArgs(2, "COLLECTION FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var in io.Reader = cmd.InOrStdin()

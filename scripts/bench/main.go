@@ -1,0 +1,389 @@
+// Command bench measures Ferry against baselines measured in the same run:
+// durable single-field edits and bulk import against raw go-ds-badger, and
+// the catch-up of a fresh node on a DAG of single-edit deltas against the
+// same edits in batched deltas. It prints one Markdown table on stdout
+// (and to --out); progress and the nodes' warnings go to stderr.
+//
+//	scripts/bench.sh                                      # full run, several minutes
+//	scripts/bench.sh --edits 200 --import 1000 --catchup-edits 300   # quick run
+//	scripts/bench.sh --only import --profile-dir /tmp/prof   # one CPU profile per timed phase
+package main
+
+import (
+	"bufio"
+	"context"
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"time"
+)
+
+//go:embed crm.yaml
+var crmSchema []byte
+
+// config holds the flags.
+type config struct {
+	only            map[string]bool
+	edits           int
+	editContacts    int
+	importN         int
+	baselineBatch   int
+	catchupEdits    int
+	catchupContacts int
+	catchupBatch    int
+	catchupTimeout  time.Duration
+	seed            uint64
+	out             string
+	schemaFile      string
+	dir             string
+	keep            bool
+	profileDir      string
+}
+
+var benchmarks = []string{"edit", "import", "catchup"}
+
+// env is what every benchmark shares.
+type env struct {
+	cfg    config
+	root   string // temp dir holding every node and datastore
+	log    *slog.Logger
+	schema []byte
+	topic  string
+	start  time.Time
+}
+
+// progress prints a progress line to stderr.
+func (e *env) progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[bench %6.1fs] %s\n", time.Since(e.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// profile starts a CPU profile of one timed phase (with --profile-dir) and
+// returns the function that stops it.
+func (e *env) profile(phase string) func() {
+	if e.cfg.profileDir == "" {
+		return func() {}
+	}
+	path := filepath.Join(e.cfg.profileDir, phase+".pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		e.progress("profile %s: %v", phase, err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		e.progress("profile %s: %v", phase, err)
+		return func() {}
+	}
+	return sync.OnceFunc(func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			e.progress("profile %s: %v", phase, err)
+		}
+	})
+}
+
+// row is one line of the result table.
+type row struct {
+	name, ferry, baseline, ratio string
+}
+
+// result is what one benchmark reports.
+type result struct {
+	rows  []row
+	notes []string
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags() (config, error) {
+	var c config
+	var only string
+	var seed uint64
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.StringVar(&only, "only", strings.Join(benchmarks, ","), "benchmarks to run, comma-separated: edit, import, catchup")
+	fs.IntVar(&c.edits, "edits", 2000, "edit: number of durable single-field Store.Put calls")
+	fs.IntVar(&c.editContacts, "edit-contacts", 1000, "edit: contacts imported before the edits")
+	fs.IntVar(&c.importN, "import", 10000, "import: contacts (8 fields each) imported into an empty store")
+	fs.IntVar(&c.baselineBatch, "baseline-batch", 1000, "import: keys per badger batch in the baseline")
+	fs.IntVar(&c.catchupEdits, "catchup-edits", 10000, "catchup: single-field edits on the source node")
+	fs.IntVar(&c.catchupContacts, "catchup-contacts", 100, "catchup: contacts the edits touch")
+	fs.IntVar(&c.catchupBatch, "catchup-batch", 1000, "catchup: edits per delta in the batched baseline")
+	fs.DurationVar(&c.catchupTimeout, "catchup-timeout", 10*time.Minute, "catchup: give up waiting for a fresh node after this long")
+	fs.Uint64Var(&seed, "seed", 1, "seed of the generated records and edits")
+	fs.StringVar(&c.out, "out", "", "also write the report to this file")
+	fs.StringVar(&c.schemaFile, "schema", "", "schema YAML (default: the embedded copy of crm.yaml)")
+	fs.StringVar(&c.dir, "dir", "", "parent of the temporary data dir (default $TMPDIR); it decides the disk measured")
+	fs.BoolVar(&c.keep, "keep", false, "keep the temporary data dir")
+	fs.StringVar(&c.profileDir, "profile-dir", "", "write a CPU profile of each timed phase to DIR/<phase>.pprof")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	c.seed = seed
+	c.only = map[string]bool{}
+	for _, b := range strings.Split(only, ",") {
+		b = strings.TrimSpace(b)
+		if b == "" {
+			continue
+		}
+		if !contains(benchmarks, b) {
+			return c, fmt.Errorf("--only: unknown benchmark %q (want %s)", b, strings.Join(benchmarks, ", "))
+		}
+		c.only[b] = true
+	}
+	switch {
+	case len(c.only) == 0:
+		return c, errors.New("--only: no benchmark selected")
+	case c.edits <= 0 || c.editContacts <= 0 || c.importN <= 0 || c.baselineBatch <= 0:
+		return c, errors.New("sizes must be positive")
+	case c.catchupEdits <= 0 || c.catchupContacts <= 0 || c.catchupBatch <= 0 || c.catchupTimeout <= 0:
+		return c, errors.New("catch-up sizes and timeout must be positive")
+	}
+	return c, nil
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if x == y {
+			return true
+		}
+	}
+	return false
+}
+
+func run() (err error) {
+	cfg, err := parseFlags()
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	e := &env{cfg: cfg, schema: crmSchema, start: time.Now(),
+		log:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		topic: fmt.Sprintf("ferry-bench-%x", rand.Uint64())}
+	if cfg.schemaFile != "" {
+		if e.schema, err = os.ReadFile(cfg.schemaFile); err != nil {
+			return err
+		}
+	}
+	if e.root, err = os.MkdirTemp(cfg.dir, "ferry-bench-"); err != nil {
+		return err
+	}
+	if cfg.keep {
+		fmt.Fprintf(os.Stderr, "data kept in %s\n", e.root)
+	} else {
+		defer os.RemoveAll(e.root)
+	}
+	if cfg.profileDir != "" {
+		if err := os.MkdirAll(cfg.profileDir, 0o755); err != nil {
+			return err
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+
+	var all result
+	for _, b := range benchmarks {
+		if !cfg.only[b] {
+			continue
+		}
+		var r result
+		switch b {
+		case "edit":
+			r, err = e.benchEdit(ctx)
+		case "import":
+			r, err = e.benchImport(ctx)
+		case "catchup":
+			r, err = e.benchCatchup(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", b, err)
+		}
+		all.rows = append(all.rows, r.rows...)
+		all.notes = append(all.notes, r.notes...)
+	}
+	report := e.report(all)
+	fmt.Print(report)
+	if cfg.out != "" {
+		if err := os.WriteFile(cfg.out, []byte(report), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// report renders the table, notes, command line and machine facts.
+func (e *env) report(r result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "| benchmark | Ferry | baseline | ratio |\n|---|---|---|---|\n")
+	for _, x := range r.rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", x.name, x.ferry, x.baseline, x.ratio)
+	}
+	b.WriteString("\nRatio = Ferry ÷ baseline, both measured in this run: below 1 for a rate means Ferry is slower; above 1 for a time or latency means Ferry is slower.\n")
+	if len(r.notes) > 0 {
+		b.WriteString("\n")
+		for _, n := range r.notes {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
+	}
+	args := make([]string, len(os.Args)-1)
+	for i, a := range os.Args[1:] {
+		args[i] = shellQuote(a)
+	}
+	cmd := strings.TrimSpace("scripts/bench.sh " + strings.Join(args, " "))
+	fmt.Fprintf(&b, "\nCommand: `%s` (runs `go run ./scripts/bench` from the repository root)\n", cmd)
+	c := e.cfg
+	var only []string
+	for _, x := range benchmarks {
+		if c.only[x] {
+			only = append(only, x)
+		}
+	}
+	fmt.Fprintf(&b, "\nSettings: --only %s --edits %d --edit-contacts %d --import %d --baseline-batch %d --catchup-edits %d --catchup-contacts %d --catchup-batch %d --catchup-timeout %s --seed %d\n",
+		strings.Join(only, ","), c.edits, c.editContacts, c.importN, c.baselineBatch, c.catchupEdits, c.catchupContacts, c.catchupBatch, c.catchupTimeout, c.seed)
+	b.WriteString("\nMachine:\n")
+	for _, f := range machineFacts(e.root) {
+		fmt.Fprintf(&b, "- %s\n", f)
+	}
+	return b.String()
+}
+
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_=.,/:+@", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// machineFacts lists what decides the numbers: CPUs, Go, module versions,
+// and the file system the data dir is on.
+func machineFacts(dir string) []string {
+	nproc := fmt.Sprint(runtime.NumCPU())
+	if out, err := exec.Command("nproc").Output(); err == nil {
+		nproc = strings.TrimSpace(string(out))
+	}
+	facts := []string{
+		"nproc: " + nproc,
+		"CPU: " + cpuModel(),
+		"Go: " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH,
+		fmt.Sprintf("GOMAXPROCS: %d", runtime.GOMAXPROCS(0)),
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		var mods []string
+		for _, m := range bi.Deps {
+			switch m.Path {
+			case "github.com/ipfs/go-ds-crdt", "github.com/ipfs/go-ds-badger", "github.com/ipfs/boxo", "github.com/libp2p/go-libp2p":
+				mods = append(mods, m.Path+" "+m.Version)
+			}
+		}
+		if len(mods) > 0 {
+			facts = append(facts, "modules: "+strings.Join(mods, ", "))
+		}
+	}
+	if out, err := exec.Command("df", "-PT", dir).Output(); err == nil {
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if f := strings.Fields(lines[len(lines)-1]); len(f) >= 2 {
+			facts = append(facts, fmt.Sprintf("data dir file system: %s (%s)", f[1], f[0]))
+		}
+	}
+	return facts
+}
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	return cpuModelFrom(f)
+}
+
+func cpuModelFrom(r io.Reader) string {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+// Formatting helpers.
+
+func fmtRate(perSec float64, unit string) string {
+	switch {
+	case perSec >= 100:
+		return fmt.Sprintf("%.0f %s", perSec, unit)
+	case perSec >= 10:
+		return fmt.Sprintf("%.1f %s", perSec, unit)
+	}
+	return fmt.Sprintf("%.2f %s", perSec, unit)
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= 10*time.Second:
+		return fmt.Sprintf("%.1f s", d.Seconds())
+	case d >= time.Second:
+		return fmt.Sprintf("%.2f s", d.Seconds())
+	case d >= 10*time.Millisecond:
+		return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
+	}
+	return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
+}
+
+func fmtRatio(ferry, base float64) string {
+	if base == 0 {
+		return "n/a"
+	}
+	r := ferry / base
+	switch {
+	case r >= 100:
+		return fmt.Sprintf("%.0f", r)
+	case r >= 10:
+		return fmt.Sprintf("%.1f", r)
+	}
+	return fmt.Sprintf("%.2f", r)
+}
+
+func rate(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// percentile returns the nearest-rank p-th percentile (0 < p <= 100) of
+// sorted durations.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(float64(len(sorted))*p/100)) - 1
+	i = max(0, min(i, len(sorted)-1))
+	return sorted[i]
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
+	"sync/atomic"
+
+	cid "github.com/ipfs/go-cid"
+	"github.com/multiformats/go-multiaddr"
+
+	"github.com/ferry-crm/ferry/crdt"
+	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/schema"
+)
+
+// nodeSpec says how to start one benchmark node.
+type nodeSpec struct {
+	name    string
+	network bool
+	peers   []multiaddr.Multiaddr
+	// hooks, if set, counts go-ds-crdt hook events (operations merged,
+	// local or remote).
+	hooks *atomic.Int64
+}
+
+// startNode starts a node in root/<name>. With network it listens on
+// loopback TCP only and connects to spec.peers.
+func (e *env) startNode(ctx context.Context, spec nodeSpec) (*node.Node, error) {
+	cfg := node.DefaultConfig(filepath.Join(e.root, spec.name))
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	cfg.Name = spec.name
+	cfg.Logger = e.log
+	cfg.Network = spec.network
+	cfg.Offline = false
+	cfg.Topic = e.topic
+	cfg.Peers = spec.peers
+	cfg.ListenAddrs = []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/0")}
+	if spec.hooks != nil {
+		hooks := spec.hooks
+		cfg.Store.OnChange = func(string, string) { hooks.Add(1) }
+	}
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start node %s: %w", spec.name, err)
+	}
+	return n, nil
+}
+
+// closeNode closes n and reports a failure as an error of the benchmark.
+func closeNode(n *node.Node, errp *error) {
+	if err := n.Close(); err != nil && *errp == nil {
+		*errp = fmt.Errorf("close node %s: %w", n.Config().Name, err)
+	}
+}
+
+// applySchema applies the benchmark schema to a store.
+func (e *env) applySchema(ctx context.Context, st *crdt.Store) error {
+	sc, err := schema.Parse(e.schema)
+	if err != nil {
+		return fmt.Errorf("parse schema: %w", err)
+	}
+	if _, err := st.ApplySchema(ctx, sc); err != nil {
+		return fmt.Errorf("apply schema: %w", err)
+	}
+	return nil
+}
+
+// importAll imports records into contacts (on a copy: Import rewrites them).
+func importAll(ctx context.Context, st *crdt.Store, recs []crdt.ImportRecord) (crdt.ImportResult, error) {
+	res, err := st.Import(ctx, contactsCollection, cloneRecords(recs), nil)
+	if err != nil {
+		return res, fmt.Errorf("import %d contacts: %w", len(recs), err)
+	}
+	return res, nil
+}
+
+// digestContacts hashes the visible state of every contact (id, field
+// names, values, and the number of candidates of conflicted fields), in
+// key order. Op ids are left out, so two nodes that wrote the same values
+// independently have the same digest.
+func digestContacts(ctx context.Context, st *crdt.Store) (string, int, error) {
+	h := sha256.New()
+	n := 0
+	err := st.List(ctx, contactsCollection, func(r *crdt.Record) error {
+		n++
+		fmt.Fprintf(h, "%q{", r.ID)
+		names := make([]string, 0, len(r.Fields))
+		for name := range r.Fields {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			fv := r.Fields[name]
+			b, err := json.Marshal(fv.Value)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(h, "%q:%s/%d,", name, b, len(fv.Candidates))
+		}
+		fmt.Fprint(h, "}")
+		return nil
+	})
+	if err != nil {
+		return "", 0, fmt.Errorf("list contacts: %w", err)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], n, nil
+}
+
+// checkState verifies that a store holds exactly the expected contacts.
+func checkState(ctx context.Context, st *crdt.Store, want map[string]map[string]any) error {
+	seen := 0
+	var bad []string
+	err := st.List(ctx, contactsCollection, func(r *crdt.Record) error {
+		seen++
+		if w, ok := want[r.ID]; !ok || !reflect.DeepEqual(r.Values(), w) {
+			if len(bad) < 3 {
+				bad = append(bad, fmt.Sprintf("%s: got %v, want %v", r.ID, r.Values(), w))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("check state: %w", err)
+	}
+	if seen != len(want) || len(bad) > 0 {
+		return fmt.Errorf("state check failed: %d contacts (want %d); %v", seen, len(want), bad)
+	}
+	return nil
+}
+
+func sortedHeads(hs []cid.Cid) []string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = h.String()
+	}
+	slices.Sort(out)
+	return out
+}
