@@ -445,3 +445,43 @@ func TestMalformedOperationsAreIgnored(t *testing.T) {
 }
 
 func dsKey(s string) ds.Key { return ds.RawKey(s) }
+
+func TestDigestTellsConvergenceAndDivergence(t *testing.T) {
+	n := newTestNet(t, 2)
+	ctx := context.Background()
+	a, b := n.replicas[0], n.replicas[1]
+	mustPut(t, a, "contacts", "c1", map[string]any{"last_name": "Smith"})
+	n.waitConverged(10 * time.Second)
+	checkDigests(t, n)
+	da, _ := a.Digest(ctx)
+
+	n.setOnline(1, false)
+	mustPut(t, b, "contacts", "c1", map[string]any{"first_name": "John"})
+	db, _ := b.Digest(ctx)
+	if db == da {
+		t.Fatal("a write did not change the digest")
+	}
+	if again, _ := a.Digest(ctx); again != da {
+		t.Fatal("the digest changed without a write")
+	}
+	// Only the changed record's bucket differs.
+	ba, _ := a.DigestBuckets(ctx)
+	bb, _ := b.DigestBuckets(ctx)
+	var differ []int
+	for i := range ba {
+		if ba[i] != bb[i] {
+			differ = append(differ, i)
+		}
+	}
+	if len(differ) != 1 {
+		t.Fatalf("%d buckets differ, want 1", len(differ))
+	}
+	ha, _ := a.RecordHashes(ctx, differ)
+	hb, _ := b.RecordHashes(ctx, differ)
+	if ha["contacts/c1"] == hb["contacts/c1"] || len(hb) == 0 {
+		t.Errorf("record hashes do not show contacts/c1 differing: %v %v", ha, hb)
+	}
+	n.setOnline(1, true)
+	n.waitConverged(10 * time.Second)
+	checkDigests(t, n)
+}

@@ -43,6 +43,11 @@ func runConvergenceCase(t *testing.T, policy string, seed uint64) {
 	values := []string{"Ann", "Bob", "Cid", "Dee"}
 	now := epoch
 	for step := 0; step < 40; step++ {
+		if rng.IntN(3) == 0 { // keep digests up to date incrementally as we go
+			if _, err := n.replicas[rng.IntN(len(n.replicas))].Digest(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
 		now = now.Add(time.Duration(rng.IntN(5000)) * time.Millisecond)
 		i := rng.IntN(len(n.replicas))
 		r := n.replicas[i]
@@ -94,6 +99,36 @@ func runConvergenceCase(t *testing.T, policy string, seed uint64) {
 	for _, r := range n.all()[1:] {
 		if got := dump(t, r, "contacts"); got != want {
 			t.Fatalf("replica %s diverged:\n%s\nreplica A:\n%s", r.writer, got, want)
+		}
+	}
+	checkDigests(t, n)
+}
+
+// checkDigests checks that converged replicas have the same digest, and that
+// each replica's incrementally kept digest equals one computed from scratch.
+func checkDigests(t *testing.T, n *testNet) {
+	t.Helper()
+	ctx := context.Background()
+	var first Digest
+	for i, r := range n.all() {
+		d, err := r.Digest(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.digest.mu.Lock()
+		r.digest.built = false
+		r.digest.mu.Unlock()
+		full, err := r.Digest(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d != full {
+			t.Errorf("replica %s: incremental digest %s, from scratch %s", r.writer, d, full)
+		}
+		if i == 0 {
+			first = d
+		} else if d != first {
+			t.Errorf("replica %s: digest %s, replica A %s", r.writer, d, first)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -172,7 +173,8 @@ func sortNewestFirst(ops []Op) []Op {
 		case b.ID.Newer(a.ID):
 			return 1
 		}
-		return 0
+		// One write shares its op id across its fields.
+		return strings.Compare(a.Field, b.Field)
 	})
 	return out
 }

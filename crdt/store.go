@@ -124,6 +124,8 @@ type Store struct {
 	rolesCache map[string]string
 	rolesStale atomic.Bool
 
+	digest digestState
+
 	malformed atomic.Uint64
 	loggedBad sync.Map
 	closeOnce sync.Once
@@ -158,9 +160,10 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 	copts.RebroadcastInterval = opts.RebroadcastInterval
 	copts.NumWorkers = opts.NumWorkers
 	copts.DAGSyncerTimeout = opts.DAGSyncerTimeout
-	copts.PutHook = func(k ds.Key, _ []byte) { s.keyChanged(k) }
-	copts.DeleteHook = s.keyChanged
-	engine, err := dscrdt.New(base, opts.Namespace, dag, bcast, copts)
+	// Changes are observed on the datastore, after they are written, not
+	// from go-ds-crdt's hooks (see observedStore).
+	observed := newObservedStore(base, opts.Namespace, s.keyChanged)
+	engine, err := dscrdt.New(observed, opts.Namespace, dag, bcast, copts)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
@@ -168,15 +171,17 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 	return s, nil
 }
 
-// keyChanged runs inside go-ds-crdt's merge, under its lock: it must not
+// keyChanged is told of every visible operation added or removed, once it
+// is written. It runs inside go-ds-crdt's merge, under its lock: it must not
 // read or write the store. It advances the clock past every operation seen
 // and notes what changed.
-func (s *Store) keyChanged(k ds.Key) {
-	kp, err := parseOpKey(k.String())
+func (s *Store) keyChanged(k string) {
+	kp, err := parseOpKey(k)
 	if err != nil {
 		return
 	}
 	s.clock.Observe(kp.Op.Time)
+	s.digest.markDirty(kp.Collection, kp.EscapedID)
 	switch kp.Collection {
 	case SchemaCollection:
 		s.schemaStale.Store(true)
