@@ -163,6 +163,9 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 	// Changes are observed on the datastore, after they are written, not
 	// from go-ds-crdt's hooks (see observedStore).
 	observed := newObservedStore(base, opts.Namespace, s.keyChanged)
+	if bcast != nil {
+		bcast = &lenientBroadcaster{Broadcaster: bcast, log: opts.Logger}
+	}
 	engine, err := dscrdt.New(observed, opts.Namespace, dag, bcast, copts)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -378,6 +381,23 @@ func (s *Store) listFolded(ctx context.Context, collection string, fn func(rec *
 		}
 		return fn(rec, ok)
 	})
+}
+
+// lenientBroadcaster keeps a failed announcement from failing a write: by
+// then go-ds-crdt has merged the delta locally, and an error would skip the
+// fsync and tell the user the write failed when it did not. Heads reach
+// peers anyway through the node's heads exchange and go-ds-crdt's
+// rebroadcast.
+type lenientBroadcaster struct {
+	dscrdt.Broadcaster
+	log *slog.Logger
+}
+
+func (b *lenientBroadcaster) Broadcast(ctx context.Context, data []byte) error {
+	if err := b.Broadcaster.Broadcast(ctx, data); err != nil {
+		b.log.Warn("announcing new heads failed; peers will get them at the next heads exchange", "err", err)
+	}
+	return nil
 }
 
 // engineLogger adapts slog to go-ds-crdt's logger interface.

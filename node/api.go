@@ -153,6 +153,9 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/conflicts", n.handleConflicts)
 	mux.HandleFunc("POST /v1/resolve/{collection}/{id}/{field}", n.handleResolve)
 	mux.HandleFunc("GET /v1/history/{collection}/{id}", n.handleHistory)
+	mux.HandleFunc("GET /v1/sync", n.handleSyncState)
+	mux.HandleFunc("POST /v1/sync", n.handleSyncNow)
+	mux.HandleFunc("GET /v1/diff/{peer}", n.handleDiff)
 	mux.HandleFunc("POST /v1/import/{collection}", n.handleImport)
 	return mux
 }
@@ -346,6 +349,11 @@ func ReadJSONLines(r io.Reader) ([]crdt.ImportRecord, error) {
 	}
 	return out, nil
 }
+
+var (
+	errNoNode  = errors.New("no node is running in this data dir: start it with 'ferry node'")
+	errOffline = errors.New("the node is offline: 'ferry online' first")
+)
 
 type badRequestError struct{ error }
 

@@ -54,6 +54,9 @@ type Config struct {
 	Network bool
 	// DialMin and DialMax bound the re-dial backoff.
 	DialMin, DialMax time.Duration
+	// SyncInterval is how often heads are exchanged with every connected
+	// peer besides when connections form and heads change (default 30s).
+	SyncInterval time.Duration
 	// Store holds the crdt options; Writer is filled in from the identity.
 	Store crdt.Options
 	// ConflictHook, on an office node, is offered every open conflict.
@@ -76,8 +79,10 @@ func DefaultConfig(dir string) Config {
 		Network: true,
 		DialMin: DefaultDialMin,
 		DialMax: DefaultDialMax,
-		Store:   crdt.DefaultOptions(),
-		Logger:  slog.Default(),
+
+		SyncInterval: 30 * time.Second,
+		Store:        crdt.DefaultOptions(),
+		Logger:       slog.Default(),
 	}
 }
 
@@ -231,8 +236,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if cfg.Offline {
 			n.dialer.SetOffline(true)
 		}
+		n.host.SetStreamHandler(DigestProtocol, n.handleDigest)
 		n.wg.Add(1)
 		go n.announceLoop()
+		if cfg.SyncInterval > 0 {
+			n.wg.Add(1)
+			go n.syncLoop(cfg.SyncInterval)
+		}
 		if n.hook != nil {
 			n.wg.Add(1)
 			go n.hook.run()
@@ -255,6 +265,9 @@ func (n *Node) Close() error {
 			}
 		}
 		n.cancel()
+		if n.host != nil {
+			n.host.RemoveStreamHandler(DigestProtocol)
+		}
 		if n.dialer != nil {
 			add("dialer", n.dialer.Close())
 		}
@@ -315,7 +328,7 @@ func (n *Node) Addrs() []multiaddr.Multiaddr {
 // heads are exchanged on every new connection.
 func (n *Node) SetOffline(offline bool) error {
 	if n.dialer == nil {
-		return errors.New("node has no network")
+		return errNoNode
 	}
 	n.dialer.SetOffline(offline)
 	return nil
@@ -404,6 +417,9 @@ type Status struct {
 	Dirty          bool     `json:"dirty"`
 	QueuedJobs     int      `json:"queued_jobs"`
 	MalformedOps   uint64   `json:"malformed_ops"`
+	// Digest is the hash of the visible state: equal on two nodes that show
+	// the same records and conflicts.
+	Digest string `json:"digest"`
 }
 
 // Status reports the node's identity, network and replication state.
@@ -425,6 +441,11 @@ func (n *Node) Status(ctx context.Context) Status {
 	}
 	for i, h := range st.Heads {
 		s.Heads[i] = h.String()
+	}
+	if d, err := n.store.Digest(ctx); err == nil {
+		s.Digest = d.String()
+	} else {
+		n.log.Warn("status: digest", "err", err)
 	}
 	sort.Strings(s.Heads)
 	for _, a := range n.Addrs() {

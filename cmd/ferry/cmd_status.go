@@ -40,6 +40,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(tw, "heads:\t%d\n", len(st.Heads))
 				fmt.Fprintf(tw, "DAG height:\t%d\n", st.DAGHeight)
 				fmt.Fprintf(tw, "dirty:\t%t\n", st.Dirty)
+				fmt.Fprintf(tw, "digest:\t%s\n", st.Digest)
 				if st.QueuedJobs > 0 {
 					fmt.Fprintf(tw, "queued DAG jobs:\t%d\n", st.QueuedJobs)
 				}

@@ -24,6 +24,9 @@ type fileConfig struct {
 	Peers   []string `yaml:"peers,omitempty"`
 	Topic   string   `yaml:"topic"`
 	Offline bool     `yaml:"offline,omitempty"`
+	// SyncInterval is how often heads are exchanged with every peer (a Go
+	// duration, default 30s).
+	SyncInterval string `yaml:"sync_interval,omitempty"`
 	// ConflictHook (office only) is offered every open conflict.
 	ConflictHook *hookConfig `yaml:"conflict_hook,omitempty"`
 }
@@ -71,6 +74,13 @@ func (fc *fileConfig) nodeConfig(dir string) (node.Config, error) {
 	cfg.Name, cfg.Role, cfg.Offline = fc.Name, fc.Role, fc.Offline
 	if fc.Topic != "" {
 		cfg.Topic = fc.Topic
+	}
+	if fc.SyncInterval != "" {
+		d, err := time.ParseDuration(fc.SyncInterval)
+		if err != nil || d <= 0 {
+			return cfg, fmt.Errorf("config sync_interval %q: want a duration like 30s", fc.SyncInterval)
+		}
+		cfg.SyncInterval = d
 	}
 	if h := fc.ConflictHook; h != nil {
 		cfg.ConflictHook = &node.HookConfig{Command: h.Command, URL: h.URL}

@@ -14,9 +14,9 @@ import (
 
 // Exit codes.
 const (
-	exitOK    = 0
-	exitError = 1
-	exitUsage = 2
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
 )
 
 // usageError marks a command line the user got wrong (exit code 2).
@@ -40,13 +40,17 @@ func run(args []string) int {
 	if err == nil {
 		return exitOK
 	}
+	var ee *codedError
+	if errors.As(err, &ee) {
+		return ee.code // the command printed what happened
+	}
 	fmt.Fprintln(os.Stderr, "ferry:", err)
 	var ue usageError
 	if errors.As(err, &ue) || isCobraUsage(err) {
 		fmt.Fprintln(os.Stderr, "Run 'ferry --help' for usage.")
 		return exitUsage
 	}
-	return exitError
+	return exitFailed
 }
 
 // isCobraUsage recognises cobra's own command-line errors.
@@ -89,6 +93,7 @@ merge field by field, and every node converges without a central server.`,
 		newSchemaCmd(g), newPutCmd(g), newGetCmd(g), newListCmd(g), newDeleteCmd(g),
 		newImportCmd(g), newExportCmd(g), newStatusCmd(g), newPeersCmd(g),
 		newConflictsCmd(g), newResolveCmd(g), newHistoryCmd(g),
+		newSyncCmd(g), newDiffCmd(g),
 		newOfflineCmd(g, true), newOfflineCmd(g, false),
 	)
 	return root
