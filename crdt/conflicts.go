@@ -11,8 +11,15 @@ import (
 // where a field name is expected.
 const RecordField = "_record"
 
-// ErrNoConflict: there is nothing to resolve.
-var ErrNoConflict = errors.New("no conflict")
+// Errors of Resolve.
+var (
+	// ErrNoConflict: there is nothing to resolve.
+	ErrNoConflict = errors.New("no conflict")
+	// ErrConflictChanged: the candidates are not the ones the caller saw.
+	ErrConflictChanged = errors.New("the conflict changed since it was read")
+	// ErrBadResolution: the resolution does not fit the conflict.
+	ErrBadResolution = errors.New("bad resolution")
+)
 
 // Conflict is one conflicted field of a record, or the record itself
 // (Field == RecordField).
@@ -182,20 +189,20 @@ func (s *Store) Resolve(ctx context.Context, collection, id, field string, res R
 			same = res.Expect[i] == conflict.Candidates[i].Op
 		}
 		if !same {
-			return OpID{}, fmt.Errorf("%s/%s field %q: the conflict changed since it was read", collection, id, field)
+			return OpID{}, fmt.Errorf("%s/%s field %q: %w", collection, id, field, ErrConflictChanged)
 		}
 	}
 	var chosen *ConflictCandidate
 	if res.Pick != 0 {
 		if res.Pick < 1 || res.Pick > len(conflict.Candidates) {
-			return OpID{}, fmt.Errorf("%s/%s field %q: --pick %d: there are %d candidates", collection, id, field, res.Pick, len(conflict.Candidates))
+			return OpID{}, fmt.Errorf("%s/%s field %q: %w: --pick %d: there are %d candidates", collection, id, field, ErrBadResolution, res.Pick, len(conflict.Candidates))
 		}
 		chosen = &conflict.Candidates[res.Pick-1]
 	}
 
 	if field == RecordField {
 		if chosen == nil {
-			return OpID{}, fmt.Errorf("%s/%s: a record conflict is resolved with --pick", collection, id)
+			return OpID{}, fmt.Errorf("%s/%s: %w: a record conflict is resolved with --pick", collection, id, ErrBadResolution)
 		}
 		if chosen.Deleted {
 			return s.deleteRecord(ctx, collection, eid, cur)
@@ -203,7 +210,7 @@ func (s *Store) Resolve(ctx context.Context, collection, id, field string, res R
 		return s.keepRecord(ctx, collection, eid, cur)
 	}
 	if !exists {
-		return OpID{}, fmt.Errorf("%s/%s is deleted: resolve its record conflict (%s) first", collection, id, RecordField)
+		return OpID{}, fmt.Errorf("%s/%s is deleted: %w: resolve its record conflict (%s) first", collection, id, ErrBadResolution, RecordField)
 	}
 	value := res.Value
 	if chosen != nil {

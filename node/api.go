@@ -154,6 +154,7 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/resolve/{collection}/{id}/{field}", n.handleResolve)
 	mux.HandleFunc("GET /v1/history/{collection}/{id}", n.handleHistory)
 	mux.HandleFunc("GET /v1/sync", n.handleSyncState)
+	mux.Handle("GET /metrics", n.metricsHandler())
 	mux.HandleFunc("POST /v1/sync", n.handleSyncNow)
 	mux.HandleFunc("GET /v1/diff/{peer}", n.handleDiff)
 	mux.HandleFunc("POST /v1/import/{collection}", n.handleImport)
@@ -376,6 +377,10 @@ func writeError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, crdt.ErrNotFound):
 		code = http.StatusNotFound
+	case errors.Is(err, crdt.ErrNoConflict), errors.Is(err, crdt.ErrConflictChanged):
+		code = http.StatusConflict
+	case errors.Is(err, crdt.ErrBadResolution):
+		code = http.StatusBadRequest
 	case errors.As(err, &fe), errors.As(err, &br),
 		errors.Is(err, schema.ErrUnknownCollection), errors.Is(err, schema.ErrInvalidSchema),
 		errors.Is(err, schema.ErrDestructiveChange), errors.Is(err, crdt.ErrTooLarge):

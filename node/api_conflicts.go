@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/ferry-crm/ferry/crdt"
@@ -121,6 +122,10 @@ func (n *Node) handleResolve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, badRequest(errors.New("resolve: give either a pick or a value")))
 		return
 	}
+	if field == crdt.RecordField && req.Pick == 0 {
+		writeError(w, badRequest(fmt.Errorf("resolve %s/%s: a record conflict (%s) is resolved with --pick", collection, id, field)))
+		return
+	}
 	if req.Text != nil {
 		c, err := n.store.Collection(ctx, collection)
 		if err != nil {
@@ -158,11 +163,20 @@ func (n *Node) handleResolve(w http.ResponseWriter, r *http.Request) {
 
 func (n *Node) handleHistory(w http.ResponseWriter, r *http.Request) {
 	collection, id := r.PathValue("collection"), r.PathValue("id")
-	if _, err := n.store.Collection(r.Context(), collection); err != nil {
+	c, err := n.store.Collection(r.Context(), collection)
+	if err != nil {
 		writeError(w, err)
 		return
 	}
-	h, err := n.store.History(r.Context(), collection, id, r.URL.Query().Get("field"))
+	field := r.URL.Query().Get("field")
+	switch {
+	case field == crdt.RecordField:
+		field = crdt.DeleteField // record deletes are stored under _del
+	case field != "" && c.Fields[field] == nil:
+		writeError(w, badRequest(fmt.Errorf("%s: unknown field %q", collection, field)))
+		return
+	}
+	h, err := n.store.History(r.Context(), collection, id, field)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -178,6 +192,11 @@ func (n *Node) handleHistory(w http.ResponseWriter, r *http.Request) {
 			At: e.Op.Time.Wall(), Supersedes: e.Supersedes, Seen: e.Seen, Visible: e.Visible, Origin: "peer"}
 		if e.Field == crdt.DeleteField {
 			hj.Field, hj.Value, hj.Deleted = crdt.RecordField, nil, true
+		}
+		for i, ref := range hj.Supersedes {
+			if rest, ok := strings.CutPrefix(ref, crdt.DeleteField+"/"); ok {
+				hj.Supersedes[i] = crdt.RecordField + "/" + rest
+			}
 		}
 		if e.Local {
 			hj.Origin = "here"

@@ -2,7 +2,10 @@ package node
 
 import (
 	"context"
+	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestClusterDiffIdenticalAndDiverged(t *testing.T) {
@@ -65,5 +68,57 @@ func TestClusterDiffIdenticalAndDiverged(t *testing.T) {
 	_, peers, err := laptop.SyncState(ctx)
 	if err != nil || len(peers) != 1 || peers[0].InSync {
 		t.Errorf("sync state: %+v %v", peers, err)
+	}
+}
+
+func TestClusterUnackedEditsCountWhatTheOfficeHolds(t *testing.T) {
+	c := newCluster(t, 1)
+	ctx := context.Background()
+	laptop := c.nodes[1]
+	put(t, laptop, "c1", map[string]any{"last_name": "Smith"})
+	c.waitConverged()
+	waitFor(t, 10*time.Second, func() bool {
+		u, err := laptop.acks.unacked(ctx)
+		return err == nil && u.Known && u.Count == 0
+	})
+	c.setOffline(true, 1)
+	c.nodes[1].clock.Set(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC))
+	put(t, laptop, "c2", map[string]any{"last_name": "One", "first_name": "A"}) // two ops
+	c.nodes[1].clock.Set(time.Date(2026, 3, 2, 11, 0, 0, 0, time.UTC))
+	put(t, laptop, "c1", map[string]any{"phone": "555"})
+	u := laptop.Status(ctx).Unacked
+	if u == nil || !u.Known || u.Count != 3 || !u.Oldest.Equal(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)) {
+		t.Fatalf("offline: unacked %+v, want 3 edits, the oldest at 10:00", u)
+	}
+	c.setOffline(false, 1)
+	c.waitConverged()
+	waitFor(t, 10*time.Second, func() bool {
+		u := laptop.Status(ctx).Unacked
+		return u != nil && u.Count == 0
+	})
+	if u := c.nodes[0].Status(ctx).Unacked; u == nil || u.Count != 0 {
+		t.Errorf("the office itself: %+v", u)
+	}
+}
+
+func TestClusterMetrics(t *testing.T) {
+	c := newCluster(t, 1)
+	put(t, c.nodes[1], "c1", map[string]any{"last_name": "Smith"})
+	c.waitConverged()
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		c.nodes[1].Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	// The office acknowledges the edit when it next announces its heads.
+	waitFor(t, 10*time.Second, func() bool { return strings.Contains(scrape(), "ferry_unacked_edits 0") })
+	body := scrape()
+	office := c.nodes[0].ID().String()
+	for _, want := range []string{"ferry_dag_height ", "ferry_heads 1", "ferry_online 1", "ferry_connected_peers 1",
+		"ferry_unacked_edits 0", `ferry_seconds_since_last_sync{peer="` + office + `"}`,
+		`ferry_peer_received_bytes_total{peer="` + office + `"}`, "go_goroutines"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -28,6 +29,8 @@ type HostConfig struct {
 	// ListenAddrs, e.g. /ip4/127.0.0.1/tcp/4001 and
 	// /ip4/0.0.0.0/udp/0/quic-v1. Every address must be listenable.
 	ListenAddrs []multiaddr.Multiaddr
+	// Reporter, if set, counts bytes in and out per peer.
+	Reporter metrics.Reporter
 }
 
 // NewHost builds a libp2p host with TCP and QUIC transports, Noise as the
@@ -46,7 +49,7 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host: connection manager: %w", err)
 	}
-	h, err := libp2p.New(
+	opts := []libp2p.Option{
 		libp2p.Identity(cfg.Key),
 		libp2p.NoListenAddrs, // listened on one by one below, for precise errors
 		// Without SO_REUSEPORT, so that a second node configured with the
@@ -57,7 +60,11 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 		libp2p.DefaultMuxers,
 		libp2p.DisableRelay(),
 		libp2p.ConnectionManager(cm),
-	)
+	}
+	if cfg.Reporter != nil {
+		opts = append(opts, libp2p.BandwidthReporter(cfg.Reporter))
+	}
+	h, err := libp2p.New(opts...)
 	if err != nil {
 		_ = cm.Close()
 		return nil, fmt.Errorf("host: %w", err)

@@ -16,8 +16,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ipfs/boxo/blockstore"
 	badger "github.com/ipfs/go-ds-badger"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 
@@ -119,6 +121,10 @@ type Node struct {
 	heads     *HeadSync
 	dialer    *Dialer
 
+	bstore    blockstore.Blockstore
+	acks      *ackTracker
+	bandwidth *metrics.BandwidthCounter
+
 	announce chan struct{} // signalled when heads may have changed
 	hook     *hookRunner   // nil unless a conflict hook is configured
 
@@ -164,10 +170,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	bstore := NewBlockstore(n.base)
+	n.bstore = bstore
 	dag := NewOfflineDAGService(bstore)
 	var bcast *Broadcaster
 	if cfg.Network {
-		if n.host, err = NewHost(HostConfig{Key: key, ListenAddrs: cfg.ListenAddrs}); err != nil {
+		n.bandwidth = metrics.NewBandwidthCounter()
+		if n.host, err = NewHost(HostConfig{Key: key, ListenAddrs: cfg.ListenAddrs, Reporter: n.bandwidth}); err != nil {
 			return nil, fmt.Errorf("start node: %w", err)
 		}
 		ps, err := NewPubSub(nctx, n.host)
@@ -225,7 +233,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("start node: %w", err)
 		}
 		gate.Open()
+		n.acks = newAckTracker(ctx, n, bstore)
 		n.heads = NewHeadSync(n.host, n.store.Heads, func(ctx context.Context, from peer.ID, payload []byte) {
+			n.acks.heard(ctx, from, payload)
 			if err := bcast.Inject(ctx, from, payload); err != nil {
 				n.log.Debug("heads from peer not queued", "peer", from, "err", err)
 			}
@@ -420,6 +430,8 @@ type Status struct {
 	// Digest is the hash of the visible state: equal on two nodes that show
 	// the same records and conflicts.
 	Digest string `json:"digest"`
+	// Unacked: local edits no office node holds yet (absent without network).
+	Unacked *Unacked `json:"unacked,omitempty"`
 }
 
 // Status reports the node's identity, network and replication state.
@@ -441,6 +453,13 @@ func (n *Node) Status(ctx context.Context) Status {
 	}
 	for i, h := range st.Heads {
 		s.Heads[i] = h.String()
+	}
+	if n.acks != nil {
+		if u, err := n.acks.unacked(ctx); err == nil {
+			s.Unacked = &u
+		} else {
+			n.log.Warn("status: unacknowledged edits", "err", err)
+		}
 	}
 	if d, err := n.store.Digest(ctx); err == nil {
 		s.Digest = d.String()

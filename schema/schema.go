@@ -56,8 +56,8 @@ type Field struct {
 	Values []string `json:"values,omitempty" yaml:"values,omitempty"`
 	// To names the collection a ref field points into. Only for ref fields.
 	To string `json:"to,omitempty" yaml:"to,omitempty"`
-	// Policy is the conflict policy for this field: empty or one of newest,
-	// office, laptop, manual. It is stored and validated only.
+	// Policy is the conflict policy for this field: empty (the collection's)
+	// or one of newest, office, laptop, manual (docs/merge-rules.md).
 	Policy string `json:"policy,omitempty" yaml:"policy,omitempty"`
 }
 
@@ -66,9 +66,9 @@ type Collection struct {
 	// Name is the collection's key in Schema.Collections. Parse and Validate
 	// fill it in.
 	Name string `json:"-" yaml:"-"`
-	// Policy is the default conflict policy of the collection's fields:
-	// empty or one of newest, office, laptop, manual. Stored and validated
-	// only.
+	// Policy is the default conflict policy of the collection's fields and
+	// of its record conflicts: empty (newest) or one of newest, office,
+	// laptop, manual (docs/merge-rules.md).
 	Policy string `json:"policy,omitempty" yaml:"policy,omitempty"`
 	// Fields maps field names to their definitions.
 	Fields map[string]*Field `json:"fields" yaml:"fields"`

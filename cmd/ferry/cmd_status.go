@@ -41,6 +41,16 @@ func newStatusCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(tw, "DAG height:\t%d\n", st.DAGHeight)
 				fmt.Fprintf(tw, "dirty:\t%t\n", st.Dirty)
 				fmt.Fprintf(tw, "digest:\t%s\n", st.Digest)
+				if u := st.Unacked; u != nil {
+					switch {
+					case !u.Known:
+						fmt.Fprintf(tw, "not yet held by an office:\t%s (no office has announced its heads to this node yet)\n", plural(u.Count, "edit"))
+					case u.Count == 0:
+						fmt.Fprintf(tw, "not yet held by an office:\tnone (as of %s)\n", u.AsOf.Format(time.RFC3339))
+					default:
+						fmt.Fprintf(tw, "not yet held by an office:\t%s, the oldest from %s (as of %s)\n", plural(u.Count, "edit"), u.Oldest.Format(time.RFC3339), u.AsOf.Format(time.RFC3339))
+					}
+				}
 				if st.QueuedJobs > 0 {
 					fmt.Fprintf(tw, "queued DAG jobs:\t%d\n", st.QueuedJobs)
 				}

@@ -1,0 +1,204 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ipfs/boxo/blockstore"
+	"github.com/ipfs/boxo/ipld/merkledag"
+	cid "github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	pb "github.com/ipfs/go-ds-crdt/pb"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ferry-crm/ferry/crdt"
+)
+
+// Acknowledgements: an edit made here is acknowledged once an office node
+// holds the DAG block that carries it. An office node holds every block
+// reachable from the heads it announced to us in a heads exchange, so the
+// unacknowledged edits are this node's operations in blocks that are not
+// reachable from the last heads of any office node. The office heads are
+// kept in the store (outside the replicated namespace) across restarts.
+
+var officeHeadsKey = ds.NewKey("/ferry/local/office-heads")
+
+// Unacked is what `ferry status` says about local edits the office does not
+// hold yet.
+type Unacked struct {
+	// Known is false when no office node ever announced its heads to this
+	// node: then every local edit counts as unacknowledged.
+	Known  bool      `json:"known"`
+	Count  int       `json:"count"`
+	Oldest time.Time `json:"oldest,omitzero"`
+	// AsOf is when an office node last announced its heads.
+	AsOf time.Time `json:"as_of,omitzero"`
+}
+
+type ackTracker struct {
+	n      *Node
+	bstore blockstore.Blockstore
+
+	mu     sync.Mutex
+	office map[string]officeHeads // office peer id -> its last heads
+	cache  struct {
+		key string
+		val Unacked
+	}
+}
+
+type officeHeads struct {
+	Heads []string  `json:"heads"`
+	At    time.Time `json:"at"`
+}
+
+func newAckTracker(ctx context.Context, n *Node, bstore blockstore.Blockstore) *ackTracker {
+	a := &ackTracker{n: n, bstore: bstore, office: map[string]officeHeads{}}
+	if data, err := n.base.Get(ctx, officeHeadsKey); err == nil {
+		if err := json.Unmarshal(data, &a.office); err != nil {
+			n.log.Warn("ignoring stored office heads", "err", err)
+			a.office = map[string]officeHeads{}
+		}
+	} else if !errors.Is(err, ds.ErrNotFound) {
+		n.log.Warn("reading stored office heads", "err", err)
+	}
+	return a
+}
+
+// heard records the heads a peer announced, when the peer is an office node.
+func (a *ackTracker) heard(ctx context.Context, from peer.ID, payload []byte) {
+	nodes, err := a.n.store.Nodes(ctx)
+	if err != nil || nodes[from.String()].Role != RoleOffice {
+		return
+	}
+	heads, err := ValidateHeadsPayload(payload)
+	if err != nil {
+		return
+	}
+	oh := officeHeads{At: time.Now().UTC()}
+	for _, h := range heads {
+		oh.Heads = append(oh.Heads, h.String())
+	}
+	slices.Sort(oh.Heads)
+	a.mu.Lock()
+	a.office[from.String()] = oh
+	data, err := json.Marshal(a.office)
+	a.mu.Unlock()
+	if err == nil {
+		if err := a.n.base.Put(ctx, officeHeadsKey, data); err != nil {
+			a.n.log.Warn("storing office heads", "err", err)
+		}
+	}
+}
+
+// unacked counts this node's operations in blocks no office node holds.
+func (a *ackTracker) unacked(ctx context.Context) (Unacked, error) {
+	if a.n.cfg.Role == RoleOffice {
+		return Unacked{Known: true, AsOf: time.Now().UTC()}, nil
+	}
+	ours, err := a.n.store.Heads(ctx)
+	if err != nil {
+		return Unacked{}, err
+	}
+	a.mu.Lock()
+	var officeCids []cid.Cid
+	var res Unacked
+	keyParts := []string{}
+	for _, h := range ours {
+		keyParts = append(keyParts, h.String())
+	}
+	for id, oh := range a.office {
+		res.Known = true
+		if oh.At.After(res.AsOf) {
+			res.AsOf = oh.At
+		}
+		keyParts = append(keyParts, id+":"+strings.Join(oh.Heads, ","))
+		for _, s := range oh.Heads {
+			if c, err := cid.Decode(s); err == nil {
+				officeCids = append(officeCids, c)
+			}
+		}
+	}
+	slices.Sort(keyParts)
+	key := strings.Join(keyParts, ";")
+	if a.cache.key == key {
+		v := a.cache.val
+		a.mu.Unlock()
+		return v, nil
+	}
+	a.mu.Unlock()
+
+	held := map[cid.Cid]bool{}
+	if err := a.walk(ctx, officeCids, held, nil); err != nil {
+		return Unacked{}, err
+	}
+	self := a.n.self.String()
+	var oldest crdt.Timestamp
+	err = a.walk(ctx, ours, held, func(delta *pb.Delta) {
+		for _, e := range delta.GetElements() {
+			// keys are /<collection>/<id>/<field>/<hlc>-<writer>
+			i := strings.LastIndex(e.GetKey(), "/")
+			op, err := crdt.ParseOpID(e.GetKey()[i+1:])
+			if err != nil || op.Writer != self || strings.HasPrefix(e.GetKey(), "/"+crdt.NodesCollection+"/") {
+				continue
+			}
+			res.Count++
+			if oldest == 0 || op.Time < oldest {
+				oldest = op.Time
+			}
+		}
+	})
+	if err != nil {
+		return Unacked{}, err
+	}
+	if oldest != 0 {
+		res.Oldest = oldest.Wall()
+	}
+	a.mu.Lock()
+	a.cache.key, a.cache.val = key, res
+	a.mu.Unlock()
+	return res, nil
+}
+
+// walk visits every block reachable from roots that is not in seen (and
+// marks it), calling fn with each block's delta. Blocks missing locally are
+// skipped (not fetched yet).
+func (a *ackTracker) walk(ctx context.Context, roots []cid.Cid, seen map[cid.Cid]bool, fn func(*pb.Delta)) error {
+	stack := slices.Clone(roots)
+	for len(stack) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[c] {
+			continue
+		}
+		seen[c] = true
+		blk, err := a.bstore.Get(ctx, c)
+		if err != nil {
+			continue
+		}
+		nd, err := merkledag.DecodeProtobuf(blk.RawData())
+		if err != nil {
+			return fmt.Errorf("decode block %s: %w", c, err)
+		}
+		for _, l := range nd.Links() {
+			stack = append(stack, l.Cid)
+		}
+		if fn != nil {
+			var d pb.Delta
+			if err := proto.Unmarshal(nd.Data(), &d); err == nil {
+				fn(&d)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,95 @@
+package node
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Prometheus metrics of a node, served at /metrics on the local API. They
+// are computed when scraped, from the same figures as `ferry status`.
+
+var (
+	descHeads      = prometheus.NewDesc("ferry_heads", "Number of DAG heads.", nil, nil)
+	descHeight     = prometheus.NewDesc("ferry_dag_height", "Maximum DAG height.", nil, nil)
+	descQueued     = prometheus.NewDesc("ferry_queued_dag_jobs", "DAG blocks queued for merging.", nil, nil)
+	descDirty      = prometheus.NewDesc("ferry_dirty", "1 when the store is marked dirty (a repair is due).", nil, nil)
+	descMalformed  = prometheus.NewDesc("ferry_malformed_ops_total", "Operations ignored because they did not decode.", nil, nil)
+	descOnline     = prometheus.NewDesc("ferry_online", "1 when the node is online.", nil, nil)
+	descConnected  = prometheus.NewDesc("ferry_connected_peers", "Connected peers.", nil, nil)
+	descUnacked    = prometheus.NewDesc("ferry_unacked_edits", "Local edits no office node holds yet.", nil, nil)
+	descUnackedAge = prometheus.NewDesc("ferry_oldest_unacked_edit_age_seconds",
+		"Age of the oldest local edit no office node holds yet (0 when none).", nil, nil)
+	descSinceSync = prometheus.NewDesc("ferry_seconds_since_last_sync",
+		"Seconds since the last heads exchange with a peer.", []string{"peer"}, nil)
+	descBytesIn  = prometheus.NewDesc("ferry_peer_received_bytes_total", "Bytes received from a peer.", []string{"peer"}, nil)
+	descBytesOut = prometheus.NewDesc("ferry_peer_sent_bytes_total", "Bytes sent to a peer.", []string{"peer"}, nil)
+)
+
+type nodeCollector struct{ n *Node }
+
+func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descHeads, descHeight, descQueued, descDirty, descMalformed, descOnline,
+		descConnected, descUnacked, descUnackedAge, descSinceSync, descBytesIn, descBytesOut} {
+		ch <- d
+	}
+}
+
+func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+	defer cancel()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	st := n.store.Stats(ctx)
+	gauge(descHeads, float64(len(st.Heads)))
+	gauge(descHeight, float64(st.MaxHeight))
+	gauge(descQueued, float64(st.QueuedJobs))
+	gauge(descDirty, b2f(st.Dirty))
+	ch <- prometheus.MustNewConstMetric(descMalformed, prometheus.CounterValue, float64(st.Malformed))
+	gauge(descOnline, b2f(n.host != nil && !n.Offline()))
+	if n.acks != nil {
+		if u, err := n.acks.unacked(ctx); err == nil {
+			gauge(descUnacked, float64(u.Count))
+			age := 0.0
+			if !u.Oldest.IsZero() {
+				age = time.Since(u.Oldest).Seconds()
+			}
+			gauge(descUnackedAge, age)
+		}
+	}
+	if n.host == nil {
+		return
+	}
+	gauge(descConnected, float64(len(n.host.Network().Peers())))
+	peers, err := n.Peers(ctx)
+	if err == nil {
+		for _, p := range peers {
+			if !p.LastSync.IsZero() {
+				gauge(descSinceSync, time.Since(p.LastSync).Seconds(), p.ID)
+			}
+		}
+	}
+	for p, s := range n.bandwidth.GetBandwidthByPeer() {
+		ch <- prometheus.MustNewConstMetric(descBytesIn, prometheus.CounterValue, float64(s.TotalIn), p.String())
+		ch <- prometheus.MustNewConstMetric(descBytesOut, prometheus.CounterValue, float64(s.TotalOut), p.String())
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// metricsHandler serves the node's metrics and the Go runtime's.
+func (n *Node) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(nodeCollector{n}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
