@@ -7,6 +7,7 @@ import (
 	"time"
 
 	cid "github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // go-ds-crdt announces only the heads of its own writes (and, every minute,
@@ -90,4 +91,52 @@ func (n *Node) exchangeWithAll(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+}
+
+// catchUpTimeout bounds one bulk fetch of missing blocks.
+const catchUpTimeout = 10 * time.Minute
+
+// catchUp runs before a peer's heads are handed to go-ds-crdt: when some of
+// them are not in the local blockstore, every block this node lacks is
+// fetched from that peer in bulk (BlockSync), so go-ds-crdt's DAG walk then
+// finds them locally instead of fetching one level per bitswap round trip.
+// It returns the heads to hand over: the peer's current ones after a fetch,
+// or the payload as received (bitswap stays the fallback).
+func (n *Node) catchUp(from peer.ID, payload []byte) []byte {
+	heads, err := ValidateHeadsPayload(payload)
+	if err != nil {
+		return payload
+	}
+	missing := false
+	for _, h := range heads {
+		if has, err := n.bstore.Has(n.ctx, h); err != nil || !has {
+			missing = true
+			break
+		}
+	}
+	if !missing {
+		return payload
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, catchUpTimeout)
+	defer cancel()
+	ours, err := n.store.Heads(ctx)
+	if err != nil {
+		return payload
+	}
+	res, err := n.blocks.Fetch(ctx, from, ours, nil)
+	if err != nil {
+		n.log.Info("bulk catch-up failed; falling back to bitswap", "peer", from, "err", err)
+		return payload
+	}
+	if res.Blocks > 0 {
+		n.log.Info("caught up in bulk", "peer", from, "blocks", res.Blocks, "bytes", res.Bytes, "took", res.Duration)
+	}
+	if len(res.Heads) == 0 {
+		return payload
+	}
+	out, err := EncodeHeads(res.Heads)
+	if err != nil {
+		return payload
+	}
+	return out
 }

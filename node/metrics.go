@@ -25,15 +25,19 @@ var (
 		"Age of the oldest local edit no office node holds yet (0 when none).", nil, nil)
 	descSinceSync = prometheus.NewDesc("ferry_seconds_since_last_sync",
 		"Seconds since the last heads exchange with a peer.", []string{"peer"}, nil)
-	descBytesIn  = prometheus.NewDesc("ferry_peer_received_bytes_total", "Bytes received from a peer.", []string{"peer"}, nil)
-	descBytesOut = prometheus.NewDesc("ferry_peer_sent_bytes_total", "Bytes sent to a peer.", []string{"peer"}, nil)
+	descFetched      = prometheus.NewDesc("ferry_blocks_fetched_total", "DAG blocks received in bulk catch-ups.", nil, nil)
+	descFetchedBytes = prometheus.NewDesc("ferry_block_bytes_fetched_total", "Bytes of DAG blocks received in bulk catch-ups.", nil, nil)
+	descRemaining    = prometheus.NewDesc("ferry_catchup_blocks_remaining", "Blocks still to receive in the bulk catch-up in progress.", nil, nil)
+	descBytesIn      = prometheus.NewDesc("ferry_peer_received_bytes_total", "Bytes received from a peer.", []string{"peer"}, nil)
+	descBytesOut     = prometheus.NewDesc("ferry_peer_sent_bytes_total", "Bytes sent to a peer.", []string{"peer"}, nil)
 )
 
 type nodeCollector struct{ n *Node }
 
 func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHeads, descHeight, descQueued, descDirty, descMalformed, descOnline,
-		descConnected, descUnacked, descUnackedAge, descSinceSync, descBytesIn, descBytesOut} {
+		descConnected, descUnacked, descUnackedAge, descSinceSync, descBytesIn, descBytesOut,
+		descFetched, descFetchedBytes, descRemaining} {
 		ch <- d
 	}
 }
@@ -65,6 +69,14 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	if n.host == nil {
 		return
 	}
+	bs := n.blocks.Stats()
+	ch <- prometheus.MustNewConstMetric(descFetched, prometheus.CounterValue, float64(bs.FetchedBlocks))
+	ch <- prometheus.MustNewConstMetric(descFetchedBytes, prometheus.CounterValue, float64(bs.FetchedBytes))
+	remaining := 0
+	if bs.InProgress {
+		remaining = max(0, bs.Current.Total-bs.Current.Blocks)
+	}
+	gauge(descRemaining, float64(remaining))
 	gauge(descConnected, float64(len(n.host.Network().Peers())))
 	peers, err := n.Peers(ctx)
 	if err == nil {

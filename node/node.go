@@ -59,6 +59,14 @@ type Config struct {
 	// SyncInterval is how often heads are exchanged with every connected
 	// peer besides when connections form and heads change (default 30s).
 	SyncInterval time.Duration
+	// MDNS finds nodes of this network (same Topic) on the LAN and connects
+	// to them. Off by default: until the network has a shared secret, any
+	// Ferry node on the LAN with the same topic would sync with this one.
+	MDNS bool
+	// PeerExchangeInterval is how often connected peers are asked for
+	// their peers (default 30s); laptops learn each other from the office
+	// this way and keep syncing directly when it is unreachable.
+	PeerExchangeInterval time.Duration
 	// Store holds the crdt options; Writer is filled in from the identity.
 	Store crdt.Options
 	// ConflictHook, on an office node, is offered every open conflict.
@@ -119,7 +127,9 @@ type Node struct {
 	bcast     *Broadcaster
 	dagCloser io.Closer
 	heads     *HeadSync
+	blocks    *BlockSync
 	dialer    *Dialer
+	discovery *Discovery
 
 	bstore    blockstore.Blockstore
 	acks      *ackTracker
@@ -234,8 +244,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 		gate.Open()
 		n.acks = newAckTracker(ctx, n, bstore)
+		n.blocks = NewBlockSync(n.host, bstore, n.store.Heads, n.log)
 		n.heads = NewHeadSync(n.host, n.store.Heads, func(ctx context.Context, from peer.ID, payload []byte) {
 			n.acks.heard(ctx, from, payload)
+			payload = n.catchUp(from, payload)
 			if err := bcast.Inject(ctx, from, payload); err != nil {
 				n.log.Debug("heads from peer not queued", "peer", from, "err", err)
 			}
@@ -245,6 +257,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 		if cfg.Offline {
 			n.dialer.SetOffline(true)
+		}
+		dcfg := DiscoveryConfig{MDNS: cfg.MDNS, Topic: cfg.Topic, ExchangeInterval: cfg.PeerExchangeInterval}
+		if n.discovery, err = NewDiscovery(n.host, dcfg, n.dialer.Offline, n.log); err != nil {
+			return nil, fmt.Errorf("start node: %w", err)
 		}
 		n.host.SetStreamHandler(DigestProtocol, n.handleDigest)
 		n.wg.Add(1)
@@ -262,8 +278,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	return n, nil
 }
 
-// Close shuts the node down, outside-in: dialer and heads exchange (no new
-// sync), broadcaster (so go-ds-crdt's receive loop returns), crdt store,
+// Close shuts the node down, outside-in: discovery, dialer, heads exchange
+// and block sync (no new sync), broadcaster (so go-ds-crdt's receive loop returns), crdt store,
 // bitswap, host, datastore; last, the open marker goes, recording a clean
 // shutdown. Safe to call twice.
 func (n *Node) Close() error {
@@ -278,11 +294,17 @@ func (n *Node) Close() error {
 		if n.host != nil {
 			n.host.RemoveStreamHandler(DigestProtocol)
 		}
+		if n.discovery != nil {
+			add("discovery", n.discovery.Close())
+		}
 		if n.dialer != nil {
 			add("dialer", n.dialer.Close())
 		}
 		if n.heads != nil {
 			add("heads exchange", n.heads.Close())
+		}
+		if n.blocks != nil {
+			add("block sync", n.blocks.Close())
 		}
 		if n.bcast != nil {
 			add("broadcaster", n.bcast.Close())
@@ -349,13 +371,15 @@ func (n *Node) Offline() bool { return n.dialer == nil || n.dialer.Offline() }
 
 // PeerInfo describes a peer this node knows.
 type PeerInfo struct {
-	ID         string    `json:"peer_id"`
-	Name       string    `json:"name,omitempty"`
-	Role       string    `json:"role,omitempty"`
-	Addrs      []string  `json:"addrs,omitempty"`
-	Connected  bool      `json:"connected"`
-	Configured bool      `json:"configured"`
-	LastSync   time.Time `json:"last_sync,omitzero"`
+	ID         string   `json:"peer_id"`
+	Name       string   `json:"name,omitempty"`
+	Role       string   `json:"role,omitempty"`
+	Addrs      []string `json:"addrs,omitempty"`
+	Connected  bool     `json:"connected"`
+	Configured bool     `json:"configured"`
+	// Learned: found through peer exchange or mDNS.
+	Learned  bool      `json:"learned,omitempty"`
+	LastSync time.Time `json:"last_sync,omitzero"`
 }
 
 // Peers lists configured, connected and known peers (those that wrote their
@@ -385,6 +409,11 @@ func (n *Node) Peers(ctx context.Context) ([]PeerInfo, error) {
 	for _, a := range n.cfg.Peers {
 		if info, err := peer.AddrInfoFromP2pAddr(a); err == nil && info.ID != n.self {
 			get(info.ID.String()).Configured = true
+		}
+	}
+	if n.discovery != nil {
+		for _, i := range n.discovery.Learned() {
+			get(i.ID.String()).Learned = true
 		}
 	}
 	if n.host != nil {
@@ -432,6 +461,18 @@ type Status struct {
 	Digest string `json:"digest"`
 	// Unacked: local edits no office node holds yet (absent without network).
 	Unacked *Unacked `json:"unacked,omitempty"`
+	// BlocksFetched counts DAG blocks received in bulk catch-ups since start.
+	BlocksFetched int64 `json:"blocks_fetched"`
+	// CatchUp is the bulk catch-up in progress, if any.
+	CatchUp *CatchUp `json:"catch_up,omitempty"`
+}
+
+// CatchUp is a bulk fetch of missing blocks in progress.
+type CatchUp struct {
+	Peer      string `json:"peer_id"`
+	Blocks    int    `json:"blocks"`
+	Remaining int    `json:"remaining"`
+	Bytes     int64  `json:"bytes"`
 }
 
 // Status reports the node's identity, network and replication state.
@@ -453,6 +494,14 @@ func (n *Node) Status(ctx context.Context) Status {
 	}
 	for i, h := range st.Heads {
 		s.Heads[i] = h.String()
+	}
+	if n.blocks != nil {
+		bs := n.blocks.Stats()
+		s.BlocksFetched = bs.FetchedBlocks
+		if bs.InProgress {
+			s.CatchUp = &CatchUp{Peer: bs.Peer.String(), Blocks: bs.Current.Blocks,
+				Remaining: max(0, bs.Current.Total-bs.Current.Blocks), Bytes: bs.Current.Bytes}
+		}
 	}
 	if n.acks != nil {
 		if u, err := n.acks.unacked(ctx); err == nil {

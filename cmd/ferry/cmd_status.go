@@ -51,6 +51,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 						fmt.Fprintf(tw, "not yet held by an office:\t%s, the oldest from %s (as of %s)\n", plural(u.Count, "edit"), u.Oldest.Format(time.RFC3339), u.AsOf.Format(time.RFC3339))
 					}
 				}
+				if c := st.CatchUp; c != nil {
+					fmt.Fprintf(tw, "catching up:\t%d blocks received, %d to go (%d bytes) from %s\n", c.Blocks, c.Remaining, c.Bytes, shortID(c.Peer))
+				}
 				if st.QueuedJobs > 0 {
 					fmt.Fprintf(tw, "queued DAG jobs:\t%d\n", st.QueuedJobs)
 				}
