@@ -103,6 +103,9 @@ const catchUpTimeout = 10 * time.Minute
 // It returns the heads to hand over: the peer's current ones after a fetch,
 // or the payload as received (bitswap stays the fallback).
 func (n *Node) catchUp(from peer.ID, payload []byte) []byte {
+	if n.cfg.DisableBulkSync {
+		return payload
+	}
 	heads, err := ValidateHeadsPayload(payload)
 	if err != nil {
 		return payload

@@ -59,6 +59,9 @@ type Config struct {
 	// SyncInterval is how often heads are exchanged with every connected
 	// peer besides when connections form and heads change (default 30s).
 	SyncInterval time.Duration
+	// DisableBulkSync leaves catching up to go-ds-crdt's DAG walk over
+	// bitswap (for benchmarks against plain go-ds-crdt).
+	DisableBulkSync bool
 	// MDNS finds nodes of this network (same Topic) on the LAN and connects
 	// to them. Off by default: until the network has a shared secret, any
 	// Ferry node on the LAN with the same topic would sync with this one.
