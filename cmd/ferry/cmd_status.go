@@ -84,13 +84,13 @@ func newPeersCmd(g *globals) *cobra.Command {
 					return printJSON(cmd.OutOrStdout(), peers)
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "PEER ID\tNAME\tROLE\tCONNECTED\tCONFIGURED\tLAST SYNC")
+				fmt.Fprintln(tw, "PEER ID\tNAME\tROLE\tCONNECTED\tHOW KNOWN\tLAST SYNC")
 				for _, p := range peers {
 					last := "never"
 					if !p.LastSync.IsZero() {
 						last = p.LastSync.Format(time.RFC3339)
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%t\t%s\n", p.ID, p.Name, p.Role, p.Connected, p.Configured, last)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%s\t%s\n", p.ID, p.Name, p.Role, p.Connected, howKnown(p), last)
 				}
 				return tw.Flush()
 			})
@@ -131,4 +131,17 @@ func newOfflineCmd(g *globals, offline bool) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// howKnown says how this node knows a peer.
+func howKnown(p node.PeerInfo) string {
+	switch {
+	case p.Configured:
+		return "configured"
+	case p.Learned:
+		return "discovered"
+	case p.Connected:
+		return "connected to us"
+	}
+	return "wrote data"
 }

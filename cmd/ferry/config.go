@@ -27,6 +27,9 @@ type fileConfig struct {
 	// SyncInterval is how often heads are exchanged with every peer (a Go
 	// duration, default 30s).
 	SyncInterval string `yaml:"sync_interval,omitempty"`
+	// MDNS finds nodes of the same topic on the LAN (default off: any
+	// node on the LAN with the same topic would sync with this one).
+	MDNS bool `yaml:"mdns,omitempty"`
 	// ConflictHook (office only) is offered every open conflict.
 	ConflictHook *hookConfig `yaml:"conflict_hook,omitempty"`
 }
@@ -71,7 +74,7 @@ func (fc *fileConfig) save(dir string) error {
 // nodeConfig turns the file settings into a node.Config.
 func (fc *fileConfig) nodeConfig(dir string) (node.Config, error) {
 	cfg := node.DefaultConfig(dir)
-	cfg.Name, cfg.Role, cfg.Offline = fc.Name, fc.Role, fc.Offline
+	cfg.Name, cfg.Role, cfg.Offline, cfg.MDNS = fc.Name, fc.Role, fc.Offline, fc.MDNS
 	if fc.Topic != "" {
 		cfg.Topic = fc.Topic
 	}
