@@ -241,12 +241,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			}
 		}()
 	}
+	n.acks = newAckTracker(ctx, n, bstore)
 	if cfg.Network {
 		if err := n.store.SetNodeInfo(ctx, cfg.Name, cfg.Role); err != nil {
 			return nil, fmt.Errorf("start node: %w", err)
 		}
 		gate.Open()
-		n.acks = newAckTracker(ctx, n, bstore)
 		n.blocks = NewBlockSync(n.host, bstore, n.store.Heads, n.log)
 		n.heads = NewHeadSync(n.host, n.store.Heads, func(ctx context.Context, from peer.ID, payload []byte) {
 			n.acks.heard(ctx, from, payload)

@@ -83,8 +83,9 @@ deltas (about 400 field operations each); a record is never split.`,
 	return cmd
 }
 
-// isTerminal reports whether w is a terminal (progress bars only go there).
-func isTerminal(w io.Writer) bool {
+// isTerminal reports whether w (or r) is a terminal (progress bars and
+// questions only go there).
+func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }

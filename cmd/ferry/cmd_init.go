@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
@@ -18,6 +19,7 @@ func newInitCmd(g *globals) *cobra.Command {
 		listen []string
 		peers  []string
 		topic  string
+		from   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "init",
@@ -34,6 +36,9 @@ QUIC ports).`,
 			}
 			if _, err := parseAddrs(peers, true); err != nil {
 				return usageError{fmt.Errorf("--peer: %w", err)}
+			}
+			if from && len(peers) == 0 {
+				return usagef("--from-office needs --peer (the office's address)")
 			}
 			if _, err := os.Stat(filepath.Join(g.dir, configFile)); err == nil {
 				return fmt.Errorf("%s is already initialised", g.dir)
@@ -71,6 +76,11 @@ QUIC ports).`,
 			for _, a := range listen {
 				fmt.Fprintf(out, "  listen:  %s\n", a)
 			}
+			if from {
+				if err := runCleanSync(cmd, g.dir, fc, false, 10*time.Minute); err != nil {
+					return err
+				}
+			}
 			fmt.Fprintf(out, "Start it with: ferry --dir %s node\n", g.dir)
 			return nil
 		},
@@ -81,5 +91,6 @@ QUIC ports).`,
 	f.StringArrayVar(&listen, "listen", nil, "multiaddr to listen on (repeatable)")
 	f.StringArrayVar(&peers, "peer", nil, "peer multiaddr ending in /p2p/<id> to keep connected (repeatable)")
 	f.StringVar(&topic, "topic", "ferry", "replication topic: nodes of one Ferry network share it")
+	f.BoolVar(&from, "from-office", false, "copy the office's state now (clean sync from the --peer)")
 	return cmd
 }

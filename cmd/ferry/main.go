@@ -93,7 +93,7 @@ merge field by field, and every node converges without a central server.`,
 		newSchemaCmd(g), newPutCmd(g), newGetCmd(g), newListCmd(g), newDeleteCmd(g),
 		newImportCmd(g), newExportCmd(g), newStatusCmd(g), newPeersCmd(g),
 		newConflictsCmd(g), newResolveCmd(g), newHistoryCmd(g),
-		newSyncCmd(g), newDiffCmd(g),
+		newSyncCmd(g), newDiffCmd(g), newCleanSyncCmd(g),
 		newOfflineCmd(g, true), newOfflineCmd(g, false),
 	)
 	return root
