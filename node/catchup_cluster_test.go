@@ -11,7 +11,7 @@ import (
 // back online they catch up through the bulk block sync, not block by block
 // over bitswap (~48 blocks/s here).
 func TestClusterCatchUpAfterManyOfflineEdits(t *testing.T) {
-	edits := 600
+	edits := 1000
 	if testing.Short() {
 		edits = 100
 	}

@@ -37,7 +37,7 @@ func newSyncCmd(g *globals) *cobra.Command {
 connection forms, when their heads change, and every sync interval). With
 --wait, wait until this node and every connected peer show the same state
 (equal digests of the visible records), printing progress; exit code 3 when
-the timeout passes first.`,
+the timeout passes first (also when no peer is connected).`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c := dialNode(g.dir)
@@ -75,11 +75,14 @@ the timeout passes first.`,
 						}
 					}
 					line := fmt.Sprintf("%d of %d peers show the same state (digest %s)", len(st.Peers)-behind, len(st.Peers), st.Digest[:12])
+					if len(st.Peers) == 0 {
+						line = "no peer connected: waiting for one"
+					}
 					if line != last {
 						fmt.Fprintln(out, line)
 						last = line
 					}
-					if behind == 0 {
+					if behind == 0 && len(st.Peers) > 0 {
 						fmt.Fprintln(out, "in sync")
 						return nil
 					}
