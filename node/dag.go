@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"io"
 	"sync"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/ipfs/boxo/blockstore"
 	offline "github.com/ipfs/boxo/exchange/offline"
 	"github.com/ipfs/boxo/ipld/merkledag"
+	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -30,18 +30,53 @@ type sessionMaker interface {
 // bounded by timeout (no bound if timeout <= 0). The returned io.Closer stops
 // bitswap (safe to call more than once); close it after the crdt store.
 // ctx bounds bitswap's lifetime as well.
-func NewDAGService(ctx context.Context, h host.Host, bstore blockstore.Blockstore, timeout time.Duration) (ipld.DAGService, io.Closer, error) {
+func NewDAGService(ctx context.Context, h host.Host, bstore blockstore.Blockstore, timeout time.Duration) (ipld.DAGService, *BitswapHandle, error) {
 	net := bsnet.NewFromIpfsHost(h)
 	bs := bitswap.New(ctx, net, nil, bstore)
 	bserv := blockservice.New(bstore, bs)
 	dag := merkledag.NewDAGService(bserv)
-	var once sync.Once
-	closer := closerFunc(func() error {
-		var err error
-		once.Do(func() { err = bs.Close() })
+	return &timeoutDAG{DAGService: dag, timeout: timeout}, &BitswapHandle{bs: bs}, nil
+}
+
+// BitswapHandle stops bitswap (Close, safe to call twice) and tells it of
+// blocks written to the blockstore behind its back, so that peers waiting
+// for them get them.
+type BitswapHandle struct {
+	bs   *bitswap.Bitswap
+	once sync.Once
+}
+
+// Close stops bitswap.
+func (b *BitswapHandle) Close() error {
+	var err error
+	b.once.Do(func() { err = b.bs.Close() })
+	return err
+}
+
+// NotifyNewBlocks announces blocks that were written to the blockstore
+// directly (the bulk block sync does): bitswap answers peers that want them.
+func (b *BitswapHandle) NotifyNewBlocks(ctx context.Context, blks ...blocks.Block) error {
+	return b.bs.NotifyNewBlocks(ctx, blks...)
+}
+
+// notifyingBlockstore tells bitswap of every block put through it.
+type notifyingBlockstore struct {
+	blockstore.Blockstore
+	bitswap *BitswapHandle
+}
+
+func (b notifyingBlockstore) Put(ctx context.Context, blk blocks.Block) error {
+	if err := b.Blockstore.Put(ctx, blk); err != nil {
 		return err
-	})
-	return &timeoutDAG{DAGService: dag, timeout: timeout}, closer, nil
+	}
+	return b.bitswap.NotifyNewBlocks(ctx, blk)
+}
+
+func (b notifyingBlockstore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	if err := b.Blockstore.PutMany(ctx, blks); err != nil {
+		return err
+	}
+	return b.bitswap.NotifyNewBlocks(ctx, blks...)
 }
 
 // NewOfflineDAGService returns a DAG service over bstore without network (an
@@ -50,10 +85,6 @@ func NewDAGService(ctx context.Context, h host.Host, bstore blockstore.Blockstor
 func NewOfflineDAGService(bstore blockstore.Blockstore) ipld.DAGService {
 	return merkledag.NewDAGService(blockservice.New(bstore, offline.Exchange(bstore)))
 }
-
-type closerFunc func() error
-
-func (f closerFunc) Close() error { return f() }
 
 // timeoutDAG bounds every fetch. go-ds-crdt v0.6.8's priority lookup for a
 // replica without heads has no timeout of its own.

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -128,7 +127,7 @@ type Node struct {
 	// network parts, nil when Config.Network is false
 	host      host.Host
 	bcast     *Broadcaster
-	dagCloser io.Closer
+	bitswap   *BitswapHandle
 	heads     *HeadSync
 	blocks    *BlockSync
 	dialer    *Dialer
@@ -199,7 +198,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("start node: %w", err)
 		}
 		n.bcast = bcast
-		if dag, n.dagCloser, err = NewDAGService(nctx, n.host, bstore, cfg.Store.DAGSyncerTimeout); err != nil {
+		if dag, n.bitswap, err = NewDAGService(nctx, n.host, bstore, cfg.Store.DAGSyncerTimeout); err != nil {
 			return nil, fmt.Errorf("start node: %w", err)
 		}
 	}
@@ -247,7 +246,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("start node: %w", err)
 		}
 		gate.Open()
-		n.blocks = NewBlockSync(n.host, bstore, n.store.Heads, n.log)
+		// Blocks fetched in bulk are announced to bitswap: a peer may be
+		// waiting for one of them already (its GossipSub message overtook us).
+		n.blocks = NewBlockSync(n.host, notifyingBlockstore{Blockstore: bstore, bitswap: n.bitswap}, n.store.Heads, n.log)
 		n.heads = NewHeadSync(n.host, n.store.Heads, func(ctx context.Context, from peer.ID, payload []byte) {
 			n.acks.heard(ctx, from, payload)
 			payload = n.catchUp(from, payload)
@@ -316,8 +317,8 @@ func (n *Node) Close() error {
 		if n.store != nil {
 			add("store", n.store.Close())
 		}
-		if n.dagCloser != nil {
-			add("bitswap", n.dagCloser.Close())
+		if n.bitswap != nil {
+			add("bitswap", n.bitswap.Close())
 		}
 		if n.host != nil {
 			add("host", n.host.Close())
