@@ -1,12 +1,15 @@
 // Command bench measures Ferry against baselines measured in the same run:
-// durable single-field edits and bulk import against raw go-ds-badger, and
-// the catch-up of a fresh node on a DAG of single-edit deltas against the
-// same edits in batched deltas. It prints one Markdown table on stdout
-// (and to --out); progress and the nodes' warnings go to stderr.
+// durable single-field edits and bulk import against raw go-ds-badger; the
+// catch-up of a fresh node on a DAG of single-edit deltas, Ferry's bulk
+// block sync against plain go-ds-crdt (DAG walk over bitswap) on the same
+// history; and the propagation latency of an edit laptop → office → laptop
+// against laptop → office. It prints one Markdown table on stdout (and to
+// --out, under a heading); progress and the nodes' warnings go to stderr.
 //
-//	scripts/bench.sh                                      # full run, several minutes
-//	scripts/bench.sh --edits 200 --import 1000 --catchup-edits 300   # quick run
+//	scripts/bench.sh                 # full run, about 5 minutes (plain go-ds-crdt catch-up: ~3.5)
+//	scripts/bench.sh --edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200   # quick run, well under a minute
 //	scripts/bench.sh --only import --profile-dir /tmp/prof   # one CPU profile per timed phase
+//	scripts/bench.sh --only propagation
 package main
 
 import (
@@ -46,6 +49,8 @@ type config struct {
 	catchupContacts int
 	catchupBatch    int
 	catchupTimeout  time.Duration
+	propEdits       int
+	propContacts    int
 	seed            uint64
 	out             string
 	schemaFile      string
@@ -54,7 +59,7 @@ type config struct {
 	profileDir      string
 }
 
-var benchmarks = []string{"edit", "import", "catchup"}
+var benchmarks = []string{"edit", "import", "catchup", "propagation"}
 
 // env is what every benchmark shares.
 type env struct {
@@ -119,15 +124,17 @@ func parseFlags() (config, error) {
 	var only string
 	var seed uint64
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.StringVar(&only, "only", strings.Join(benchmarks, ","), "benchmarks to run, comma-separated: edit, import, catchup")
+	fs.StringVar(&only, "only", strings.Join(benchmarks, ","), "benchmarks to run, comma-separated: edit, import, catchup, propagation")
 	fs.IntVar(&c.edits, "edits", 2000, "edit: number of durable single-field Store.Put calls")
 	fs.IntVar(&c.editContacts, "edit-contacts", 1000, "edit: contacts imported before the edits")
 	fs.IntVar(&c.importN, "import", 10000, "import: contacts (8 fields each) imported into an empty store")
 	fs.IntVar(&c.baselineBatch, "baseline-batch", 1000, "import: keys per badger batch in the baseline")
 	fs.IntVar(&c.catchupEdits, "catchup-edits", 10000, "catchup: single-field edits on the source node")
 	fs.IntVar(&c.catchupContacts, "catchup-contacts", 100, "catchup: contacts the edits touch")
-	fs.IntVar(&c.catchupBatch, "catchup-batch", 1000, "catchup: edits per delta in the batched baseline")
+	fs.IntVar(&c.catchupBatch, "catchup-batch", 1000, "catchup: edits per Store.Import call in the batched history (info row)")
 	fs.DurationVar(&c.catchupTimeout, "catchup-timeout", 10*time.Minute, "catchup: give up waiting for a fresh node after this long")
+	fs.IntVar(&c.propEdits, "propagation-edits", 300, "propagation: measured single-field Puts on laptop1 (p99 wants at least 200)")
+	fs.IntVar(&c.propContacts, "propagation-contacts", 20, "propagation: contacts imported on the office first")
 	fs.Uint64Var(&seed, "seed", 1, "seed of the generated records and edits")
 	fs.StringVar(&c.out, "out", "", "also write the report to this file")
 	fs.StringVar(&c.schemaFile, "schema", "", "schema YAML (default: the embedded copy of crm.yaml)")
@@ -159,6 +166,8 @@ func parseFlags() (config, error) {
 		return c, errors.New("sizes must be positive")
 	case c.catchupEdits <= 0 || c.catchupContacts <= 0 || c.catchupBatch <= 0 || c.catchupTimeout <= 0:
 		return c, errors.New("catch-up sizes and timeout must be positive")
+	case c.propEdits <= 0 || c.propContacts <= 0:
+		return c, errors.New("propagation sizes must be positive")
 	}
 	return c, nil
 }
@@ -217,6 +226,8 @@ func run() (err error) {
 			r, err = e.benchImport(ctx)
 		case "catchup":
 			r, err = e.benchCatchup(ctx)
+		case "propagation":
+			r, err = e.benchPropagation(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", b, err)
@@ -227,7 +238,7 @@ func run() (err error) {
 	report := e.report(all)
 	fmt.Print(report)
 	if cfg.out != "" {
-		if err := os.WriteFile(cfg.out, []byte(report), 0o644); err != nil {
+		if err := os.WriteFile(cfg.out, []byte(e.fileHeader()+report), 0o644); err != nil {
 			return err
 		}
 	}
@@ -241,19 +252,15 @@ func (e *env) report(r result) string {
 	for _, x := range r.rows {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", x.name, x.ferry, x.baseline, x.ratio)
 	}
-	b.WriteString("\nRatio = Ferry ÷ baseline, both measured in this run: below 1 for a rate means Ferry is slower; above 1 for a time or latency means Ferry is slower.\n")
+	b.WriteString("\nRatio = Ferry ÷ baseline, both measured in this run: below 1 for a rate means Ferry is slower; above 1 for a time or latency means Ferry is slower. " +
+		"Catch-up rows also give the speed-up (plain go-ds-crdt time ÷ Ferry time); propagation rows compare two hops (laptop → office → laptop) with one hop (laptop → office) in the same Ferry network.\n")
 	if len(r.notes) > 0 {
 		b.WriteString("\n")
 		for _, n := range r.notes {
 			fmt.Fprintf(&b, "- %s\n", n)
 		}
 	}
-	args := make([]string, len(os.Args)-1)
-	for i, a := range os.Args[1:] {
-		args[i] = shellQuote(a)
-	}
-	cmd := strings.TrimSpace("scripts/bench.sh " + strings.Join(args, " "))
-	fmt.Fprintf(&b, "\nCommand: `%s` (runs `go run ./scripts/bench` from the repository root)\n", cmd)
+	fmt.Fprintf(&b, "\nCommand: `%s` (runs `go run ./scripts/bench` from the repository root)\n", command())
 	c := e.cfg
 	var only []string
 	for _, x := range benchmarks {
@@ -261,13 +268,30 @@ func (e *env) report(r result) string {
 			only = append(only, x)
 		}
 	}
-	fmt.Fprintf(&b, "\nSettings: --only %s --edits %d --edit-contacts %d --import %d --baseline-batch %d --catchup-edits %d --catchup-contacts %d --catchup-batch %d --catchup-timeout %s --seed %d\n",
-		strings.Join(only, ","), c.edits, c.editContacts, c.importN, c.baselineBatch, c.catchupEdits, c.catchupContacts, c.catchupBatch, c.catchupTimeout, c.seed)
+	fmt.Fprintf(&b, "\nSettings: --only %s --edits %d --edit-contacts %d --import %d --baseline-batch %d --catchup-edits %d --catchup-contacts %d --catchup-batch %d --catchup-timeout %s --propagation-edits %d --propagation-contacts %d --seed %d\n",
+		strings.Join(only, ","), c.edits, c.editContacts, c.importN, c.baselineBatch, c.catchupEdits, c.catchupContacts, c.catchupBatch, c.catchupTimeout, c.propEdits, c.propContacts, c.seed)
 	b.WriteString("\nMachine:\n")
 	for _, f := range machineFacts(e.root) {
 		fmt.Fprintf(&b, "- %s\n", f)
 	}
 	return b.String()
+}
+
+// command is the command line of this run, as typed.
+func command() string {
+	args := make([]string, len(os.Args)-1)
+	for i, a := range os.Args[1:] {
+		args[i] = shellQuote(a)
+	}
+	return strings.TrimSpace("scripts/bench.sh " + strings.Join(args, " "))
+}
+
+// fileHeader goes before the report in the --out file.
+func (e *env) fileHeader() string {
+	return fmt.Sprintf("# Benchmarks\n\nGenerated by `%s` (the benchmark program in scripts/bench/) on %s; the run took %s. "+
+		"Every baseline is measured in the same run on the same machine; the notes below the table say what each row measures, and the command's full settings and the machine follow them. "+
+		"Quick run: `scripts/bench.sh --edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200`.\n\n",
+		command(), e.start.UTC().Format("2006-01-02 15:04 UTC"), fmtDur(time.Since(e.start)))
 }
 
 func shellQuote(s string) string {
@@ -368,6 +392,25 @@ func fmtRatio(ferry, base float64) string {
 		return fmt.Sprintf("%.1f", r)
 	}
 	return fmt.Sprintf("%.2f", r)
+}
+
+// fmtSmallRatio is fmtRatio with two significant digits below 1.
+func fmtSmallRatio(ferry, base float64) string {
+	if base == 0 {
+		return "n/a"
+	}
+	if r := ferry / base; r < 1 {
+		return fmt.Sprintf("%.2g", r)
+	}
+	return fmtRatio(ferry, base)
+}
+
+// fmtTimes formats a speed-up factor.
+func fmtTimes(x float64) string {
+	if x >= 10 {
+		return fmt.Sprintf("%.0f", x)
+	}
+	return fmt.Sprintf("%.1f", x)
 }
 
 func rate(n int, d time.Duration) float64 {

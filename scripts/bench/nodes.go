@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"sync/atomic"
+	"time"
 
 	cid "github.com/ipfs/go-cid"
 	"github.com/multiformats/go-multiaddr"
@@ -29,10 +30,20 @@ type nodeSpec struct {
 	// hooks, if set, counts go-ds-crdt hook events (operations merged,
 	// local or remote).
 	hooks *atomic.Int64
+	// role is node.RoleLaptop unless set.
+	role string
+	// noListen: the node only dials out (spec.peers) and listens on no
+	// address, so peer exchange has no address of it to hand to others.
+	noListen bool
+	// peerExchange overrides node.Config.PeerExchangeInterval.
+	peerExchange time.Duration
+	// disableBulkSync: catch up through go-ds-crdt's DAG walk over bitswap
+	// only (plain go-ds-crdt), not Ferry's bulk block sync.
+	disableBulkSync bool
 }
 
 // startNode starts a node in root/<name>. With network it listens on
-// loopback TCP only and connects to spec.peers.
+// loopback TCP only (or nowhere, with noListen) and connects to spec.peers.
 func (e *env) startNode(ctx context.Context, spec nodeSpec) (*node.Node, error) {
 	cfg := node.DefaultConfig(filepath.Join(e.root, spec.name))
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
@@ -45,6 +56,16 @@ func (e *env) startNode(ctx context.Context, spec nodeSpec) (*node.Node, error) 
 	cfg.Topic = e.topic
 	cfg.Peers = spec.peers
 	cfg.ListenAddrs = []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/0")}
+	if spec.noListen {
+		cfg.ListenAddrs = nil
+	}
+	if spec.role != "" {
+		cfg.Role = spec.role
+	}
+	if spec.peerExchange > 0 {
+		cfg.PeerExchangeInterval = spec.peerExchange
+	}
+	cfg.DisableBulkSync = spec.disableBulkSync
 	if spec.hooks != nil {
 		hooks := spec.hooks
 		cfg.Store.OnChange = func(string, string) { hooks.Add(1) }
