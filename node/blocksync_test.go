@@ -25,7 +25,6 @@ import (
 	cid "github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	dsq "github.com/ipfs/go-datastore/query"
-	dssync "github.com/ipfs/go-datastore/sync"
 	dscrdt "github.com/ipfs/go-ds-crdt"
 	"github.com/ipfs/go-ds-crdt/pb"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -653,41 +652,10 @@ func newBSReplica(t testing.TB) *bsReplica {
 // (a map datastore if base is nil).
 func newBSReplicaOn(t testing.TB, base ds.Batching) *bsReplica {
 	t.Helper()
-	h := newTestHost(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	ps, err := NewPubSub(ctx, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bc, err := NewBroadcaster(ctx, ps, h.ID(), "ferry-blocksync-test", testLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if base == nil {
-		base = dssync.MutexWrap(ds.NewMapDatastore())
-	}
-	bstore := NewBlockstore(base)
-	dag, dagCloser, err := NewDAGService(ctx, h, bstore, 5*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := dscrdt.DefaultOptions()
-	opts.RebroadcastInterval = time.Hour
-	store, err := dscrdt.New(base, ds.NewKey("/crdt"), dag, bc, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bsync := NewBlockSync(h, bstore, func(ctx context.Context) ([]cid.Cid, error) {
-		return store.InternalStats(ctx).Heads, nil
-	}, testLogger())
-	t.Cleanup(func() {
-		_ = bsync.Close()
-		_ = bc.Close()
-		_ = store.Close()
-		_ = dagCloser.Close()
-	})
-	return &bsReplica{h: h, bstore: bstore, bc: bc, store: store, sync: bsync}
+	e := newTestEngine(t, base, "ferry-blocksync-test", 5*time.Minute)
+	bsync := NewBlockSync(e.h, e.bstore, e.heads, testLogger())
+	t.Cleanup(func() { _ = bsync.Close() })
+	return &bsReplica{h: e.h, bstore: e.bstore, bc: e.bc, store: e.store, sync: bsync}
 }
 
 // bsDump returns every key and value of a replica.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/boxo/blockstore"
 	cid "github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
@@ -325,7 +326,20 @@ type crdtReplica struct {
 	sync  *HeadSync
 }
 
-func newCRDTReplica(t *testing.T) *crdtReplica {
+// testEngine is a go-ds-crdt store over this package's host, broadcaster
+// and DAG service, as a node wires them.
+type testEngine struct {
+	h      host.Host
+	bc     *Broadcaster
+	bstore blockstore.Blockstore
+	store  *dscrdt.Datastore
+}
+
+// newTestEngine keeps the crdt state and the blocks in base (a map
+// datastore if nil). Cleanups close the broadcaster, the store and bitswap
+// in the node's order; register what uses them after calling it, so that
+// it closes first.
+func newTestEngine(t testing.TB, base ds.Batching, topic string, dagTimeout time.Duration) *testEngine {
 	t.Helper()
 	h := newTestHost(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -334,38 +348,49 @@ func newCRDTReplica(t *testing.T) *crdtReplica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bc, err := NewBroadcaster(ctx, ps, h.ID(), "ferry-crdt-test", testLogger())
+	bc, err := NewBroadcaster(ctx, ps, h.ID(), topic, testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
-	dstore := dssync.MutexWrap(ds.NewMapDatastore())
-	dag, dagCloser, err := NewDAGService(ctx, h, newTestBlockstore(), 20*time.Second)
+	if base == nil {
+		base = dssync.MutexWrap(ds.NewMapDatastore())
+	}
+	bstore := NewBlockstore(base)
+	dag, bitswap, err := NewDAGService(ctx, h, bstore, dagTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
 	opts := dscrdt.DefaultOptions()
-	opts.RebroadcastInterval = time.Hour // only the heads exchange can help
-	store, err := dscrdt.New(dstore, ds.NewKey("/crdt"), dag, bc, opts)
+	opts.RebroadcastInterval = time.Hour // only Ferry's own protocols can help
+	store, err := dscrdt.New(base, ds.NewKey("/crdt"), dag, bc, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := NewHeadSync(h,
-		func(ctx context.Context) ([]cid.Cid, error) { return store.InternalStats(ctx).Heads, nil },
+	t.Cleanup(func() {
+		_ = bc.Close()
+		_ = store.Close()
+		_ = bitswap.Close()
+	})
+	return &testEngine{h: h, bc: bc, bstore: bstore, store: store}
+}
+
+// heads lists the engine's current heads.
+func (e *testEngine) heads(ctx context.Context) ([]cid.Cid, error) {
+	return e.store.InternalStats(ctx).Heads, nil
+}
+
+func newCRDTReplica(t *testing.T) *crdtReplica {
+	t.Helper()
+	e := newTestEngine(t, nil, "ferry-crdt-test", 20*time.Second)
+	hs := NewHeadSync(e.h, e.heads,
 		func(ctx context.Context, from peer.ID, payload []byte) {
-			if err := bc.Inject(ctx, from, payload); err != nil {
+			if err := e.bc.Inject(ctx, from, payload); err != nil {
 				t.Logf("inject: %v", err)
 			}
 		},
 		testLogger())
-	t.Cleanup(func() {
-		// Shutdown order: heads exchange, broadcaster, store, bitswap (the
-		// host closes last, in its own cleanup).
-		_ = hs.Close()
-		_ = bc.Close()
-		_ = store.Close()
-		_ = dagCloser.Close()
-	})
-	return &crdtReplica{h: h, store: store, sync: hs}
+	t.Cleanup(func() { _ = hs.Close() })
+	return &crdtReplica{h: e.h, store: e.store, sync: hs}
 }
 
 // Writes made while disconnected reach a fresh replica as soon as the
