@@ -154,6 +154,19 @@ func (s *Store) DigestBuckets(ctx context.Context) (DigestBuckets, error) {
 	return d.buckets, nil
 }
 
+// TryDigest returns the up-to-date digest unless another caller is
+// computing it (a first build scans the whole store): then ok is false.
+func (s *Store) TryDigest(ctx context.Context) (d Digest, ok bool, err error) {
+	if !s.digest.mu.TryLock() {
+		return Digest{}, false, nil
+	}
+	defer s.digest.mu.Unlock()
+	if err := s.refreshDigest(ctx); err != nil {
+		return Digest{}, false, err
+	}
+	return s.digest.buckets.Sum(), true, nil
+}
+
 // Digest returns the up-to-date digest of the visible state.
 func (s *Store) Digest(ctx context.Context) (Digest, error) {
 	b, err := s.DigestBuckets(ctx)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	cid "github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -25,7 +26,9 @@ var ErrUnackedEdits = errors.New("local edits are not held by any office yet")
 
 // CleanSyncProgress reports a clean sync's progress.
 type CleanSyncProgress struct {
-	Phase     string // "connecting", "fetching", "merging", "done"
+	Phase     string // "copying", "connecting", "fetching", "merging", "done"
+	Entries   int    // copying: store entries received
+	CopyBytes int64  // copying: bytes received
 	Peer      peer.ID
 	Blocks    int // received so far
 	Total     int // announced by the peer (0 until known)
@@ -35,7 +38,11 @@ type CleanSyncProgress struct {
 
 // CleanSyncResult says what a clean sync did.
 type CleanSyncResult struct {
-	Peer      peer.ID
+	Peer peer.ID
+	// Entries and Bytes were copied from the peer's store (a snapshot).
+	Entries int
+	Bytes   int64
+	// Blocks were fetched afterwards (or all of them, without a snapshot).
 	Blocks    int64
 	Discarded int // unacknowledged local edits discarded (with force)
 	Digest    string
@@ -83,6 +90,14 @@ func CleanSync(ctx context.Context, cfg Config, force bool, progress func(CleanS
 			return res, err
 		}
 	}
+	var err error
+	if res.Entries, res.Bytes, err = copySnapshot(ctx, cfg, progress); err != nil {
+		// Fall back to replaying the DAG: start from an empty store again.
+		cfg.Logger.Warn("clean sync: no snapshot copy, replaying the office's DAG instead", "err", err)
+		if err := os.RemoveAll(filepath.Join(cfg.Dir, "store")); err != nil {
+			return res, fmt.Errorf("clean sync: %w", err)
+		}
+	}
 	cfg.Network, cfg.Offline = true, false
 	n, err := Start(ctx, cfg)
 	if err != nil {
@@ -104,17 +119,18 @@ func CleanSync(ctx context.Context, cfg Config, force bool, progress func(CleanS
 		if bs := n.blocks.Stats(); bs.InProgress {
 			cp.Phase, cp.Blocks, cp.Total, cp.Bytes = "fetching", bs.Current.Blocks, bs.Current.Total, bs.Current.Bytes
 		}
-		cp.QueuedDAG = n.store.Stats(ctx).QueuedJobs
-		if p != "" && cp.Phase == "merging" {
-			diff, err := n.Diff(ctx, p)
-			if err == nil && diff.Identical {
-				res.Peer, res.Digest = p, diff.Digest
-				res.Blocks = n.blocks.Stats().FetchedBlocks
-				res.Took = time.Since(start)
-				cp.Phase = "done"
-				progress(cp)
-				return res, nil
+		st := n.store.Stats(ctx)
+		cp.QueuedDAG = st.QueuedJobs
+		if p != "" && cp.Phase == "merging" && st.QueuedJobs == 0 && n.sameHeadsAs(p, st.Heads) {
+			res.Peer = p
+			res.Blocks = n.blocks.Stats().FetchedBlocks
+			res.Took = time.Since(start)
+			if d, ok, err := n.store.TryDigest(ctx); err == nil && ok {
+				res.Digest = d.String()
 			}
+			cp.Phase = "done"
+			progress(cp)
+			return res, nil
 		}
 		progress(cp)
 		select {
@@ -138,4 +154,69 @@ func (n *Node) cleanSyncState(configured []peer.ID) (peer.ID, string) {
 		return p, "connecting"
 	}
 	return "", "connecting"
+}
+
+// copySnapshot copies the first configured peer that answers into the
+// (empty) store of cfg.Dir, over a short-lived host with the node's
+// identity. The node itself is not running.
+func copySnapshot(ctx context.Context, cfg Config, progress func(CleanSyncProgress)) (int, int64, error) {
+	key, err := LoadOrCreateIdentity(filepath.Join(cfg.Dir, IdentityFile))
+	if err != nil {
+		return 0, 0, err
+	}
+	h, err := NewHost(HostConfig{Key: key})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer h.Close()
+	var errs []error
+	for _, a := range cfg.Peers {
+		info, err := peer.AddrInfoFromP2pAddr(a)
+		if err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = h.Connect(cctx, *info)
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		base, err := OpenDatastore(cfg.Dir)
+		if err != nil {
+			return 0, 0, err
+		}
+		entries, bytes, err := fetchSnapshot(ctx, h, info.ID, base, func(entries int, bytes int64) {
+			progress(CleanSyncProgress{Phase: "copying", Peer: info.ID, Entries: entries, CopyBytes: bytes})
+		})
+		if cerr := base.Close(); err == nil {
+			err = cerr
+		}
+		return entries, bytes, err
+	}
+	return 0, 0, fmt.Errorf("no configured peer answered: %w", errors.Join(errs...))
+}
+
+// sameHeadsAs reports whether heads equal the heads p last announced: with
+// every block merged, the two nodes then hold the same DAG, so the same
+// state.
+func (n *Node) sameHeadsAs(p peer.ID, heads []cid.Cid) bool {
+	v, ok := n.peerHeads.Load(p)
+	if !ok {
+		return false
+	}
+	theirs := v.([]cid.Cid)
+	if len(theirs) != len(heads) {
+		return false
+	}
+	set := make(map[cid.Cid]bool, len(heads))
+	for _, h := range heads {
+		set[h] = true
+	}
+	for _, h := range theirs {
+		if !set[h] {
+			return false
+		}
+	}
+	return true
 }

@@ -38,7 +38,7 @@ func TestCleanSyncCopiesTheOfficeAndRefusesUnackedEdits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Discarded != 1 || res.Peer != office.ID() || res.Blocks == 0 || phases[len(phases)-1] != "done" {
+	if res.Discarded != 1 || res.Peer != office.ID() || res.Entries == 0 || phases[0] != "copying" || phases[len(phases)-1] != "done" {
 		t.Errorf("result %+v, phases %v", res, phases)
 	}
 	// A fresh data dir copies the office too.

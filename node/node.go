@@ -137,8 +137,9 @@ type Node struct {
 	acks      *ackTracker
 	bandwidth *metrics.BandwidthCounter
 
-	announce chan struct{} // signalled when heads may have changed
-	hook     *hookRunner   // nil unless a conflict hook is configured
+	announce  chan struct{} // signalled when heads may have changed
+	peerHeads sync.Map      // peer.ID -> []cid.Cid last announced
+	hook      *hookRunner   // nil unless a conflict hook is configured
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -252,6 +253,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.heads = NewHeadSync(n.host, n.store.Heads, func(ctx context.Context, from peer.ID, payload []byte) {
 			n.acks.heard(ctx, from, payload)
 			payload = n.catchUp(from, payload)
+			if heads, err := ValidateHeadsPayload(payload); err == nil {
+				n.peerHeads.Store(from, heads)
+			}
 			if err := bcast.Inject(ctx, from, payload); err != nil {
 				n.log.Debug("heads from peer not queued", "peer", from, "err", err)
 			}
@@ -267,6 +271,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("start node: %w", err)
 		}
 		n.host.SetStreamHandler(DigestProtocol, n.handleDigest)
+		n.host.SetStreamHandler(SnapshotProtocol, n.handleSnapshot)
+		n.wg.Add(1)
+		go func() { // a first digest reads the whole store: build it now
+			defer n.wg.Done()
+			if _, err := n.store.Digest(n.ctx); err != nil && n.ctx.Err() == nil {
+				n.log.Warn("digest", "err", err)
+			}
+		}()
 		n.wg.Add(1)
 		go n.announceLoop()
 		if cfg.SyncInterval > 0 {
@@ -297,6 +309,7 @@ func (n *Node) Close() error {
 		n.cancel()
 		if n.host != nil {
 			n.host.RemoveStreamHandler(DigestProtocol)
+			n.host.RemoveStreamHandler(SnapshotProtocol)
 		}
 		if n.discovery != nil {
 			add("discovery", n.discovery.Close())
@@ -463,6 +476,9 @@ type Status struct {
 	// Digest is the hash of the visible state: equal on two nodes that show
 	// the same records and conflicts.
 	Digest string `json:"digest"`
+	// DigestPending: the digest is being computed (a first build reads
+	// the whole store); ask again.
+	DigestPending bool `json:"digest_pending,omitempty"`
 	// Unacked: local edits no office node holds yet (absent without network).
 	Unacked *Unacked `json:"unacked,omitempty"`
 	// BlocksFetched counts DAG blocks received in bulk catch-ups since start.
@@ -514,10 +530,13 @@ func (n *Node) Status(ctx context.Context) Status {
 			n.log.Warn("status: unacknowledged edits", "err", err)
 		}
 	}
-	if d, err := n.store.Digest(ctx); err == nil {
-		s.Digest = d.String()
-	} else {
+	switch d, ok, err := n.store.TryDigest(ctx); {
+	case err != nil:
 		n.log.Warn("status: digest", "err", err)
+	case ok:
+		s.Digest = d.String()
+	default:
+		s.DigestPending = true
 	}
 	sort.Strings(s.Heads)
 	for _, a := range n.Addrs() {

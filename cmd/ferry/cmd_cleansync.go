@@ -23,9 +23,10 @@ func newCleanSyncCmd(g *globals) *cobra.Command {
 		Use:   "clean-sync [--yes] [--force]",
 		Short: "Discard the local store and copy the office's state (the node must be stopped)",
 		Long: `Make this node an exact copy of the office's state: the local store is
-discarded (identity and config stay), then the node connects to its
-configured peer, fetches every block in bulk, merges them, and stops once
-its digest equals the office's. It asks for confirmation (--yes skips it)
+discarded (identity and config stay), the office's store is copied (a
+consistent snapshot of its replicated state and blocks, checked block by
+block), then the node connects, catches up on anything newer, and stops
+once its digest equals the office's. It asks for confirmation (--yes skips it)
 and refuses while this node holds edits that no office has acknowledged,
 unless --force. Stop the node first; start it again afterwards.`,
 		Args: exactArgs(0, "no arguments"),
@@ -81,7 +82,22 @@ func runCleanSync(cmd *cobra.Command, dir string, fc *fileConfig, force bool, ti
 	var bar *progressbar.ProgressBar
 	tty := isTerminal(cmd.ErrOrStderr())
 	lastPhase := ""
+	var copyBar *progressbar.ProgressBar
 	res, err := node.CleanSync(ctx, cfg, force, func(p node.CleanSyncProgress) {
+		if p.Phase == "copying" && tty {
+			if copyBar == nil {
+				copyBar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(cmd.ErrOrStderr()),
+					progressbar.OptionSetDescription("copying the office's store"), progressbar.OptionShowBytes(true),
+					progressbar.OptionOnCompletion(func() { fmt.Fprintln(cmd.ErrOrStderr()) }))
+			}
+			copyBar.Describe(fmt.Sprintf("copying the office's store: %d entries", p.Entries))
+			_ = copyBar.Set64(p.CopyBytes)
+			return
+		}
+		if copyBar != nil && p.Phase != "copying" {
+			_ = copyBar.Finish()
+			copyBar = nil
+		}
 		if p.Phase == "fetching" && p.Total > 0 && tty {
 			if bar == nil {
 				bar = progressbar.NewOptions(p.Total, progressbar.OptionSetWriter(cmd.ErrOrStderr()),
@@ -94,6 +110,8 @@ func runCleanSync(cmd *cobra.Command, dir string, fc *fileConfig, force bool, ti
 		if p.Phase != lastPhase {
 			lastPhase = p.Phase
 			switch p.Phase {
+			case "copying":
+				fmt.Fprintln(cmd.ErrOrStderr(), "copying the office's store...")
 			case "connecting":
 				fmt.Fprintln(cmd.ErrOrStderr(), "connecting to the office...")
 			case "fetching":
@@ -109,8 +127,8 @@ func runCleanSync(cmd *cobra.Command, dir string, fc *fileConfig, force bool, ti
 	if bar != nil {
 		_ = bar.Finish()
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "copied the state of %s in %s: %d blocks, digest %s\n",
-		shortID(res.Peer.String()), res.Took.Round(time.Millisecond), res.Blocks, res.Digest)
+	fmt.Fprintf(cmd.OutOrStdout(), "copied the state of %s in %s: %d store entries (%.1f MB), then %d blocks; same heads as the office\n",
+		shortID(res.Peer.String()), res.Took.Round(time.Millisecond), res.Entries, float64(res.Bytes)/1e6, res.Blocks)
 	if res.Discarded > 0 {
 		fmt.Fprintf(cmd.OutOrStdout(), "discarded %s that no office held\n", plural(res.Discarded, "local edit"))
 	}

@@ -40,7 +40,11 @@ func newStatusCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(tw, "heads:\t%d\n", len(st.Heads))
 				fmt.Fprintf(tw, "DAG height:\t%d\n", st.DAGHeight)
 				fmt.Fprintf(tw, "dirty:\t%t\n", st.Dirty)
-				fmt.Fprintf(tw, "digest:\t%s\n", st.Digest)
+				if st.DigestPending {
+					fmt.Fprintf(tw, "digest:\t(being computed: the first one reads the whole store)\n")
+				} else {
+					fmt.Fprintf(tw, "digest:\t%s\n", st.Digest)
+				}
 				if u := st.Unacked; u != nil {
 					switch {
 					case !u.Known:
