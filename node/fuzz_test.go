@@ -1,0 +1,123 @@
+package node
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"strings"
+	"testing"
+
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Fuzz targets for everything a peer can send a node: heads payloads
+// (GossipSub messages and the heads exchange), block-sync frames, peer
+// exchange answers and snapshot entries, plus import lines from a user.
+// None may panic; what they accept must be well-formed.
+
+func FuzzHeadsPayload(f *testing.F) {
+	good, _ := EncodeHeads(testCids(f, "fuzz", 3))
+	f.Add(good)
+	f.Add([]byte{})
+	f.Add([]byte{0x0a, 0x02, 0x01, 0x55})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		heads, err := ValidateHeadsPayload(data)
+		if err != nil {
+			return
+		}
+		if len(heads) > MaxHeads {
+			t.Fatalf("%d heads accepted", len(heads))
+		}
+		again, err := EncodeHeads(heads)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ValidateHeadsPayload(again); err != nil {
+			t.Fatalf("re-encoded heads refused: %v", err)
+		}
+	})
+}
+
+func FuzzBlockSyncFrames(f *testing.F) {
+	blk := blocks.NewBlock([]byte("fuzz block"))
+	var frame bytes.Buffer
+	body := binary.AppendUvarint(nil, uint64(len(blk.Cid().Bytes())))
+	body = append(body, blk.Cid().Bytes()...)
+	body = append(body, blk.RawData()...)
+	_ = bsWriteFrame(&frame, 'B', body)
+	f.Add(frame.Bytes())
+	heads, _ := EncodeHeads(testCids(f, "fuzz", 2))
+	f.Add(append(binary.AppendUvarint(binary.AppendUvarint(nil, 2), 100), heads...))
+	f.Add([]byte{0x05, 0x01, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := bufio.NewReader(bytes.NewReader(data))
+		for range 8 {
+			if _, _, err := bsReadFrame(r, 1<<16); err != nil {
+				break
+			}
+		}
+		if b, err := bsParseBlock(data); err == nil {
+			if err := bsVerifyBlock(b.Cid(), b.RawData()); err != nil {
+				t.Fatalf("accepted block does not verify: %v", err)
+			}
+		}
+		if n, size, hs, err := bsParseHeader(data); err == nil && (n < 0 || size < 0 || len(hs) > MaxHeads) {
+			t.Fatalf("header accepted: %d blocks, %d bytes, %d heads", n, size, len(hs))
+		}
+	})
+}
+
+func FuzzPeersResponse(f *testing.F) {
+	self, from := peer.ID("self"), peer.ID("from")
+	f.Add([]byte{})
+	f.Add([]byte{0x0a, 0x00})
+	f.Add(bytes.Repeat([]byte{0x0a, 0x02, 0x0a, 0x00}, 70))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		infos, _, err := decodePeersResponse(data, self, from, true)
+		if err != nil {
+			return
+		}
+		if len(infos) > 64 {
+			t.Fatalf("%d peers accepted", len(infos))
+		}
+		for _, i := range infos {
+			if i.ID == self || i.ID == from || len(i.Addrs) > 16 {
+				t.Fatalf("accepted %v", i)
+			}
+		}
+	})
+}
+
+func FuzzSnapshotEntry(f *testing.F) {
+	f.Add("/ferry/crdt/s/k/c/1/f/0000000000000001-A/v", []byte("x"))
+	f.Add("/ferry/blocks/blocks/CIQA", []byte("x"))
+	f.Add("/ferry/local/hlc", []byte("x"))
+	f.Fuzz(func(t *testing.T, key string, val []byte) {
+		if err := checkSnapshotEntry(key, val); err == nil &&
+			!strings.HasPrefix(key, "/ferry/crdt/") && !strings.HasPrefix(key, "/ferry/blocks/") {
+			t.Fatalf("accepted key %q", key)
+		}
+	})
+}
+
+func FuzzImportLines(f *testing.F) {
+	f.Add(`{"id":"c1","last_name":"Smith","amount":12.5}` + "\n\n" + `{"id":"c2"}`)
+	f.Add(`{"id":1}`)
+	f.Add(`{"id":"x"} {"id":"y"}`)
+	f.Add("not json\n")
+	f.Fuzz(func(t *testing.T, input string) {
+		recs, err := ReadJSONLines(strings.NewReader(input))
+		if err != nil {
+			return
+		}
+		for _, r := range recs {
+			if r.ID == "" || r.Line < 1 {
+				t.Fatalf("accepted record %+v", r)
+			}
+			if _, has := r.Fields["id"]; has {
+				t.Fatalf("the id stayed among the fields: %+v", r)
+			}
+		}
+	})
+}
