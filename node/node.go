@@ -530,13 +530,17 @@ func (n *Node) Status(ctx context.Context) Status {
 			n.log.Warn("status: unacknowledged edits", "err", err)
 		}
 	}
-	switch d, ok, err := n.store.TryDigest(ctx); {
-	case err != nil:
-		n.log.Warn("status: digest", "err", err)
-	case ok:
-		s.Digest = d.String()
-	default:
-		s.DigestPending = true
+	// Without a running node (a CLI command opened the store) the digest is
+	// not computed: a first one reads the whole store.
+	if n.host != nil {
+		switch d, ok, err := n.store.TryDigest(ctx); {
+		case err != nil:
+			n.log.Warn("status: digest", "err", err)
+		case ok:
+			s.Digest = d.String()
+		default:
+			s.DigestPending = true
+		}
 	}
 	sort.Strings(s.Heads)
 	for _, a := range n.Addrs() {

@@ -40,7 +40,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(tw, "heads:\t%d\n", len(st.Heads))
 				fmt.Fprintf(tw, "DAG height:\t%d\n", st.DAGHeight)
 				fmt.Fprintf(tw, "dirty:\t%t\n", st.Dirty)
-				if st.DigestPending {
+				if st.Digest == "" && !st.Running {
+					fmt.Fprintf(tw, "digest:\t(computed by a running node)\n")
+				} else if st.DigestPending {
 					fmt.Fprintf(tw, "digest:\t(being computed: the first one reads the whole store)\n")
 				} else {
 					fmt.Fprintf(tw, "digest:\t%s\n", st.Digest)
