@@ -643,11 +643,6 @@ type bsReplica struct {
 	sync   *BlockSync
 }
 
-func newBSReplica(t testing.TB) *bsReplica {
-	t.Helper()
-	return newBSReplicaOn(t, nil)
-}
-
 // newBSReplicaOn keeps the crdt state and the blocks in base, like a node
 // (a map datastore if base is nil).
 func newBSReplicaOn(t testing.TB, base ds.Batching) *bsReplica {

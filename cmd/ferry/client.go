@@ -70,6 +70,15 @@ func dialNode(dir string) *client {
 	return &client{http: &http.Client{Transport: tr, CheckRedirect: noRedirects}}
 }
 
+// runningNode returns a client of the running node, or an error saying how
+// to start one (for commands that need the network).
+func runningNode(dir string) (*client, error) {
+	if c := dialNode(dir); c != nil {
+		return c, nil
+	}
+	return nil, fmt.Errorf("no node is running in %s: start it with 'ferry --dir %s node'", dir, dir)
+}
+
 // openLocal opens the store in this process (no network).
 func openLocal(ctx context.Context, dir string, fc *fileConfig) (*client, error) {
 	cfg, err := fc.nodeConfig(dir)

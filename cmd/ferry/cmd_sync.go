@@ -40,9 +40,9 @@ connection forms, when their heads change, and every sync interval). With
 the timeout passes first (also when no peer is connected).`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c := dialNode(g.dir)
-			if c == nil {
-				return fmt.Errorf("no node is running in %s: start it with 'ferry --dir %s node'", g.dir, g.dir)
+			c, err := runningNode(g.dir)
+			if err != nil {
+				return err
 			}
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
@@ -64,9 +64,13 @@ the timeout passes first (also when no peer is connected).`,
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
 			last := ""
+			var lastErr error // the last failure to read the sync state, if any
 			for {
 				var st node.SyncStateJSON
 				err := c.do(ctx, "GET", "/v1/sync", nil, &st)
+				if err != nil && ctx.Err() == nil {
+					lastErr = err
+				}
 				if err == nil {
 					behind := 0
 					for _, p := range st.Peers {
@@ -74,7 +78,7 @@ the timeout passes first (also when no peer is connected).`,
 							behind++
 						}
 					}
-					line := fmt.Sprintf("%d of %d peers show the same state (digest %s)", len(st.Peers)-behind, len(st.Peers), st.Digest[:12])
+					line := fmt.Sprintf("%d of %d peers show the same state (digest %s)", len(st.Peers)-behind, len(st.Peers), short(st.Digest))
 					if len(st.Peers) == 0 {
 						line = "no peer connected: waiting for one"
 					}
@@ -89,7 +93,11 @@ the timeout passes first (also when no peer is connected).`,
 				}
 				select {
 				case <-ctx.Done():
-					return &codedError{code: exitSyncTimeout, err: fmt.Errorf("not in sync after %s", timeout)}
+					err := fmt.Errorf("not in sync after %s", timeout)
+					if lastErr != nil {
+						err = fmt.Errorf("%w (last error: %v)", err, lastErr)
+					}
+					return &codedError{code: exitSyncTimeout, err: err}
 				case <-time.After(200 * time.Millisecond):
 				}
 			}
@@ -110,9 +118,9 @@ or a node name) through digests exchanged over the sync protocol; when they
 differ, list the records that differ. Exit code 0 when identical, 4 when not.`,
 		Args: exactArgs(1, "PEER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c := dialNode(g.dir)
-			if c == nil {
-				return fmt.Errorf("no node is running in %s: start it with 'ferry --dir %s node'", g.dir, g.dir)
+			c, err := runningNode(g.dir)
+			if err != nil {
+				return err
 			}
 			var res node.DiffResult
 			if err := c.do(cmd.Context(), "GET", "/v1/diff/"+url.PathEscape(args[0]), nil, &res); err != nil {
@@ -128,7 +136,7 @@ differ, list the records that differ. Exit code 0 when identical, 4 when not.`,
 				if res.Identical {
 					fmt.Fprintf(out, "identical to %s (digest %s)\n", who, res.Digest)
 				} else {
-					fmt.Fprintf(out, "differs from %s: %s here, %s there; %s differ:\n", who, res.Digest[:12], res.PeerDigest[:12], plural(len(res.Records), "record"))
+					fmt.Fprintf(out, "differs from %s: %s here, %s there; %s differ:\n", who, short(res.Digest), short(res.PeerDigest), plural(len(res.Records), "record"))
 					for _, r := range res.Records {
 						where := "different"
 						switch {
@@ -149,4 +157,12 @@ differ, list the records that differ. Exit code 0 when identical, 4 when not.`,
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// short abbreviates a digest for text output.
+func short(digest string) string {
+	if len(digest) > 12 {
+		return digest[:12]
+	}
+	return digest
 }

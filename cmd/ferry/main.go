@@ -40,11 +40,11 @@ func run(args []string) int {
 	if err == nil {
 		return exitOK
 	}
+	fmt.Fprintln(os.Stderr, "ferry:", err)
 	var ee *codedError
 	if errors.As(err, &ee) {
-		return ee.code // the command printed what happened
+		return ee.code
 	}
-	fmt.Fprintln(os.Stderr, "ferry:", err)
 	var ue usageError
 	if errors.As(err, &ue) || isCobraUsage(err) {
 		fmt.Fprintln(os.Stderr, "Run 'ferry --help' for usage.")
