@@ -133,6 +133,9 @@ func (s *Store) readForResolve(ctx context.Context, collection, id string) (*rec
 	if err != nil {
 		return nil, rules{}, "", err
 	}
+	if err := s.checkWritable(ctx, collection, eid); err != nil {
+		return nil, rules{}, "", fmt.Errorf("resolve %s/%s: %w", collection, id, err)
+	}
 	if _, err := s.Collection(ctx, collection); err != nil {
 		return nil, rules{}, "", err
 	}
@@ -234,20 +237,32 @@ func (s *Store) Resolve(ctx context.Context, collection, id, field string, res R
 	return p.Op, nil
 }
 
-// keepRecord ends a record conflict in favour of the edits: every visible
-// delete is tombstoned (a delta of tombstones only).
+// keepRecord ends a record conflict in favour of the edits: one operation
+// on KeepField supersedes (tombstones) every visible delete. It is never
+// shown; it records who kept the record and what it replaced.
 func (s *Store) keepRecord(ctx context.Context, collection, eid string, cur *recordOps) (OpID, error) {
 	b, err := s.engine.Batch(ctx)
 	if err != nil {
 		return OpID{}, fmt.Errorf("open batch: %w", err)
 	}
+	s.clock.Observe(cur.maxTime())
+	keep := Op{ID: OpID{Time: s.clock.Now(), Writer: s.opts.Writer}, Field: KeepField, Value: true}
 	for _, d := range cur.deletes {
 		if err := b.Delete(ctx, opKey(collection, eid, DeleteField, d.ID)); err != nil {
 			return OpID{}, fmt.Errorf("keep %s/%s: %w", collection, eid, err)
 		}
+		keep.Supersedes = append(keep.Supersedes, DeleteField+"/"+d.ID.String())
+	}
+	key := opKey(collection, eid, KeepField, keep.ID)
+	data, err := s.encodeOp(key, keep)
+	if err != nil {
+		return OpID{}, err
+	}
+	if err := b.Put(ctx, key, data); err != nil {
+		return OpID{}, fmt.Errorf("keep %s/%s: %w", collection, eid, err)
 	}
 	if err := s.commit(ctx, b); err != nil {
 		return OpID{}, fmt.Errorf("keep %s/%s: %w", collection, eid, err)
 	}
-	return OpID{}, nil
+	return keep.ID, nil
 }

@@ -48,6 +48,8 @@ type digestState struct {
 	built   bool
 	records map[string]Digest // "collection/escaped id" -> hash
 	buckets DigestBuckets
+	// ignored holds, by record, the visible operations that do not count.
+	ignored map[string][]IgnoredOp
 
 	dirtyMu sync.Mutex
 	dirty   map[string][2]string // key -> collection, escaped id
@@ -60,8 +62,8 @@ func (d *digestState) markDirty(collection, escapedID string) {
 	if d.dirty == nil {
 		d.dirty = map[string][2]string{}
 	}
-	if collection == SchemaCollection || collection == NodesCollection {
-		d.rebuild = true // policies or roles may have changed
+	if collection == SchemaCollection || collection == NodesCollection || collection == MembersCollection {
+		d.rebuild = true // policies, roles or membership may have changed
 	}
 	d.dirty[collection+"/"+escapedID] = [2]string{collection, escapedID}
 	d.dirtyMu.Unlock()
@@ -140,7 +142,7 @@ func (s *Store) digestCollections(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return append([]string{NodesCollection, SchemaCollection}, sc.Names()...), nil
+	return append([]string{MembersCollection, NodesCollection, SchemaCollection}, sc.Names()...), nil
 }
 
 // DigestBuckets returns the up-to-date digest, by bucket.
@@ -206,19 +208,18 @@ func (s *Store) refreshDigest(ctx context.Context) error {
 	d.dirty, d.rebuild = nil, false
 	d.dirtyMu.Unlock()
 	if !d.built || rebuild {
-		d.records, d.buckets = map[string]Digest{}, DigestBuckets{}
+		d.records, d.buckets, d.ignored = map[string]Digest{}, DigestBuckets{}, map[string][]IgnoredOp{}
 		colls, err := s.digestCollections(ctx)
 		if err != nil {
 			return s.digestFailed(err, dirty, rebuild)
 		}
 		for _, coll := range colls {
-			err := s.listFolded(ctx, coll, func(rec *Record, exists bool) error {
-				eid, err := EscapeID(rec.ID)
-				if err != nil {
-					return nil
-				}
-				h, absent := recordHash(rec, exists)
-				d.set(coll+"/"+eid, h, absent)
+			ru, err := s.rulesFor(ctx, coll)
+			if err != nil {
+				return s.digestFailed(err, dirty, true)
+			}
+			err = s.scanRecords(ctx, coll, func(ops *recordOps) error {
+				s.digestRecord(coll, ops, ru)
 				return nil
 			})
 			if err != nil {
@@ -228,7 +229,7 @@ func (s *Store) refreshDigest(ctx context.Context) error {
 		d.built = true
 		return nil
 	}
-	for key, ce := range dirty {
+	for _, ce := range dirty {
 		ru, err := s.rulesFor(ctx, ce[0])
 		if err != nil {
 			return s.digestFailed(err, dirty, false)
@@ -237,15 +238,58 @@ func (s *Store) refreshDigest(ctx context.Context) error {
 		if err != nil {
 			return s.digestFailed(err, dirty, false)
 		}
-		id, err := UnescapeID(ce[1])
-		if err != nil {
-			continue
-		}
-		rec, exists := ops.fold(ce[0], id, ru)
-		h, absent := recordHash(rec, exists)
-		d.set(key, h, absent)
+		s.digestRecord(ce[0], ops, ru)
 	}
 	return nil
+}
+
+// digestRecord updates the digest and the ignored operations of one record.
+// The caller holds d.mu.
+func (s *Store) digestRecord(collection string, ops *recordOps, ru rules) {
+	d := &s.digest
+	key := collection + "/" + ops.escapedID
+	if len(ops.ignored) > 0 {
+		d.ignored[key] = ops.ignored
+	} else {
+		delete(d.ignored, key)
+	}
+	id, err := UnescapeID(ops.escapedID)
+	if err != nil {
+		return
+	}
+	rec, exists := ops.fold(collection, id, ru)
+	h, absent := recordHash(rec, exists)
+	d.set(key, h, absent)
+}
+
+// Ignored lists the operations this node does not show because they failed
+// a check of the trust model (bad signature, writer not a member or revoked
+// before writing, role not allowed), by collection, record and field.
+func (s *Store) Ignored(ctx context.Context) ([]IgnoredOp, error) {
+	d := &s.digest
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := s.refreshDigest(ctx); err != nil {
+		return nil, err
+	}
+	var out []IgnoredOp
+	for _, ops := range d.ignored {
+		out = append(out, ops...)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Collection != b.Collection {
+			return a.Collection < b.Collection
+		}
+		if a.ID != b.ID {
+			return a.ID < b.ID
+		}
+		if a.Field != b.Field {
+			return a.Field < b.Field
+		}
+		return b.Op.Newer(a.Op)
+	})
+	return out, nil
 }
 
 // digestFailed puts the marks back so that the next call retries.

@@ -54,22 +54,46 @@ func (s *Store) History(ctx context.Context, collection, id, field string) ([]Hi
 	if err != nil {
 		return nil, err
 	}
-	prefix := s.opts.Namespace.Child(ds.NewKey(engineElemsNs)).String() + recordPrefix(collection, eid).String()
+	elems, err := s.recordElements(ctx, collection, eid, field)
+	if err != nil {
+		return nil, fmt.Errorf("history of %s/%s: %w", collection, id, err)
+	}
+	out := make([]HistoryEntry, 0, len(elems))
+	for _, e := range elems {
+		out = append(out, e.HistoryEntry)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[j].Op.Newer(out[i].Op) })
+	return out, nil
+}
+
+// element is one operation go-ds-crdt merged, with its stored form.
+type element struct {
+	HistoryEntry
+	key     string // the op key
+	raw     []byte // the envelope, nil when the block is missing
+	decoded bool
+}
+
+// recordElements lists every operation ever merged for a record (of one
+// field when field is not empty), in key order; an operation carried by
+// several blocks is listed once per block.
+func (s *Store) recordElements(ctx context.Context, collection, eid, field string) ([]element, error) {
+	prefix := s.opts.Namespace.Child(ds.NewKey(engineElemsNs)).String() + recordPrefix(collection, eid).String() + "/"
 	if field != "" {
-		prefix += "/" + field
+		prefix += field + "/"
 	}
 	res, err := s.base.Query(ctx, query.Query{Prefix: prefix, KeysOnly: true})
 	if err != nil {
-		return nil, fmt.Errorf("history of %s/%s: %w", collection, id, err)
+		return nil, err
 	}
 	defer res.Close()
 	elemsRoot := s.opts.Namespace.Child(ds.NewKey(engineElemsNs)).String()
 	tombsRoot := s.opts.Namespace.Child(ds.NewKey(engineTombsNs)).String()
 	deltas := map[string]*pb.Delta{}
-	var out []HistoryEntry
+	var out []element
 	for r := range res.Next() {
 		if r.Error != nil {
-			return nil, fmt.Errorf("history of %s/%s: %w", collection, id, r.Error)
+			return nil, r.Error
 		}
 		// <elemsRoot>/<collection>/<eid>/<field>/<opid>/<block key>
 		rest := strings.TrimPrefix(r.Key, elemsRoot)
@@ -82,10 +106,10 @@ func (s *Store) History(ctx context.Context, collection, id, field string) ([]Hi
 		if err != nil {
 			continue
 		}
-		e := HistoryEntry{Field: kp.Field, Op: kp.Op, Local: kp.Op.Writer == s.opts.Writer}
+		e := element{HistoryEntry: HistoryEntry{Field: kp.Field, Op: kp.Op, Local: kp.Op.Writer == s.opts.Writer}, key: opKeyStr}
 		tomb, err := s.base.Has(ctx, ds.NewKey(tombsRoot+rest))
 		if err != nil {
-			return nil, fmt.Errorf("history of %s/%s: %w", collection, id, err)
+			return nil, err
 		}
 		e.Visible = !tomb
 		if delta, c, err := s.blockDelta(ctx, blockKey, deltas); err == nil {
@@ -96,14 +120,85 @@ func (s *Store) History(ctx context.Context, collection, id, field string) ([]Hi
 				}
 				if op, err := decodeOp(kp, el.GetValue()); err == nil {
 					e.Value, e.Supersedes, e.Seen = op.Value, op.Supersedes, op.Seen
+					e.raw, e.decoded = el.GetValue(), true
 				}
 				break
 			}
 		}
 		out = append(out, e)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[j].Op.Newer(out[i].Op) })
 	return out, nil
+}
+
+// rebuildRecord recomputes the visible operations of a record from its
+// whole history, counting only the operations that pass the trust checks.
+// An operation is hidden when an operation that counts superseded it, or
+// when an operation that does not count superseded it and was itself
+// superseded by one that counts (its writer saw and accepted that state).
+// Without ignored operations this is exactly go-ds-crdt's view (every
+// tombstone of a Ferry write is listed in the Supersedes of one of its
+// operations).
+func (s *Store) rebuildRecord(ctx context.Context, v *view, writers []string, collection, eid string) (*recordOps, error) {
+	elems, err := s.recordElements(ctx, collection, eid, "")
+	if err != nil {
+		return nil, fmt.Errorf("rebuild %s/%s: %w", collection, eid, err)
+	}
+	type entry struct {
+		op    Op
+		valid bool
+	}
+	ops := map[string]*entry{} // "field/opid" -> op
+	for _, e := range elems {
+		ref := e.Field + "/" + e.Op.String()
+		if !e.decoded || ops[ref] != nil && ops[ref].valid {
+			continue
+		}
+		op := Op{ID: e.Op, Field: e.Field, Value: e.Value, Supersedes: e.Supersedes, Seen: e.Seen}
+		valid := v.check(collection, eid, writers, op) == ""
+		if valid && e.Visible {
+			valid = !v.badSig(e.key)
+		} else if valid {
+			valid = s.sigValid(e.key, e.raw)
+		}
+		ops[ref] = &entry{op: op, valid: valid}
+	}
+	// endorsed: valid operations and, transitively, what they superseded.
+	endorsed := map[string]bool{}
+	var queue []string
+	for ref, e := range ops {
+		if e.valid {
+			endorsed[ref] = true
+			queue = append(queue, ref)
+		}
+	}
+	hidden := map[string]bool{}
+	for len(queue) > 0 {
+		ref := queue[len(queue)-1]
+		queue = queue[:len(queue)-1]
+		e := ops[ref]
+		if e == nil {
+			continue
+		}
+		for _, sup := range e.op.Supersedes {
+			hidden[sup] = true
+			if !endorsed[sup] {
+				endorsed[sup] = true
+				queue = append(queue, sup)
+			}
+		}
+	}
+	rec := newRecordOps(eid)
+	refs := make([]string, 0, len(ops))
+	for ref := range ops {
+		refs = append(refs, ref)
+	}
+	sort.Strings(refs)
+	for _, ref := range refs {
+		if e := ops[ref]; e.valid && !hidden[ref] {
+			rec.add(e.op)
+		}
+	}
+	return rec, nil
 }
 
 // blockDelta reads the delta of the block whose go-ds-crdt id is blockKey

@@ -34,6 +34,9 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 	if err != nil {
 		return res, err
 	}
+	if err := s.checkWritable(ctx, collection, ""); err != nil {
+		return res, fmt.Errorf("import %s: %w", collection, err)
+	}
 	ru, err := s.rulesFor(ctx, collection)
 	if err != nil {
 		return res, err

@@ -16,6 +16,9 @@ type observedStore struct {
 	ds.Batching
 	prefix  string // <ns>/s/k
 	changed func(key string)
+	// verify, if set, checks an operation about to become visible that was
+	// not written here; when it fails, the returned mark is written with it.
+	verify func(key string, value []byte) (ds.Key, bool)
 }
 
 func newObservedStore(d ds.Batching, namespace ds.Key, changed func(string)) *observedStore {
@@ -32,10 +35,18 @@ func (o *observedStore) valueKey(k ds.Key) (string, bool) {
 }
 
 func (o *observedStore) Put(ctx context.Context, k ds.Key, v []byte) error {
+	key, isValue := o.valueKey(k)
+	if isValue && o.verify != nil && !isLocalWrite(ctx) {
+		if mark, bad := o.verify(key, v); bad {
+			if err := o.Batching.Put(ctx, mark, nil); err != nil {
+				return err
+			}
+		}
+	}
 	if err := o.Batching.Put(ctx, k, v); err != nil {
 		return err
 	}
-	if key, ok := o.valueKey(k); ok {
+	if isValue {
 		o.changed(key)
 	}
 	return nil
@@ -56,18 +67,28 @@ func (o *observedStore) Batch(ctx context.Context) (ds.Batch, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &observedBatch{Batch: b, o: o}, nil
+	return &observedBatch{Batch: b, o: o, local: isLocalWrite(ctx)}, nil
 }
 
 type observedBatch struct {
 	ds.Batch
-	o    *observedStore
-	keys []string
+	o     *observedStore
+	keys  []string
+	local bool // opened by one of this node's own commits
 }
 
 func (b *observedBatch) Put(ctx context.Context, k ds.Key, v []byte) error {
 	if key, ok := b.o.valueKey(k); ok {
 		b.keys = append(b.keys, key)
+		if b.o.verify != nil && !b.local && !isLocalWrite(ctx) {
+			// The mark goes in the same batch: it is durable exactly when
+			// the operation is.
+			if mark, bad := b.o.verify(key, v); bad {
+				if err := b.Batch.Put(ctx, mark, nil); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return b.Batch.Put(ctx, k, v)
 }

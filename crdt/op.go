@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	ds "github.com/ipfs/go-datastore"
 )
 
 // Op is one write of one field of one record, as replicated. Each op is
@@ -32,20 +34,50 @@ type envelope struct {
 	Writer     string   `json:"w"`
 	Supersedes []string `json:"s,omitempty"`
 	Seen       []string `json:"r,omitempty"`
+	// Sig is the writer's signature of the key and the envelope without
+	// it (see sigMessage); absent in an open network.
+	Sig []byte `json:"g,omitempty"`
 }
 
 // maxEnvelopeSize bounds what a peer can make us decode.
 const maxEnvelopeSize = 1 << 20
 
-func encodeOp(op Op) ([]byte, error) {
-	b, err := json.Marshal(envelope{
+func marshalEnvelope(env envelope) ([]byte, error) { return json.Marshal(env) }
+
+func envelopeOf(op Op) envelope {
+	return envelope{
 		Value:      op.Value,
 		Time:       op.ID.Time.String(),
 		Writer:     op.ID.Writer,
 		Supersedes: op.Supersedes,
 		Seen:       op.Seen,
-	})
+	}
+}
+
+// encodeOp encodes an op without a signature.
+func encodeOp(op Op) ([]byte, error) {
+	b, err := marshalEnvelope(envelopeOf(op))
 	if err != nil {
+		return nil, fmt.Errorf("encode op %s: %w", op.ID, err)
+	}
+	return b, nil
+}
+
+// encodeOp encodes an op stored under key, signed when the store has a
+// trust model.
+func (s *Store) encodeOp(key ds.Key, op Op) ([]byte, error) {
+	env := envelopeOf(op)
+	b, err := encodeOp(op)
+	if err != nil {
+		return nil, err
+	}
+	if s.opts.Trust == nil {
+		return b, nil
+	}
+	if env.Sig, err = s.opts.Trust.Sign(sigMessage(key.String(), b)); err != nil {
+		return nil, fmt.Errorf("sign op %s: %w", op.ID, err)
+	}
+	if b, err = marshalEnvelope(env); err != nil {
 		return nil, fmt.Errorf("encode op %s: %w", op.ID, err)
 	}
 	return b, nil
@@ -55,24 +87,33 @@ func encodeOp(op Op) ([]byte, error) {
 // decode, or whose time and writer disagree with the key, is refused: it did
 // not come from a Ferry node.
 func decodeOp(k keyParts, data []byte) (Op, error) {
+	env, err := decodeEnvelope(k, data)
+	if err != nil {
+		return Op{}, err
+	}
+	return Op{ID: k.Op, Field: k.Field, Value: env.Value, Supersedes: env.Supersedes, Seen: env.Seen}, nil
+}
+
+// decodeEnvelope decodes and checks the stored form of an op.
+func decodeEnvelope(k keyParts, data []byte) (envelope, error) {
 	if len(data) == 0 || len(data) > maxEnvelopeSize {
-		return Op{}, fmt.Errorf("decode op %s: bad size %d", k.Op, len(data))
+		return envelope{}, fmt.Errorf("decode op %s: bad size %d", k.Op, len(data))
 	}
 	var env envelope
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&env); err != nil {
-		return Op{}, fmt.Errorf("decode op %s: %w", k.Op, err)
+		return envelope{}, fmt.Errorf("decode op %s: %w", k.Op, err)
 	}
 	if env.Time != k.Op.Time.String() || env.Writer != k.Op.Writer {
-		return Op{}, fmt.Errorf("decode op %s: envelope says %s-%s", k.Op, env.Time, env.Writer)
+		return envelope{}, fmt.Errorf("decode op %s: envelope says %s-%s", k.Op, env.Time, env.Writer)
 	}
 	switch v := env.Value.(type) {
 	case nil, string, float64, bool:
 	default:
-		return Op{}, fmt.Errorf("decode op %s: value of type %T", k.Op, v)
+		return envelope{}, fmt.Errorf("decode op %s: value of type %T", k.Op, v)
 	}
 	if k.Field == DeleteField && env.Value != true {
-		return Op{}, errors.New("decode op: delete op without true value")
+		return envelope{}, errors.New("decode op: delete op without true value")
 	}
-	return Op{ID: k.Op, Field: k.Field, Value: env.Value, Supersedes: env.Supersedes, Seen: env.Seen}, nil
+	return env, nil
 }

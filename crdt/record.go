@@ -150,6 +150,10 @@ type recordOps struct {
 	escapedID string
 	fields    map[string][]Op // visible field ops, by field
 	deletes   []Op            // visible record-delete ops
+	// ignored are the operations go-ds-crdt shows that do not count (see
+	// Trust); when there are any, fields and deletes were recomputed from
+	// the record's whole history.
+	ignored []IgnoredOp
 }
 
 func newRecordOps(escapedID string) *recordOps {
@@ -157,6 +161,9 @@ func newRecordOps(escapedID string) *recordOps {
 }
 
 func (r *recordOps) add(op Op) {
+	if op.Field == KeepField {
+		return // never shown: it only supersedes deletes
+	}
 	if op.Field == DeleteField {
 		r.deletes = append(r.deletes, op)
 		return

@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -49,8 +50,11 @@ collections:
 `
 
 type testNet struct {
-	t        *testing.T
-	reorder  bool // deliver broadcasts in random order
+	t       *testing.T
+	reorder bool // deliver broadcasts in random order
+	// keys, when set, gives replicas a trust model: writer -> signing key,
+	// founder A; newTrustNet enrols the others.
+	keys     map[string]ed25519.PrivateKey
 	mu       sync.Mutex
 	dag      ipld.DAGService
 	replicas []*replica
@@ -151,8 +155,16 @@ func newTestNet(t *testing.T, n int) *testNet {
 // itself as an office node, the others as laptops.
 func newTestNetWithSchema(t *testing.T, n int, schemaYAML string) *testNet {
 	t.Helper()
+	return newTestNetWith(t, n, schemaYAML, nil)
+}
+
+// newTestNetWith starts the net; with keys, every replica has a trust model
+// (founder A) and the founder enrols the others (B an office when office2,
+// the rest laptops) before the schema is applied.
+func newTestNetWith(t *testing.T, n int, schemaYAML string, keys map[string]ed25519.PrivateKey) *testNet {
+	t.Helper()
 	bstore := blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore()))
-	tn := &testNet{t: t, dag: merkledag.NewDAGService(blockservice.New(bstore, offline.Exchange(bstore)))}
+	tn := &testNet{t: t, keys: keys, dag: merkledag.NewDAGService(blockservice.New(bstore, offline.Exchange(bstore)))}
 	tn.replicas = make([]*replica, n)
 	for i := 0; i < n; i++ {
 		tn.start(i, t.TempDir())
@@ -172,6 +184,13 @@ func newTestNetWithSchema(t *testing.T, n int, schemaYAML string) *testNet {
 	}
 	for i := range tn.replicas {
 		tn.setOnline(i, true)
+	}
+	if keys != nil {
+		for _, r := range tn.replicas[1:] {
+			if err := tn.replicas[0].AddMember(context.Background(), r.writer, "node "+r.writer, RoleLaptop); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	sc, err := schema.Parse([]byte(schemaYAML))
 	if err != nil {
@@ -204,6 +223,9 @@ func (tn *testNet) start(i int, dir string) *replica {
 	o.Now = r.clock.Now
 	o.RebroadcastInterval = time.Hour // tests exchange heads explicitly
 	o.DAGSyncerTimeout = 10 * time.Second
+	if tn.keys != nil {
+		o.Trust = tn.trustFor(r.writer)
+	}
 	st, err := New(ctx, base, tn.dag, r.bc, o)
 	if err != nil {
 		t.Fatal(err)
@@ -399,4 +421,29 @@ func mustGet(t *testing.T, r *replica, coll, id string) *Record {
 		t.Fatalf("get on %s: %v", r.writer, err)
 	}
 	return rec
+}
+
+// testKeys returns a deterministic signing key per writer A, B, ...
+func testKeys(n int) map[string]ed25519.PrivateKey {
+	keys := map[string]ed25519.PrivateKey{}
+	for i := 0; i < n; i++ {
+		seed := make([]byte, ed25519.SeedSize)
+		seed[0] = byte(i + 1)
+		keys[string(rune('A'+i))] = ed25519.NewKeyFromSeed(seed)
+	}
+	return keys
+}
+
+// trustFor is the trust model of one replica of a keyed net.
+func (tn *testNet) trustFor(writer string) *Trust {
+	return &Trust{
+		Founder: "A",
+		Sign: func(msg []byte) ([]byte, error) {
+			return ed25519.Sign(tn.keys[writer], msg), nil
+		},
+		Verify: func(w string, msg, sig []byte) bool {
+			k, ok := tn.keys[w]
+			return ok && ed25519.Verify(k.Public().(ed25519.PublicKey), msg, sig)
+		},
+	}
 }

@@ -37,9 +37,21 @@ func (s *Store) rulesFor(ctx context.Context, collection string) (rules, error) 
 	return ru, nil
 }
 
-// roles maps writer ids to the role their node recorded in _nodes. The map
-// is shared: do not modify it.
+// roles maps writer ids to their role: in a network with a trust model, the
+// role its membership gives it; in an open network, the role each node
+// recorded in _nodes. The map is shared: do not modify it.
 func (s *Store) roles(ctx context.Context) (map[string]string, error) {
+	if s.opts.Trust != nil {
+		members, err := s.members(ctx)
+		if err != nil {
+			return nil, err
+		}
+		roles := make(map[string]string, len(members))
+		for id, m := range members {
+			roles[id] = m.Role
+		}
+		return roles, nil
+	}
 	s.rolesMu.Lock()
 	defer s.rolesMu.Unlock()
 	if s.rolesCache != nil && !s.rolesStale.Load() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/ferry-crm/ferry/schema"
 )
@@ -14,7 +15,8 @@ import (
 // so concurrent schema applies on different nodes merge field by field.
 
 type collectionSettings struct {
-	Policy string `json:"policy,omitempty"`
+	Policy  string   `json:"policy,omitempty"`
+	Writers []string `json:"writers,omitempty"`
 }
 
 // Schema returns the replicated schema as this node sees it now (empty when
@@ -61,7 +63,7 @@ func (s *Store) loadSchema(ctx context.Context) (*schema.Schema, error) {
 					s.log.Warn("ignoring bad collection settings", "collection", r.ID, "err", err)
 					continue
 				}
-				c.Policy = set.Policy
+				c.Policy, c.Writers = set.Policy, set.Writers
 				continue
 			}
 			var f schema.Field
@@ -90,6 +92,9 @@ func (s *Store) ApplySchema(ctx context.Context, next *schema.Schema) ([]string,
 	if err := next.Validate(); err != nil {
 		return nil, err
 	}
+	if err := s.checkWritable(ctx, SchemaCollection, ""); err != nil {
+		return nil, fmt.Errorf("apply schema: %w", err)
+	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	cur, err := s.loadSchema(ctx)
@@ -108,8 +113,8 @@ func (s *Store) ApplySchema(ctx context.Context, next *schema.Schema) ([]string,
 		nc := next.Collections[name]
 		oc := cur.Collections[name]
 		fields := map[string]any{}
-		if oc == nil || oc.Policy != nc.Policy {
-			data, err := json.Marshal(collectionSettings{Policy: nc.Policy})
+		if oc == nil || oc.Policy != nc.Policy || !slices.Equal(oc.Writers, nc.Writers) {
+			data, err := json.Marshal(collectionSettings{Policy: nc.Policy, Writers: nc.Writers})
 			if err != nil {
 				return nil, fmt.Errorf("apply schema: %w", err)
 			}

@@ -68,6 +68,9 @@ type Options struct {
 	BatchBytes int
 	// Now reads the physical clock (default time.Now).
 	Now func() time.Time
+	// Trust, if set, accepts only what members of the network wrote, and
+	// signs this node's operations (see Trust). nil: an open network.
+	Trust *Trust
 	// OnChange, if set, is called (outside every lock) with the collection
 	// and escaped record id of each operation merged, local or remote.
 	OnChange func(collection, escapedID string)
@@ -100,6 +103,9 @@ func (o *Options) validate() error {
 	case o.Now == nil:
 		return errors.New("nil clock")
 	}
+	if o.Trust != nil {
+		return o.Trust.validate()
+	}
 	return nil
 }
 
@@ -124,6 +130,12 @@ type Store struct {
 	rolesCache map[string]string
 	rolesStale atomic.Bool
 
+	membersMu    sync.Mutex
+	membersCache map[string]Member
+	membersStale atomic.Bool
+	// badSig holds the keys of merged operations whose signature failed.
+	badSig sync.Map
+
 	digest digestState
 
 	malformed atomic.Uint64
@@ -145,6 +157,12 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 	s := &Store{opts: opts, log: opts.Logger, base: base, dag: dag}
 	s.schemaStale.Store(true)
 	s.rolesStale.Store(true)
+	s.membersStale.Store(true)
+	if opts.Trust != nil {
+		if err := s.loadBadSigs(ctx); err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+	}
 
 	var last Timestamp
 	switch b, err := base.Get(ctx, clockKey); {
@@ -163,6 +181,9 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 	// Changes are observed on the datastore, after they are written, not
 	// from go-ds-crdt's hooks (see observedStore).
 	observed := newObservedStore(base, opts.Namespace, s.keyChanged)
+	if opts.Trust != nil {
+		observed.verify = s.verifyMerged
+	}
 	if bcast != nil {
 		bcast = &lenientBroadcaster{Broadcaster: bcast, log: opts.Logger}
 	}
@@ -189,6 +210,9 @@ func (s *Store) keyChanged(k string) {
 	case SchemaCollection:
 		s.schemaStale.Store(true)
 	case NodesCollection:
+		s.rolesStale.Store(true)
+	case MembersCollection:
+		s.membersStale.Store(true)
 		s.rolesStale.Store(true)
 	}
 	if s.opts.OnChange != nil {
@@ -261,17 +285,72 @@ func (s *Store) Repair(ctx context.Context) error {
 	return nil
 }
 
-// readRecord reads the visible operations of one record.
+// readRecord reads the visible operations of one record that count (see
+// Trust).
 func (s *Store) readRecord(ctx context.Context, collection, escapedID string) (*recordOps, error) {
+	v, writers, err := s.viewFor(ctx, collection)
+	if err != nil {
+		return nil, err
+	}
 	rec := newRecordOps(escapedID)
-	err := s.scan(ctx, recordPrefix(collection, escapedID), func(_ keyParts, op Op) error {
-		rec.add(op)
+	err = s.scan(ctx, recordPrefix(collection, escapedID), func(kp keyParts, op Op) error {
+		s.admit(v, writers, collection, rec, kp, op)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return rec, nil
+	return s.settle(ctx, v, writers, collection, rec)
+}
+
+// viewFor returns the trust view and the writers of a collection.
+func (s *Store) viewFor(ctx context.Context, collection string) (*view, []string, error) {
+	v, err := s.view(ctx)
+	if err != nil || v == nil || strings.HasPrefix(collection, "_") {
+		return v, nil, err
+	}
+	sc, err := s.Schema(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c := sc.Collections[collection]; c != nil {
+		return v, c.Writers, nil
+	}
+	return v, nil, nil
+}
+
+// admit adds a visible operation to rec, or notes it as ignored.
+func (s *Store) admit(v *view, writers []string, collection string, rec *recordOps, kp keyParts, op Op) {
+	if v != nil {
+		key := opKey(collection, kp.EscapedID, kp.Field, kp.Op).String()
+		reason := ""
+		if v.badSig(key) {
+			reason = ReasonBadSignature
+		} else {
+			reason = v.check(collection, kp.EscapedID, writers, op)
+		}
+		if reason != "" {
+			id, _ := UnescapeID(kp.EscapedID)
+			rec.ignored = append(rec.ignored, IgnoredOp{Collection: collection, ID: id, Field: kp.Field, Op: kp.Op, Reason: reason})
+			return
+		}
+	}
+	rec.add(op)
+}
+
+// settle finishes reading a record: when some visible operation does not
+// count, what it superseded must show again, so the record is recomputed
+// from its whole history.
+func (s *Store) settle(ctx context.Context, v *view, writers []string, collection string, rec *recordOps) (*recordOps, error) {
+	if len(rec.ignored) == 0 {
+		return rec, nil
+	}
+	full, err := s.rebuildRecord(ctx, v, writers, collection, rec.escapedID)
+	if err != nil {
+		return nil, err
+	}
+	full.ignored = rec.ignored
+	return full, nil
 }
 
 // scan calls fn for each visible operation under prefix, in key order.
@@ -308,25 +387,36 @@ func (s *Store) scan(ctx context.Context, prefix ds.Key, fn func(keyParts, Op) e
 // scanRecords calls fn with the operations of each record of a collection,
 // one record at a time (keys come sorted, so a record's ops are adjacent).
 func (s *Store) scanRecords(ctx context.Context, collection string, fn func(*recordOps) error) error {
+	v, writers, err := s.viewFor(ctx, collection)
+	if err != nil {
+		return err
+	}
 	var cur *recordOps
-	err := s.scan(ctx, collectionPrefix(collection), func(kp keyParts, op Op) error {
+	flush := func() error {
+		rec, err := s.settle(ctx, v, writers, collection, cur)
+		cur = nil
+		if err != nil {
+			return err
+		}
+		return fn(rec)
+	}
+	err = s.scan(ctx, collectionPrefix(collection), func(kp keyParts, op Op) error {
 		if cur != nil && cur.escapedID != kp.EscapedID {
-			if err := fn(cur); err != nil {
+			if err := flush(); err != nil {
 				return err
 			}
-			cur = nil
 		}
 		if cur == nil {
 			cur = newRecordOps(kp.EscapedID)
 		}
-		cur.add(op)
+		s.admit(v, writers, collection, cur, kp, op)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
 	if cur != nil {
-		return fn(cur)
+		return flush()
 	}
 	return nil
 }

@@ -34,6 +34,9 @@ func (s *Store) Put(ctx context.Context, collection, id string, fields map[strin
 	if err != nil {
 		return PutResult{}, err
 	}
+	if err := s.checkWritable(ctx, collection, eid); err != nil {
+		return PutResult{}, fmt.Errorf("put %s/%s: %w", collection, id, err)
+	}
 	ru, err := s.rulesFor(ctx, collection)
 	if err != nil {
 		return PutResult{}, err
@@ -166,11 +169,11 @@ func (s *Store) planWrite(collection, eid string, cur *recordOps, fields map[str
 		for _, old := range cur.fields[name] {
 			op.Supersedes = append(op.Supersedes, tomb(old))
 		}
-		data, err := encodeOp(op)
+		key := opKey(collection, eid, name, id)
+		data, err := s.encodeOp(key, op)
 		if err != nil {
 			return nil, err
 		}
-		key := opKey(collection, eid, name, id)
 		p.keys = append(p.keys, key)
 		p.values = append(p.values, data)
 		p.size += len(data) + len(key.String())
@@ -188,6 +191,9 @@ func (s *Store) Delete(ctx context.Context, collection, id string) (OpID, error)
 	eid, err := EscapeID(id)
 	if err != nil {
 		return OpID{}, fmt.Errorf("delete %s: %w", collection, err)
+	}
+	if err := s.checkWritable(ctx, collection, eid); err != nil {
+		return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, id, err)
 	}
 	ru, err := s.rulesFor(ctx, collection)
 	if err != nil {
@@ -226,11 +232,12 @@ func (s *Store) deleteRecord(ctx context.Context, collection, eid string, cur *r
 		}
 	}
 	sort.Strings(del.Seen)
-	data, err := encodeOp(del)
+	key := opKey(collection, eid, DeleteField, del.ID)
+	data, err := s.encodeOp(key, del)
 	if err != nil {
 		return OpID{}, err
 	}
-	if err := b.Put(ctx, opKey(collection, eid, DeleteField, del.ID), data); err != nil {
+	if err := b.Put(ctx, key, data); err != nil {
 		return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, eid, err)
 	}
 	if err := s.commit(ctx, b); err != nil {
@@ -243,7 +250,7 @@ func (s *Store) deleteRecord(ctx context.Context, collection, eid string, cur *r
 // with fsync off (see node/store.go), so one Sync here is the single fsync
 // of an acknowledged write.
 func (s *Store) commit(ctx context.Context, b ds.Batch) error {
-	if err := b.Commit(ctx); err != nil {
+	if err := b.Commit(withLocalWrite(ctx)); err != nil {
 		return fmt.Errorf("commit delta: %w", err)
 	}
 	if err := s.persistClock(ctx); err != nil {

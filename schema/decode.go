@@ -14,7 +14,7 @@ import (
 // The keys allowed at each level of a schema file.
 var (
 	rootKeys       = []string{"collections"}
-	collectionKeys = []string{"policy", "fields"}
+	collectionKeys = []string{"policy", "writers", "fields"}
 	fieldKeys      = []string{"type", "required", "unique", "values", "to", "policy"}
 )
 
@@ -74,6 +74,15 @@ func decodeCollections(n *yaml.Node) (map[string]*Collection, error) {
 			switch key {
 			case "policy":
 				c.Policy, err = scalarString(v, where, key)
+			case "writers":
+				// One role (writers: office) or a list of roles.
+				if v.Kind == yaml.ScalarNode {
+					var w string
+					w, err = scalarString(v, where, key)
+					c.Writers = []string{w}
+				} else {
+					c.Writers, err = stringList(v, where, key)
+				}
 			case "fields":
 				c.Fields, err = decodeFields(v, name)
 			}
@@ -246,6 +255,13 @@ func (s *Schema) YAML() ([]byte, error) {
 		cn := mappingNode()
 		if c.Policy != "" {
 			cn.Content = append(cn.Content, strNode("policy"), strNode(c.Policy))
+		}
+		if len(c.Writers) > 0 {
+			seq := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Style: yaml.FlowStyle}
+			for _, w := range c.Writers {
+				seq.Content = append(seq.Content, strNode(w))
+			}
+			cn.Content = append(cn.Content, strNode("writers"), seq)
 		}
 		fields := mappingNode()
 		for _, fname := range c.FieldNames() {

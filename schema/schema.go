@@ -34,6 +34,15 @@ var types = []Type{TypeString, TypeNumber, TypeBool, TypeEnum, TypeTime, TypeRef
 // policies lists the accepted values of a policy key (besides empty).
 var policies = []string{"newest", "office", "laptop", "manual"}
 
+// roles are the node roles a collection's writers may name.
+var roles = []string{"office", "laptop"}
+
+// MayWrite reports whether a node of the given role may write records of
+// this collection (Writers empty: every role).
+func (c *Collection) MayWrite(role string) bool {
+	return len(c.Writers) == 0 || slices.Contains(c.Writers, role)
+}
+
 // namePattern is what collection and field names must match.
 // ReservedIDField cannot name a field: records are exchanged (import,
 // export) as objects whose "id" member is the record id.
@@ -70,6 +79,10 @@ type Collection struct {
 	// of its record conflicts: empty (newest) or one of newest, office,
 	// laptop, manual (docs/merge-rules.md).
 	Policy string `json:"policy,omitempty" yaml:"policy,omitempty"`
+	// Writers lists the node roles (office, laptop) whose writes to this
+	// collection are accepted; empty means every member. Enforced when
+	// writing and, on every node, when merging (docs/security.md).
+	Writers []string `json:"writers,omitempty" yaml:"writers,omitempty"`
 	// Fields maps field names to their definitions.
 	Fields map[string]*Field `json:"fields" yaml:"fields"`
 }
@@ -122,6 +135,14 @@ func (s *Schema) Validate() error {
 		c.Name = cname
 		if c.Policy != "" && !slices.Contains(policies, c.Policy) {
 			add("collection %q: unknown policy %q (want one of %s)", cname, c.Policy, strings.Join(policies, ", "))
+		}
+		for i, w := range c.Writers {
+			switch {
+			case !slices.Contains(roles, w):
+				add("collection %q: writers: unknown role %q (want %s)", cname, w, strings.Join(roles, " or "))
+			case slices.Contains(c.Writers[:i], w):
+				add("collection %q: writers: %q listed twice", cname, w)
+			}
 		}
 		for _, fname := range c.FieldNames() {
 			f := c.Fields[fname]
@@ -248,7 +269,7 @@ func (c *Collection) clone() *Collection {
 	if c == nil {
 		return nil
 	}
-	out := &Collection{Name: c.Name, Policy: c.Policy}
+	out := &Collection{Name: c.Name, Policy: c.Policy, Writers: slices.Clone(c.Writers)}
 	if c.Fields != nil {
 		out.Fields = make(map[string]*Field, len(c.Fields))
 		for name, f := range c.Fields {

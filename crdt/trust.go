@@ -1,0 +1,471 @@
+package crdt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+)
+
+// Trust makes a store accept only what the members of one network wrote
+// (docs/security.md). Every operation carries its writer's signature; the
+// replicated _members collection says who is a member, with which role and
+// until when; the founding office is a member by definition. An operation
+// that fails a check is never shown, on any node: it stays in the store
+// (go-ds-crdt keeps everything), is listed by Ignored, and what it
+// superseded is shown again.
+type Trust struct {
+	// Founder is the peer id of the office that created the network: the
+	// root of membership, always an office member, never revoked.
+	Founder string
+	// Sign signs msg with this node's identity key.
+	Sign func(msg []byte) ([]byte, error)
+	// Verify checks that sig is writer's signature of msg.
+	Verify func(writer string, msg, sig []byte) bool
+}
+
+func (t *Trust) validate() error {
+	if t.Founder == "" || strings.Contains(t.Founder, "/") || t.Sign == nil || t.Verify == nil {
+		return errors.New("trust needs a founder id, a signer and a verifier")
+	}
+	return nil
+}
+
+// Reserved names of the trust model.
+const (
+	// MembersCollection holds the network's members: one record per peer
+	// id, fields name, role and revoked. Only office members write it.
+	MembersCollection = "_members"
+	// KeepField is the pseudo-field of the operation that ends a record
+	// conflict in favour of the edits: it supersedes the deletes.
+	KeepField = "_keep"
+)
+
+// Errors of writes refused by the trust model.
+var (
+	// ErrNotMember: this node is not (yet) a member of its network.
+	ErrNotMember = errors.New("this node is not a member of the network")
+	// ErrForbidden: this node's role may not write that collection.
+	ErrForbidden = errors.New("not allowed")
+)
+
+// Member is one member of the network, as the replicated state says.
+type Member struct {
+	ID   string
+	Name string
+	Role string
+	// Founder: the office that created the network.
+	Founder bool
+	// Revoked: writes newer than RevokedAt are ignored everywhere.
+	Revoked   bool
+	RevokedAt Timestamp
+	// By is the office that wrote the latest membership change.
+	By string
+}
+
+// validAt reports whether m may write at time t.
+func (m Member) validAt(t Timestamp) bool { return !m.Revoked || t < m.RevokedAt }
+
+// IgnoredOp is an operation this node does not show because it failed a
+// check of the trust model.
+type IgnoredOp struct {
+	Collection string
+	ID         string
+	Field      string
+	Op         OpID
+	Reason     string
+}
+
+// Reasons an operation is ignored.
+const (
+	ReasonBadSignature = "invalid signature"
+	ReasonNotMember    = "writer is not a member"
+	ReasonRevoked      = "writer was revoked before writing it"
+	ReasonRole         = "writer's role may not write this collection"
+	ReasonNotOwn       = "a node may only describe itself"
+)
+
+// view is what decides whether an operation counts: the members, the
+// operations with a bad signature and the schema's writers. nil: open
+// network, everything counts.
+type view struct {
+	founder string
+	members map[string]Member
+	badSig  func(key string) bool
+}
+
+// check returns why op, of a record of collection whose writers are
+// given, does not count ("" when it does). Signatures are checked apart.
+func (v *view) check(collection, eid string, writers []string, op Op) string {
+	if v == nil {
+		return ""
+	}
+	m, ok := v.members[op.ID.Writer]
+	if !ok {
+		return ReasonNotMember
+	}
+	if !m.validAt(op.ID.Time) {
+		return ReasonRevoked
+	}
+	switch collection {
+	case MembersCollection, SchemaCollection:
+		if m.Role != RoleOffice {
+			return ReasonRole
+		}
+	case NodesCollection:
+		if own, _ := EscapeID(op.ID.Writer); own != eid {
+			return ReasonNotOwn
+		}
+	default:
+		if len(writers) > 0 && !slices.Contains(writers, m.Role) {
+			return ReasonRole
+		}
+	}
+	return ""
+}
+
+// sigMessage is what an operation's signature covers: a domain tag, the
+// operation's key, and its envelope without the signature.
+func sigMessage(key string, unsigned []byte) []byte {
+	msg := make([]byte, 0, len(key)+len(unsigned)+12)
+	msg = append(msg, "ferry-op/1\x00"...)
+	msg = append(msg, key...)
+	msg = append(msg, 0)
+	return append(msg, unsigned...)
+}
+
+// localWrite marks the context of this node's own commits: their operations
+// were signed here and are not verified again when go-ds-crdt merges them.
+type localWrite struct{}
+
+func withLocalWrite(ctx context.Context) context.Context {
+	return context.WithValue(ctx, localWrite{}, true)
+}
+
+func isLocalWrite(ctx context.Context) bool { return ctx.Value(localWrite{}) != nil }
+
+// badSigRoot is where operations whose signature failed are marked, inside
+// go-ds-crdt's namespace so that a snapshot (clean sync) carries the marks.
+func (s *Store) badSigRoot() string { return s.opts.Namespace.ChildString("x").ChildString("badsig").String() }
+
+// verifyMerged checks the signature of an operation go-ds-crdt is about to
+// make visible (a remote one). It returns the mark to write in the same
+// batch when the signature is bad.
+func (s *Store) verifyMerged(key string, data []byte) (ds.Key, bool) {
+	if s.opts.Trust == nil {
+		return ds.Key{}, false
+	}
+	if s.sigValid(key, data) {
+		return ds.Key{}, false
+	}
+	s.badSig.Store(key, true)
+	s.membersStale.Store(true)
+	return ds.RawKey(s.badSigRoot() + key), true
+}
+
+// sigValid verifies the signature of the operation stored under key.
+func (s *Store) sigValid(key string, data []byte) bool {
+	kp, err := parseOpKey(key)
+	if err != nil {
+		return false
+	}
+	env, err := decodeEnvelope(kp, data)
+	if err != nil || len(env.Sig) == 0 {
+		return false
+	}
+	sig := env.Sig
+	env.Sig = nil
+	unsigned, err := marshalEnvelope(env)
+	if err != nil {
+		return false
+	}
+	return s.opts.Trust.Verify(kp.Op.Writer, sigMessage(key, unsigned), sig)
+}
+
+// loadBadSigs reads the marks of operations whose signature failed.
+func (s *Store) loadBadSigs(ctx context.Context) error {
+	root := s.badSigRoot()
+	res, err := s.base.Query(ctx, query.Query{Prefix: root, KeysOnly: true})
+	if err != nil {
+		return fmt.Errorf("load signature marks: %w", err)
+	}
+	defer res.Close()
+	for r := range res.Next() {
+		if r.Error != nil {
+			return fmt.Errorf("load signature marks: %w", r.Error)
+		}
+		s.badSig.Store(strings.TrimPrefix(r.Key, root), true)
+	}
+	return nil
+}
+
+func (s *Store) isBadSig(key string) bool {
+	_, bad := s.badSig.Load(key)
+	return bad
+}
+
+// view returns what decides which operations count (nil: open network).
+func (s *Store) view(ctx context.Context) (*view, error) {
+	if s.opts.Trust == nil {
+		return nil, nil
+	}
+	members, err := s.members(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &view{founder: s.opts.Trust.Founder, members: members, badSig: s.isBadSig}, nil
+}
+
+// members computes the membership from the visible operations of _members.
+// An operation of _members counts when its writer was an office member when
+// it wrote; the founder is one by definition. Since membership decides
+// which membership operations count, it is computed to a fixed point,
+// starting from the founder alone. The result is shared: do not modify it.
+func (s *Store) members(ctx context.Context) (map[string]Member, error) {
+	s.membersMu.Lock()
+	defer s.membersMu.Unlock()
+	if s.membersCache != nil && !s.membersStale.Load() {
+		return s.membersCache, nil
+	}
+	s.membersStale.Store(false)
+	byPeer := map[string]map[string][]Op{} // peer id -> field -> ops
+	err := s.scan(ctx, collectionPrefix(MembersCollection), func(kp keyParts, op Op) error {
+		if s.isBadSig(opKey(MembersCollection, kp.EscapedID, kp.Field, kp.Op).String()) {
+			return nil
+		}
+		id, err := UnescapeID(kp.EscapedID)
+		if err != nil {
+			return nil
+		}
+		if byPeer[id] == nil {
+			byPeer[id] = map[string][]Op{}
+		}
+		byPeer[id][kp.Field] = append(byPeer[id][kp.Field], op)
+		return nil
+	})
+	if err != nil {
+		s.membersStale.Store(true)
+		return nil, fmt.Errorf("load members: %w", err)
+	}
+	founder := s.opts.Trust.Founder
+	root := map[string]Member{founder: {ID: founder, Role: RoleOffice, Founder: true}}
+	peers := slices.Sorted(maps.Keys(byPeer))
+	cur := root
+	for range len(peers) + 2 {
+		next := maps.Clone(root)
+		for _, id := range peers {
+			if id == founder {
+				if f := pickMemberField(byPeer[id]["name"], cur); f != nil {
+					m := next[id]
+					m.Name, _ = f.Value.(string)
+					next[id] = m
+				}
+				continue
+			}
+			m, ok := foldMember(id, byPeer[id], cur)
+			if ok {
+				next[id] = m
+			}
+		}
+		if maps.Equal(next, cur) {
+			break
+		}
+		cur = next
+	}
+	s.membersCache = cur
+	return cur, nil
+}
+
+// pickMemberField returns the newest of ops written by an office member
+// valid at the time (nil: none).
+func pickMemberField(ops []Op, members map[string]Member) *Op {
+	var best *Op
+	for i := range ops {
+		op := &ops[i]
+		w, ok := members[op.ID.Writer]
+		if !ok || w.Role != RoleOffice || !w.validAt(op.ID.Time) {
+			continue
+		}
+		if best == nil || op.ID.Newer(best.ID) {
+			best = op
+		}
+	}
+	return best
+}
+
+// foldMember computes one member from its record's operations, counting
+// only those written by office members of the previous round.
+func foldMember(id string, fields map[string][]Op, members map[string]Member) (Member, bool) {
+	role := pickMemberField(fields["role"], members)
+	if role == nil {
+		return Member{}, false
+	}
+	m := Member{ID: id, By: role.ID.Writer}
+	m.Role, _ = role.Value.(string)
+	if m.Role != RoleOffice && m.Role != RoleLaptop {
+		return Member{}, false
+	}
+	if name := pickMemberField(fields["name"], members); name != nil {
+		m.Name, _ = name.Value.(string)
+	}
+	if rev := pickMemberField(fields["revoked"], members); rev != nil {
+		if rev.Value == true {
+			m.Revoked, m.RevokedAt, m.By = true, rev.ID.Time, rev.ID.Writer
+		}
+	}
+	return m, true
+}
+
+// Members lists the network's members by id (nil in an open network).
+func (s *Store) Members(ctx context.Context) ([]Member, error) {
+	if s.opts.Trust == nil {
+		return nil, nil
+	}
+	m, err := s.members(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Member, 0, len(m))
+	for _, id := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, m[id])
+	}
+	return out, nil
+}
+
+// Member returns what the network says of one peer: ok is false when it is
+// not a member. In an open network every peer is a member.
+func (s *Store) Member(ctx context.Context, id string) (Member, bool, error) {
+	if s.opts.Trust == nil {
+		return Member{ID: id}, true, nil
+	}
+	m, err := s.members(ctx)
+	if err != nil {
+		return Member{}, false, err
+	}
+	mem, ok := m[id]
+	return mem, ok, nil
+}
+
+// IsCurrentMember reports whether a peer is a member and not revoked (the
+// network layer asks it of every peer that connects or sends something).
+func (s *Store) IsCurrentMember(ctx context.Context, id string) bool {
+	m, ok, err := s.Member(ctx, id)
+	return err == nil && ok && !m.Revoked
+}
+
+// AddMember records a peer as a member with a name and role (re-adding a
+// revoked peer enrols it again). Only an office member may.
+func (s *Store) AddMember(ctx context.Context, id, name, role string) error {
+	if role != RoleOffice && role != RoleLaptop {
+		return fmt.Errorf("add member: role %q: want %s or %s", role, RoleOffice, RoleLaptop)
+	}
+	if id == "" || strings.Contains(id, "/") {
+		return fmt.Errorf("add member: bad peer id %q", id)
+	}
+	fields := map[string]any{"name": name, "role": role}
+	if m, ok, err := s.Member(ctx, id); err != nil {
+		return err
+	} else if ok && m.Revoked {
+		fields["revoked"] = false
+	}
+	return s.writeMembership(ctx, id, fields)
+}
+
+// RevokeMember revokes a member: its operations newer than this one are
+// ignored everywhere. The founder cannot be revoked.
+func (s *Store) RevokeMember(ctx context.Context, id string) error {
+	if s.opts.Trust != nil && id == s.opts.Trust.Founder {
+		return fmt.Errorf("revoke %s: %w: the founding office cannot be revoked", id, ErrForbidden)
+	}
+	m, ok, err := s.Member(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("revoke %s: %w", id, ErrNotFound)
+	}
+	if m.Revoked {
+		return nil
+	}
+	return s.writeMembership(ctx, id, map[string]any{"revoked": true})
+}
+
+func (s *Store) writeMembership(ctx context.Context, id string, fields map[string]any) error {
+	if s.opts.Trust == nil {
+		return errors.New("this network has no membership (no founder configured)")
+	}
+	if err := s.checkWritable(ctx, MembersCollection, ""); err != nil {
+		return err
+	}
+	eid, err := EscapeID(id)
+	if err != nil {
+		return err
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	cur, err := s.readRecord(ctx, MembersCollection, eid)
+	if err != nil {
+		return fmt.Errorf("membership of %s: %w", id, err)
+	}
+	if _, err := s.writeRecord(ctx, MembersCollection, eid, cur, fields, newestRules); err != nil {
+		return fmt.Errorf("membership of %s: %w", id, err)
+	}
+	s.membersStale.Store(true)
+	return nil
+}
+
+// checkWritable refuses, with a clear error, a write this node's role may
+// not make: every node would ignore it. Its own _nodes record is always
+// writable (a node describes itself before it hears of its membership).
+func (s *Store) checkWritable(ctx context.Context, collection, eid string) error {
+	if s.opts.Trust == nil {
+		return nil
+	}
+	if collection == NodesCollection {
+		if own, _ := EscapeID(s.opts.Writer); own == eid {
+			return nil
+		}
+		return fmt.Errorf("%s: %w: a node may only describe itself", collection, ErrForbidden)
+	}
+	m, ok, err := s.Member(ctx, s.opts.Writer)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !ok:
+		return fmt.Errorf("%w yet: wait until it has synced with the office that enrolled it", ErrNotMember)
+	case m.Revoked:
+		return fmt.Errorf("%w: it was revoked", ErrNotMember)
+	}
+	var writers []string
+	switch collection {
+	case MembersCollection:
+		writers = []string{RoleOffice}
+	case SchemaCollection:
+		writers = []string{RoleOffice}
+	default:
+		sc, err := s.Schema(ctx)
+		if err != nil {
+			return err
+		}
+		if c := sc.Collections[collection]; c != nil {
+			writers = c.Writers
+		}
+	}
+	if len(writers) > 0 && !slices.Contains(writers, m.Role) {
+		what := "collection " + collection
+		switch collection {
+		case MembersCollection:
+			what = "the membership"
+		case SchemaCollection:
+			what = "the schema"
+		}
+		return fmt.Errorf("%w: a %s node may not change %s (writers: %s)", ErrForbidden, m.Role, what, strings.Join(writers, ", "))
+	}
+	return nil
+}
