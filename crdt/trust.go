@@ -151,7 +151,9 @@ func isLocalWrite(ctx context.Context) bool { return ctx.Value(localWrite{}) != 
 
 // badSigRoot is where operations whose signature failed are marked, inside
 // go-ds-crdt's namespace so that a snapshot (clean sync) carries the marks.
-func (s *Store) badSigRoot() string { return s.opts.Namespace.ChildString("x").ChildString("badsig").String() }
+func (s *Store) badSigRoot() string {
+	return s.opts.Namespace.ChildString("x").ChildString("badsig").String()
+}
 
 // verifyMerged checks the signature of an operation go-ds-crdt is about to
 // make visible (a remote one). It returns the mark to write in the same

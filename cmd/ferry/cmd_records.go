@@ -181,17 +181,48 @@ the delete) and newer than it brings the record back; see docs/merge-rules.md.`,
 }
 
 func newExportCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var format, delimiter string
+	cmd := &cobra.Command{
 		Use:   "export COLLECTION",
-		Short: "Write a collection as JSON Lines (the import format)",
-		Args:  exactArgs(1, "COLLECTION"),
+		Short: "Write a collection as JSON Lines or CSV (what import reads)",
+		Long: `Write every record of a collection to stdout, in a form 'ferry import'
+reads back. JSON Lines by default: one object per line, "id" and the fields.
+--format csv writes a header row (id, then the collection's fields in schema
+order, as 'ferry schema show' lists them) and one row per record, each value
+as 'ferry get' shows it; absent fields (and empty strings) are empty cells.
+--delimiter ';' for Excel in Europe ('\t' for tabs).`,
+		Args: exactArgs(1, "COLLECTION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			switch format = strings.ToLower(format); format {
+			case formatJSONL, formatCSV:
+			default:
+				return usagef("export: --format %q: want jsonl or csv", format)
+			}
+			comma, err := parseDelimiter(delimiter)
+			if err != nil {
+				return usagef("export: %v", err)
+			}
+			if format != formatCSV && cmd.Flags().Changed("delimiter") {
+				return usagef("export: --delimiter is for --format csv")
+			}
 			w := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
-			err := withClient(cmd.Context(), g.dir, func(c *client) error {
-				return streamLines(c, cmd, "/v1/records/"+url.PathEscape(args[0])+"?format=export", func(line []byte) error {
-					w.Write(line)
-					return w.WriteByte('\n')
-				})
+			err = withClient(cmd.Context(), g.dir, func(c *client) error {
+				path := "/v1/records/" + url.PathEscape(args[0]) + "?format=export"
+				if format == formatJSONL {
+					return streamLines(c, cmd, path, func(line []byte) error {
+						w.Write(line)
+						return w.WriteByte('\n')
+					})
+				}
+				coll, err := fetchCollection(cmd.Context(), c, args[0])
+				if err != nil {
+					return err
+				}
+				ex := newCSVExporter(w, coll, comma)
+				if err := streamLines(c, cmd, path, ex.writeLine); err != nil {
+					return err
+				}
+				return ex.flush()
 			})
 			if ferr := w.Flush(); err == nil {
 				err = ferr
@@ -199,6 +230,9 @@ func newExportCmd(g *globals) *cobra.Command {
 			return err
 		},
 	}
+	cmd.Flags().StringVar(&format, "format", formatJSONL, "jsonl or csv")
+	cmd.Flags().StringVar(&delimiter, "delimiter", ",", `CSV cell delimiter: one character, e.g. ';' ('\t' for tab)`)
+	return cmd
 }
 
 // recordArgs accepts exactly COLLECTION ID.

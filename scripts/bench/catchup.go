@@ -63,7 +63,7 @@ func getLatency(ctx context.Context, st *crdt.Store, recs []crdt.ImportRecord) (
 // caught up on by the same two kinds of fresh node.
 func (e *env) benchCatchup(ctx context.Context) (res result, err error) {
 	c := e.cfg
-	base := contacts(c.catchupContacts, c.seed)
+	base := e.contacts(c.catchupContacts)
 	eds, want := edits(c.catchupEdits, base, c.seed)
 
 	single := func(ctx context.Context, st *crdt.Store) (int, error) {

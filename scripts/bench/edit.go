@@ -22,7 +22,7 @@ import (
 // information, badger's default SyncWrites=true.
 func (e *env) benchEdit(ctx context.Context) (result, error) {
 	c := e.cfg
-	base := contacts(c.editContacts, c.seed)
+	base := e.contacts(c.editContacts)
 	eds, want := edits(c.edits, base, c.seed)
 
 	e.progress("edit: %d Store.Put on a node store holding %d contacts", len(eds), len(base))

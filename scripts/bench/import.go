@@ -12,7 +12,7 @@ import (
 // and synced (Ferry makes each delta durable before the next).
 func (e *env) benchImport(ctx context.Context) (result, error) {
 	c := e.cfg
-	recs := contacts(c.importN, c.seed)
+	recs := e.contacts(c.importN)
 	values := 0
 	for _, r := range recs {
 		values += len(r.Fields)
@@ -57,7 +57,7 @@ func (e *env) ferryImport(ctx context.Context, n int) (d time.Duration, deltas i
 	if err := e.applySchema(ctx, st); err != nil {
 		return 0, 0, err
 	}
-	recs := contacts(n, e.cfg.seed) // Import rewrites the records it is given
+	recs := e.contacts(n) // Import rewrites the records it is given
 	stop := e.profile("import-ferry")
 	t0 := time.Now()
 	res, err := st.Import(ctx, contactsCollection, recs, nil)
@@ -85,7 +85,7 @@ func (e *env) badgerImport(ctx context.Context, values int) (d time.Duration, ba
 		return 0, 0, err
 	}
 	defer closeDatastore(db, &err)
-	recs := contacts(e.cfg.importN, e.cfg.seed)
+	recs := e.contacts(e.cfg.importN)
 	stop := e.profile("import-badger")
 	t0 := time.Now()
 	n, batches, err := writeRecords(ctx, db, recs, e.cfg.baselineBatch)

@@ -2,14 +2,18 @@
 // durable single-field edits and bulk import against raw go-ds-badger; the
 // catch-up of a fresh node on a DAG of single-edit deltas, Ferry's bulk
 // block sync against plain go-ds-crdt (DAG walk over bitswap) on the same
-// history; and the propagation latency of an edit laptop → office → laptop
-// against laptop → office. It prints one Markdown table on stdout (and to
-// --out, under a heading); progress and the nodes' warnings go to stderr.
+// history; the propagation latency of an edit laptop → office → laptop
+// against laptop → office; a clean sync of a fresh node from an office
+// against a plain copy of the office's data dir; and the peak RSS and disk
+// size of an office node (the real binary) holding a million field values
+// against raw go-ds-badger and the JSONL file. It prints one Markdown table
+// on stdout (and to --out, under a heading); progress and the nodes'
+// warnings go to stderr.
 //
-//	scripts/bench.sh                 # full run, about 5 minutes (plain go-ds-crdt catch-up: ~3.5)
-//	scripts/bench.sh --edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200   # quick run, well under a minute
+//	scripts/bench.sh                 # full run, about 10 minutes (plain go-ds-crdt catch-up: ~3.5)
+//	scripts/bench.sh --edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200 --clean-sync-records 2000 --rss-records 2000   # quick run, about a minute
 //	scripts/bench.sh --only import --profile-dir /tmp/prof   # one CPU profile per timed phase
-//	scripts/bench.sh --only propagation
+//	scripts/bench.sh --only cleansync,rss --clean-sync-records 10000 --rss-records 10000
 package main
 
 import (
@@ -30,6 +34,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -51,6 +56,10 @@ type config struct {
 	catchupTimeout  time.Duration
 	propEdits       int
 	propContacts    int
+	cleanRecords    int
+	cleanTimeout    time.Duration
+	rssRecords      int
+	genRecords      string
 	seed            uint64
 	out             string
 	schemaFile      string
@@ -59,7 +68,10 @@ type config struct {
 	profileDir      string
 }
 
-var benchmarks = []string{"edit", "import", "catchup", "propagation"}
+var benchmarks = []string{"edit", "import", "catchup", "propagation", "cleansync", "rss"}
+
+// quickFlags make a quick run (about a minute) of every benchmark.
+const quickFlags = "--edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200 --clean-sync-records 2000 --rss-records 2000"
 
 // env is what every benchmark shares.
 type env struct {
@@ -69,6 +81,7 @@ type env struct {
 	schema []byte
 	topic  string
 	start  time.Time
+	data   dataset
 }
 
 // progress prints a progress line to stderr.
@@ -113,6 +126,13 @@ type result struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == childBadgerImport {
+		if err := runChildBadgerImport(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -124,10 +144,10 @@ func parseFlags() (config, error) {
 	var only string
 	var seed uint64
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.StringVar(&only, "only", strings.Join(benchmarks, ","), "benchmarks to run, comma-separated: edit, import, catchup, propagation")
+	fs.StringVar(&only, "only", strings.Join(benchmarks, ","), "benchmarks to run, comma-separated: "+strings.Join(benchmarks, ", "))
 	fs.IntVar(&c.edits, "edits", 2000, "edit: number of durable single-field Store.Put calls")
 	fs.IntVar(&c.editContacts, "edit-contacts", 1000, "edit: contacts imported before the edits")
-	fs.IntVar(&c.importN, "import", 10000, "import: contacts (8 fields each) imported into an empty store")
+	fs.IntVar(&c.importN, "import", 100000, "import: contacts (8 fields each) imported into an empty store")
 	fs.IntVar(&c.baselineBatch, "baseline-batch", 1000, "import: keys per badger batch in the baseline")
 	fs.IntVar(&c.catchupEdits, "catchup-edits", 10000, "catchup: single-field edits on the source node")
 	fs.IntVar(&c.catchupContacts, "catchup-contacts", 100, "catchup: contacts the edits touch")
@@ -135,6 +155,10 @@ func parseFlags() (config, error) {
 	fs.DurationVar(&c.catchupTimeout, "catchup-timeout", 10*time.Minute, "catchup: give up waiting for a fresh node after this long")
 	fs.IntVar(&c.propEdits, "propagation-edits", 300, "propagation: measured single-field Puts on laptop1 (p99 wants at least 200)")
 	fs.IntVar(&c.propContacts, "propagation-contacts", 20, "propagation: contacts imported on the office first")
+	fs.IntVar(&c.cleanRecords, "clean-sync-records", 100000, "cleansync: contacts (8 fields each) on the office a fresh node clean-syncs from")
+	fs.DurationVar(&c.cleanTimeout, "clean-sync-timeout", 10*time.Minute, "cleansync: give up on the clean sync after this long")
+	fs.IntVar(&c.rssRecords, "rss-records", 125000, "rss: contacts (8 fields each) imported into an office node run as the real binary")
+	fs.StringVar(&c.genRecords, "gen-records", "../shared/bench/gen_records.py", "gen_records.py, run with python3 to make the contacts (empty, or without python3: the Go port in data.go)")
 	fs.Uint64Var(&seed, "seed", 1, "seed of the generated records and edits")
 	fs.StringVar(&c.out, "out", "", "also write the report to this file")
 	fs.StringVar(&c.schemaFile, "schema", "", "schema YAML (default: the embedded copy of crm.yaml)")
@@ -168,6 +192,8 @@ func parseFlags() (config, error) {
 		return c, errors.New("catch-up sizes and timeout must be positive")
 	case c.propEdits <= 0 || c.propContacts <= 0:
 		return c, errors.New("propagation sizes must be positive")
+	case c.cleanRecords <= 0 || c.cleanTimeout <= 0 || c.rssRecords <= 0:
+		return c, errors.New("clean-sync and rss sizes and timeout must be positive")
 	}
 	return c, nil
 }
@@ -213,6 +239,17 @@ func run() (err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
+	need := 0
+	for b, n := range map[string]int{"edit": cfg.editContacts, "import": cfg.importN, "catchup": cfg.catchupContacts,
+		"propagation": cfg.propContacts, "cleansync": cfg.cleanRecords, "rss": cfg.rssRecords} {
+		if cfg.only[b] {
+			need = max(need, n)
+		}
+	}
+	if err := e.prepareData(ctx, need); err != nil {
+		return err
+	}
+
 	var all result
 	for _, b := range benchmarks {
 		if !cfg.only[b] {
@@ -228,6 +265,10 @@ func run() (err error) {
 			r, err = e.benchCatchup(ctx)
 		case "propagation":
 			r, err = e.benchPropagation(ctx)
+		case "cleansync":
+			r, err = e.benchCleanSync(ctx)
+		case "rss":
+			r, err = e.benchRSS(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", b, err)
@@ -235,6 +276,7 @@ func run() (err error) {
 		all.rows = append(all.rows, r.rows...)
 		all.notes = append(all.notes, r.notes...)
 	}
+	all.notes = append(all.notes, e.data.source)
 	report := e.report(all)
 	fmt.Print(report)
 	if cfg.out != "" {
@@ -268,8 +310,9 @@ func (e *env) report(r result) string {
 			only = append(only, x)
 		}
 	}
-	fmt.Fprintf(&b, "\nSettings: --only %s --edits %d --edit-contacts %d --import %d --baseline-batch %d --catchup-edits %d --catchup-contacts %d --catchup-batch %d --catchup-timeout %s --propagation-edits %d --propagation-contacts %d --seed %d\n",
-		strings.Join(only, ","), c.edits, c.editContacts, c.importN, c.baselineBatch, c.catchupEdits, c.catchupContacts, c.catchupBatch, c.catchupTimeout, c.propEdits, c.propContacts, c.seed)
+	fmt.Fprintf(&b, "\nSettings: --only %s --edits %d --edit-contacts %d --import %d --baseline-batch %d --catchup-edits %d --catchup-contacts %d --catchup-batch %d --catchup-timeout %s --propagation-edits %d --propagation-contacts %d --clean-sync-records %d --clean-sync-timeout %s --rss-records %d --gen-records %s --seed %d\n",
+		strings.Join(only, ","), c.edits, c.editContacts, c.importN, c.baselineBatch, c.catchupEdits, c.catchupContacts, c.catchupBatch, c.catchupTimeout, c.propEdits, c.propContacts,
+		c.cleanRecords, c.cleanTimeout, c.rssRecords, shellQuote(c.genRecords), c.seed)
 	b.WriteString("\nMachine:\n")
 	for _, f := range machineFacts(e.root) {
 		fmt.Fprintf(&b, "- %s\n", f)
@@ -290,8 +333,8 @@ func command() string {
 func (e *env) fileHeader() string {
 	return fmt.Sprintf("# Benchmarks\n\nGenerated by `%s` (the benchmark program in scripts/bench/) on %s; the run took %s. "+
 		"Every baseline is measured in the same run on the same machine; the notes below the table say what each row measures, and the command's full settings and the machine follow them. "+
-		"Quick run: `scripts/bench.sh --edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200`.\n\n",
-		command(), e.start.UTC().Format("2006-01-02 15:04 UTC"), fmtDur(time.Since(e.start)))
+		"Quick run: `scripts/bench.sh %s`.\n\n",
+		command(), e.start.UTC().Format("2006-01-02 15:04 UTC"), fmtDur(time.Since(e.start)), quickFlags)
 }
 
 func shellQuote(s string) string {
@@ -328,13 +371,49 @@ func machineFacts(dir string) []string {
 			facts = append(facts, "modules: "+strings.Join(mods, ", "))
 		}
 	}
+	if mem := memTotal(); mem != "" {
+		facts = append(facts, "memory: "+mem)
+	}
+	if out, err := exec.Command("uname", "-sr").Output(); err == nil {
+		facts = append(facts, "kernel: "+strings.TrimSpace(string(out)))
+	}
 	if out, err := exec.Command("df", "-PT", dir).Output(); err == nil {
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 		if f := strings.Fields(lines[len(lines)-1]); len(f) >= 2 {
-			facts = append(facts, fmt.Sprintf("data dir file system: %s (%s)", f[1], f[0]))
+			fact := fmt.Sprintf("data dir file system: %s (%s", f[1], f[0])
+			if len(f) >= 3 {
+				if kb, err := strconv.ParseInt(f[2], 10, 64); err == nil {
+					fact += fmt.Sprintf(", %.0f GB", float64(kb)*1024/1e9)
+				}
+			}
+			if rot, err := os.ReadFile("/sys/block/" + filepath.Base(f[0]) + "/queue/rotational"); err == nil {
+				if strings.TrimSpace(string(rot)) == "0" {
+					fact += ", non-rotational"
+				} else {
+					fact += ", rotational"
+				}
+			}
+			facts = append(facts, fact+")")
 		}
 	}
 	return facts
+}
+
+// memTotal is MemTotal of /proc/meminfo, in GB.
+func memTotal() string {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err == nil {
+				return fmt.Sprintf("%.1f GB", float64(kb)*1024/1e9)
+			}
+		}
+	}
+	return ""
 }
 
 func cpuModel() string {

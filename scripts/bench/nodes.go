@@ -42,12 +42,13 @@ type nodeSpec struct {
 	disableBulkSync bool
 }
 
-// startNode starts a node in root/<name>. With network it listens on
-// loopback TCP only (or nowhere, with noListen) and connects to spec.peers.
-func (e *env) startNode(ctx context.Context, spec nodeSpec) (*node.Node, error) {
+// nodeConfig is the node.Config of spec, its data dir root/<name> created.
+// With network it listens on loopback TCP only (or nowhere, with noListen)
+// and connects to spec.peers. Every benchmark node is configured here.
+func (e *env) nodeConfig(spec nodeSpec) (node.Config, error) {
 	cfg := node.DefaultConfig(filepath.Join(e.root, spec.name))
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, err
+		return cfg, err
 	}
 	cfg.Name = spec.name
 	cfg.Logger = e.log
@@ -70,11 +71,35 @@ func (e *env) startNode(ctx context.Context, spec nodeSpec) (*node.Node, error) 
 		hooks := spec.hooks
 		cfg.Store.OnChange = func(string, string) { hooks.Add(1) }
 	}
+	return cfg, nil
+}
+
+// startNode starts the node of spec (see nodeConfig).
+func (e *env) startNode(ctx context.Context, spec nodeSpec) (*node.Node, error) {
+	cfg, err := e.nodeConfig(spec)
+	if err != nil {
+		return nil, err
+	}
 	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start node %s: %w", spec.name, err)
 	}
 	return n, nil
+}
+
+// cleanSync runs node.CleanSync (what `ferry clean-sync` and `ferry init
+// --from-office` do) for the node of spec, whose peers name the office. The
+// node is not left running.
+func (e *env) cleanSync(ctx context.Context, spec nodeSpec, progress func(node.CleanSyncProgress)) (node.CleanSyncResult, error) {
+	cfg, err := e.nodeConfig(spec)
+	if err != nil {
+		return node.CleanSyncResult{}, err
+	}
+	res, err := node.CleanSync(ctx, cfg, false, progress)
+	if err != nil {
+		return res, fmt.Errorf("clean sync of node %s: %w", spec.name, err)
+	}
+	return res, nil
 }
 
 // closeNode closes n and reports a failure as an error of the benchmark.

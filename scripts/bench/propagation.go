@@ -103,7 +103,7 @@ func propState(ctx context.Context, office, l2 *node.Node) string {
 // shows it (one hop).
 func (e *env) benchPropagation(ctx context.Context) (res result, err error) {
 	c := e.cfg
-	base := contacts(c.propContacts, c.seed)
+	base := e.contacts(c.propContacts)
 	eds, want := edits(propWarmup+c.propEdits, base, c.seed)
 
 	e.progress("propagation: office and two laptops on loopback, laptops dial only the office")
