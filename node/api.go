@@ -158,6 +158,7 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/sync", n.handleSyncNow)
 	mux.HandleFunc("GET /v1/diff/{peer}", n.handleDiff)
 	mux.HandleFunc("POST /v1/import/{collection}", n.handleImport)
+	n.registerMemberRoutes(mux)
 	return mux
 }
 
@@ -381,6 +382,8 @@ func writeError(w http.ResponseWriter, err error) {
 		code = http.StatusConflict
 	case errors.Is(err, crdt.ErrBadResolution):
 		code = http.StatusBadRequest
+	case errors.Is(err, crdt.ErrForbidden), errors.Is(err, crdt.ErrNotMember):
+		code = http.StatusForbidden
 	case errors.As(err, &fe), errors.As(err, &br),
 		errors.Is(err, schema.ErrUnknownCollection), errors.Is(err, schema.ErrInvalidSchema),
 		errors.Is(err, schema.ErrDestructiveChange), errors.Is(err, crdt.ErrTooLarge):

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	cid "github.com/ipfs/go-cid"
 	dscrdt "github.com/ipfs/go-ds-crdt"
@@ -59,12 +60,19 @@ type Broadcaster struct {
 	log       *slog.Logger
 
 	queue chan []byte
+	// admit, if set, refuses messages written or relayed by peers that are
+	// not members (see SetAdmit).
+	admit *atomic.Pointer[func(peer.ID) bool]
 
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
+
+// SetAdmit makes the broadcaster reject messages whose author or relaying
+// peer is not admitted.
+func (b *Broadcaster) SetAdmit(admit func(peer.ID) bool) { b.admit.Store(&admit) }
 
 // NewBroadcaster joins topic on ps, registers a topic validator that rejects
 // payloads that are not valid go-ds-crdt broadcasts (see
@@ -80,7 +88,14 @@ func NewBroadcaster(ctx context.Context, ps *pubsub.PubSub, self peer.ID, topic 
 	}
 	log = log.With("topic", topic)
 
+	admit := new(atomic.Pointer[func(peer.ID) bool])
 	validator := func(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+		if ok := admit.Load(); ok != nil {
+			if !(*ok)(from) || !(*ok)(msg.GetFrom()) {
+				log.Debug("rejecting a broadcast from a peer that is not a member", "peer", from)
+				return pubsub.ValidationReject
+			}
+		}
 		heads, err := ValidateHeadsPayload(msg.GetData())
 		if err != nil {
 			log.Debug("rejecting invalid broadcast", "peer", from, "err", err)
@@ -116,6 +131,7 @@ func NewBroadcaster(ctx context.Context, ps *pubsub.PubSub, self peer.ID, topic 
 		self:      self,
 		log:       log,
 		queue:     make(chan []byte, broadcastQueueSize),
+		admit:     admit,
 		ctx:       bctx,
 		cancel:    cancel,
 	}

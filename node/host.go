@@ -5,10 +5,12 @@ import (
 	"fmt"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/metrics"
-	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/core/pnet"
+	p2pconnmgr "github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
@@ -31,6 +33,12 @@ type HostConfig struct {
 	ListenAddrs []multiaddr.Multiaddr
 	// Reporter, if set, counts bytes in and out per peer.
 	Reporter metrics.Reporter
+	// PSK, if set, makes a libp2p private network: only hosts with the same
+	// key complete a handshake. QUIC cannot carry it, so a host with a PSK
+	// has TCP only and refuses QUIC listen addresses.
+	PSK pnet.PSK
+	// Gater, if set, decides which peers may connect.
+	Gater connmgr.ConnectionGater
 }
 
 // NewHost builds a libp2p host with TCP and QUIC transports, Noise as the
@@ -45,7 +53,7 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 	if cfg.Key == nil {
 		return nil, errors.New("host: no identity key")
 	}
-	cm, err := connmgr.NewConnManager(connMgrLow, connMgrHigh)
+	cm, err := p2pconnmgr.NewConnManager(connMgrLow, connMgrHigh)
 	if err != nil {
 		return nil, fmt.Errorf("host: connection manager: %w", err)
 	}
@@ -55,11 +63,23 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 		// Without SO_REUSEPORT, so that a second node configured with the
 		// same port fails instead of silently sharing it.
 		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
-		libp2p.Transport(libp2pquic.NewTransport),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.DefaultMuxers,
 		libp2p.DisableRelay(),
 		libp2p.ConnectionManager(cm),
+	}
+	if cfg.PSK != nil {
+		for _, a := range cfg.ListenAddrs {
+			if a != nil && isQUIC(a) {
+				return nil, fmt.Errorf("host: listen on %s: a private network (swarm key) works over TCP only", a)
+			}
+		}
+		opts = append(opts, libp2p.PrivateNetwork(cfg.PSK))
+	} else {
+		opts = append(opts, libp2p.Transport(libp2pquic.NewTransport))
+	}
+	if cfg.Gater != nil {
+		opts = append(opts, libp2p.ConnectionGater(cfg.Gater))
 	}
 	if cfg.Reporter != nil {
 		opts = append(opts, libp2p.BandwidthReporter(cfg.Reporter))
@@ -79,4 +99,14 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 		}
 	}
 	return h, nil
+}
+
+// isQUIC reports whether a multiaddr uses QUIC.
+func isQUIC(a multiaddr.Multiaddr) bool {
+	for _, c := range a {
+		if c.Protocol().Code == multiaddr.P_QUIC_V1 || c.Protocol().Code == multiaddr.P_QUIC {
+			return true
+		}
+	}
+	return false
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/boxo/blockstore"
@@ -20,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/ferry-crm/ferry/crdt"
@@ -69,6 +71,15 @@ type Config struct {
 	// their peers (default 30s); laptops learn each other from the office
 	// this way and keep syncing directly when it is unreachable.
 	PeerExchangeInterval time.Duration
+	// SwarmKey, if set, makes the node part of a libp2p private network:
+	// only nodes with the same key can connect (TCP only: QUIC cannot carry
+	// it). ferry init --office creates one; invitations carry it.
+	SwarmKey pnet.PSK
+	// Founder is the peer id of the office that created the network. When
+	// set, operations are signed and only members' count (crdt.Trust),
+	// and only members may use the node's protocols. Empty: an open
+	// network, every peer and every operation is accepted.
+	Founder string
 	// Store holds the crdt options; Writer is filled in from the identity.
 	Store crdt.Options
 	// ConflictHook, on an office node, is offered every open conflict.
@@ -108,6 +119,8 @@ func (c *Config) validate() error {
 		return errors.New("no pubsub topic")
 	case c.Logger == nil:
 		return errors.New("no logger")
+	case c.Founder != "" && !validPeerID(c.Founder):
+		return fmt.Errorf("founder %q is not a peer id", c.Founder)
 	case c.ConflictHook != nil && c.Role != RoleOffice:
 		return errors.New("a conflict hook runs on an office node only")
 	case c.ConflictHook != nil && len(c.ConflictHook.Command) == 0 && c.ConflictHook.URL == "":
@@ -125,7 +138,11 @@ type Node struct {
 	store *crdt.Store
 
 	// network parts, nil when Config.Network is false
-	host      host.Host
+	host      host.Host // raw, wrapped to admit members only when secured
+	raw       host.Host
+	invites   *inviteBook
+	enforce   chan struct{}
+	refused   atomic.Uint64 // streams refused to peers that are not members
 	bcast     *Broadcaster
 	bitswap   *BitswapHandle
 	heads     *HeadSync
@@ -164,7 +181,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	nctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), self: self, ctx: nctx, cancel: cancel,
-		announce: make(chan struct{}, 1)}
+		announce: make(chan struct{}, 1), enforce: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			_ = n.Close()
@@ -187,9 +204,20 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	dag := NewOfflineDAGService(bstore)
 	var bcast *Broadcaster
 	if cfg.Network {
-		n.bandwidth = metrics.NewBandwidthCounter()
-		if n.host, err = NewHost(HostConfig{Key: key, ListenAddrs: cfg.ListenAddrs, Reporter: n.bandwidth}); err != nil {
+		if n.invites, err = loadInvites(ctx, n.base); err != nil {
 			return nil, fmt.Errorf("start node: %w", err)
+		}
+		n.bandwidth = metrics.NewBandwidthCounter()
+		hcfg := HostConfig{Key: key, ListenAddrs: cfg.ListenAddrs, Reporter: n.bandwidth, PSK: cfg.SwarmKey}
+		if n.secured() {
+			hcfg.Gater = gater{n}
+		}
+		if n.raw, err = NewHost(hcfg); err != nil {
+			return nil, fmt.Errorf("start node: %w", err)
+		}
+		n.host = n.raw
+		if n.secured() {
+			n.host = &memberHost{Host: n.raw, n: n}
 		}
 		ps, err := NewPubSub(nctx, n.host)
 		if err != nil {
@@ -199,6 +227,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("start node: %w", err)
 		}
 		n.bcast = bcast
+		if n.secured() {
+			bcast.SetAdmit(n.admit)
+		}
 		if dag, n.bitswap, err = NewDAGService(nctx, n.host, bstore, cfg.Store.DAGSyncerTimeout); err != nil {
 			return nil, fmt.Errorf("start node: %w", err)
 		}
@@ -207,12 +238,18 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	sopts := cfg.Store
 	sopts.Writer = self.String()
 	sopts.Logger = n.log
+	if n.secured() {
+		sopts.Trust = newTrust(key, cfg.Founder)
+	}
 	if cfg.Network && cfg.ConflictHook != nil {
 		n.hook = newHookRunner(n, *cfg.ConflictHook)
 	}
 	if onChange := sopts.OnChange; cfg.Network {
 		sopts.OnChange = func(collection, escapedID string) {
 			n.headsChanged()
+			if collection == crdt.MembersCollection {
+				n.membershipChanged()
+			}
 			if n.hook != nil {
 				n.hook.changed(collection, escapedID)
 			}
@@ -272,6 +309,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 		n.host.SetStreamHandler(DigestProtocol, n.handleDigest)
 		n.host.SetStreamHandler(SnapshotProtocol, n.handleSnapshot)
+		if n.secured() {
+			if cfg.Role == RoleOffice {
+				n.raw.SetStreamHandler(JoinProtocol, n.handleJoin)
+			}
+			n.wg.Add(1)
+			go n.enforceLoop()
+		}
 		n.wg.Add(1)
 		go func() { // a first digest reads the whole store: build it now
 			defer n.wg.Done()
@@ -310,6 +354,7 @@ func (n *Node) Close() error {
 		if n.host != nil {
 			n.host.RemoveStreamHandler(DigestProtocol)
 			n.host.RemoveStreamHandler(SnapshotProtocol)
+			n.raw.RemoveStreamHandler(JoinProtocol)
 		}
 		if n.discovery != nil {
 			add("discovery", n.discovery.Close())
@@ -485,6 +530,20 @@ type Status struct {
 	BlocksFetched int64 `json:"blocks_fetched"`
 	// CatchUp is the bulk catch-up in progress, if any.
 	CatchUp *CatchUp `json:"catch_up,omitempty"`
+	// Secured: the network has a founder (signed operations, members only);
+	// Private: it has a swarm key.
+	Secured bool   `json:"secured"`
+	Private bool   `json:"private_network"`
+	Founder string `json:"founder,omitempty"`
+	// Member: this node is a current member (absent in an open network).
+	Member *bool `json:"member,omitempty"`
+	// IgnoredOps counts operations not shown because they failed the trust
+	// checks; Ignored details them (computed with the digest: absent while
+	// it is pending or without a running node).
+	IgnoredOps int           `json:"ignored_ops"`
+	Ignored    []IgnoredJSON `json:"ignored,omitempty"`
+	// RefusedStreams counts protocol streams refused to non-members.
+	RefusedStreams uint64 `json:"refused_streams"`
 }
 
 // CatchUp is a bulk fetch of missing blocks in progress.
@@ -538,11 +597,18 @@ func (n *Node) Status(ctx context.Context) Status {
 			n.log.Warn("status: digest", "err", err)
 		case ok:
 			s.Digest = d.String()
+			s.ignored(ctx, n)
 		default:
 			s.DigestPending = true
 		}
 	}
 	sort.Strings(s.Heads)
+	s.Secured, s.Private, s.Founder = n.secured(), n.cfg.SwarmKey != nil, n.cfg.Founder
+	s.RefusedStreams = n.refused.Load()
+	if n.secured() {
+		m := n.store.IsCurrentMember(ctx, n.self.String())
+		s.Member = &m
+	}
 	for _, a := range n.Addrs() {
 		s.ListenAddrs = append(s.ListenAddrs, a.String())
 	}
@@ -550,6 +616,24 @@ func (n *Node) Status(ctx context.Context) Status {
 		s.ConnectedPeers = len(n.host.Network().Peers())
 	}
 	return s
+}
+
+// ignored fills in the ignored operations (the digest is up to date).
+func (s *Status) ignored(ctx context.Context, n *Node) {
+	ig, err := n.store.Ignored(ctx)
+	if err != nil {
+		n.log.Warn("status: ignored operations", "err", err)
+		return
+	}
+	s.IgnoredOps = len(ig)
+	if len(ig) > 0 {
+		s.Ignored = toIgnoredJSON(ig)
+	}
+}
+
+func validPeerID(s string) bool {
+	_, err := peer.Decode(s)
+	return err == nil
 }
 
 // DirExists reports whether dir holds an initialised node (identity key).

@@ -63,6 +63,20 @@ func newStatusCmd(g *globals) *cobra.Command {
 				if st.QueuedJobs > 0 {
 					fmt.Fprintf(tw, "queued DAG jobs:\t%d\n", st.QueuedJobs)
 				}
+				switch {
+				case st.Secured && st.Member != nil && *st.Member:
+					fmt.Fprintf(tw, "network:\t%s, members only; this node is a member\n", privacy(st.Private))
+				case st.Secured:
+					fmt.Fprintf(tw, "network:\t%s, members only; this node is NOT a member (yet): its writes are refused\n", privacy(st.Private))
+				default:
+					fmt.Fprintf(tw, "network:\topen (no founder: every peer and every operation accepted)\n")
+				}
+				if st.IgnoredOps > 0 {
+					fmt.Fprintf(tw, "ignored operations:\t%d (failed signature or membership checks; ferry status --json lists them)\n", st.IgnoredOps)
+				}
+				if st.RefusedStreams > 0 {
+					fmt.Fprintf(tw, "refused streams:\t%d (from peers that are not members)\n", st.RefusedStreams)
+				}
 				if st.MalformedOps > 0 {
 					fmt.Fprintf(tw, "ignored malformed ops:\t%d\n", st.MalformedOps)
 				}
@@ -150,4 +164,11 @@ func howKnown(p node.PeerInfo) string {
 		return "connected to us"
 	}
 	return "wrote data"
+}
+
+func privacy(private bool) string {
+	if private {
+		return "private (swarm key)"
+	}
+	return "no swarm key"
 }

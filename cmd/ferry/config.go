@@ -18,12 +18,16 @@ const configFile = "config.yaml"
 
 // fileConfig is the YAML form of a node's settings.
 type fileConfig struct {
-	Name    string   `yaml:"name"`
-	Role    string   `yaml:"role"`
-	Listen  []string `yaml:"listen"`
-	Peers   []string `yaml:"peers,omitempty"`
-	Topic   string   `yaml:"topic"`
-	Offline bool     `yaml:"offline,omitempty"`
+	Name   string   `yaml:"name"`
+	Role   string   `yaml:"role"`
+	Listen []string `yaml:"listen"`
+	Peers  []string `yaml:"peers,omitempty"`
+	Topic  string   `yaml:"topic"`
+	// Founder is the peer id of the office that created the network:
+	// operations are signed and only members' count (docs/security.md).
+	// Empty: an open network (data dirs made before enrolment existed).
+	Founder string `yaml:"founder,omitempty"`
+	Offline bool   `yaml:"offline,omitempty"`
 	// SyncInterval is how often heads are exchanged with every peer (a Go
 	// duration, default 30s).
 	SyncInterval string `yaml:"sync_interval,omitempty"`
@@ -106,7 +110,12 @@ func (fc *fileConfig) nodeConfig(dir string) (node.Config, error) {
 		}
 		cfg.Store.Now = func() time.Time { return time.Now().Add(d) }
 	}
-	var err error
+	cfg.Founder = fc.Founder
+	psk, err := node.LoadSwarmKey(filepath.Join(dir, node.SwarmKeyFile))
+	if err != nil {
+		return cfg, err
+	}
+	cfg.SwarmKey = psk
 	if cfg.ListenAddrs, err = parseAddrs(fc.Listen, false); err != nil {
 		return cfg, fmt.Errorf("config listen: %w", err)
 	}

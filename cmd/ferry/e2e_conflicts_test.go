@@ -62,10 +62,9 @@ func startPolicyCluster(t *testing.T, hook string) *cluster {
 			t.Fatal(err)
 		}
 	}
-	office := peerAddr(t, c.officeDir, port)
-	c.l1Dir = initDir(t, root, "laptop1", "--listen", "/ip4/127.0.0.1/tcp/0", "--peer", office)
-	c.l2Dir = initDir(t, root, "laptop2", "--listen", "/ip4/127.0.0.1/tcp/0", "--peer", office)
 	c.office = startNode(t, c.officeDir)
+	c.l1Dir = joinDir(t, root, "laptop1", c.officeDir, "--listen", "/ip4/127.0.0.1/tcp/0")
+	c.l2Dir = joinDir(t, root, "laptop2", c.officeDir, "--listen", "/ip4/127.0.0.1/tcp/0")
 	r := mustFerry(t, c.officeDir, "schema", "apply", schemaPath)
 	if !strings.HasPrefix(r.Stdout, "schema applied: ") || !strings.Contains(r.Stdout, "contacts.phone") || !strings.Contains(r.Stdout, "tickets") {
 		t.Fatalf("schema apply does not list what it applied:\n%s", r)

@@ -180,6 +180,24 @@ func initDir(t testing.TB, root, name string, args ...string) string {
 	return dir
 }
 
+// joinDir enrols a new node: `ferry invite` on the running office, then
+// `ferry --dir ROOT/NAME init --join TOKEN --name NAME ARGS...`.
+func joinDir(t testing.TB, root, name, officeDir string, args ...string) string {
+	t.Helper()
+	return initDir(t, root, name, append([]string{"--join", invite(t, officeDir, name, "laptop"), "--name", name}, args...)...)
+}
+
+// invite issues an invitation on the running office and returns the token.
+func invite(t testing.TB, officeDir, name, role string) string {
+	t.Helper()
+	r := mustFerry(t, officeDir, "invite", "--name", name, "--role", role)
+	token := strings.TrimSpace(r.Stdout)
+	if !strings.HasPrefix(token, "ferry-invite-1.") || strings.Contains(token, "\n") {
+		t.Fatalf("invite does not print one token line:\n%s", r)
+	}
+	return token
+}
+
 // freePort returns a loopback TCP port nobody listens on right now.
 func freePort(t testing.TB) int {
 	t.Helper()
@@ -420,10 +438,9 @@ func startCluster(t testing.TB) *cluster {
 	port := freePort(t)
 	c := &cluster{}
 	c.officeDir = initDir(t, root, "office", "--office", "--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port))
-	office := peerAddr(t, c.officeDir, port)
-	c.l1Dir = initDir(t, root, "laptop1", "--listen", "/ip4/127.0.0.1/tcp/0", "--peer", office)
-	c.l2Dir = initDir(t, root, "laptop2", "--listen", "/ip4/127.0.0.1/tcp/0", "--peer", office)
 	c.office = startNode(t, c.officeDir)
+	c.l1Dir = joinDir(t, root, "laptop1", c.officeDir, "--listen", "/ip4/127.0.0.1/tcp/0")
+	c.l2Dir = joinDir(t, root, "laptop2", c.officeDir, "--listen", "/ip4/127.0.0.1/tcp/0")
 	r := mustFerry(t, c.officeDir, "schema", "apply", schemaFile)
 	if !strings.HasPrefix(r.Stdout, "schema applied: ") || !strings.Contains(r.Stdout, "contacts.last_name") {
 		t.Fatalf("schema apply does not list what it applied:\n%s", r)

@@ -472,9 +472,9 @@ func TestKill9Durability(t *testing.T) {
 	root := t.TempDir()
 	port := freePort(t)
 	aDir := initDir(t, root, "office", "--office", "--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port))
-	bDir := initDir(t, root, "laptop", "--listen", "/ip4/127.0.0.1/tcp/0", "--peer", peerAddr(t, aDir, port))
-
 	a := startNode(t, aDir)
+	bDir := joinDir(t, root, "laptop", aDir, "--listen", "/ip4/127.0.0.1/tcp/0")
+
 	mustFerry(t, aDir, "schema", "apply", schemaFile)
 	mustFerry(t, aDir, "put", "contacts", "k1", "first_name=Kim", "last_name=Killed")
 	a.kill()

@@ -95,6 +95,7 @@ merge field by field, and every node converges without a central server.`,
 		newConflictsCmd(g), newResolveCmd(g), newHistoryCmd(g),
 		newSyncCmd(g), newDiffCmd(g), newCleanSyncCmd(g),
 		newOfflineCmd(g, true), newOfflineCmd(g, false),
+		newInviteCmd(g), newMembersCmd(g), newRevokeCmd(g),
 	)
 	return root
 }
