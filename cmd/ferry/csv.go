@@ -1,0 +1,367 @@
+package main
+
+// CSV import and export. Users come from CRMs that export CSV: the import
+// converts a whole CSV file to the JSON Lines the node's import endpoint
+// takes (typed values, one line per record) before sending anything, so a bad
+// file fails with its line and column and writes nothing. The export writes
+// what 'ferry get' shows, which the import reads back.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/ferry-crm/ferry/crdt"
+	"github.com/ferry-crm/ferry/schema"
+)
+
+// utf8BOM is the byte order mark Excel writes at the start of UTF-8 CSV.
+const utf8BOM = "\uFEFF"
+
+// csvRecord is one data row of a CSV file, converted.
+type csvRecord struct {
+	Line   int            // line of the file where the row starts
+	ID     string         // the id cell
+	Fields map[string]any // canonical values (schema ParseText); empty cells left out
+}
+
+// csvError locates a problem in a CSV file: the line where the row starts
+// and, for a cell, the column's header name and the record id.
+type csvError struct {
+	Line   int
+	Column string
+	ID     string
+	Err    error
+}
+
+func (e *csvError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "line %d", e.Line)
+	if e.Column != "" {
+		fmt.Fprintf(&b, ", column %q", e.Column)
+	}
+	if e.ID != "" {
+		fmt.Fprintf(&b, " (record %q)", e.ID)
+	}
+	b.WriteString(": ")
+	var fe *schema.FieldError
+	if errors.As(e.Err, &fe) && fe.Reason != "" && !errors.Is(fe, schema.ErrUnknownField) && !errors.Is(fe, schema.ErrRequired) {
+		b.WriteString(fe.Reason) // the line and column already say where
+	} else {
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+func (e *csvError) Unwrap() error { return e.Err }
+
+// parseDelimiter reads a --delimiter value: one character, or \t or "tab"
+// for a tab. Quotes, line breaks and the replacement character are refused
+// (encoding/csv cannot use them).
+func parseDelimiter(s string) (rune, error) {
+	switch s {
+	case `\t`, "tab", "TAB":
+		return '\t', nil
+	}
+	r, size := utf8.DecodeRuneInString(s)
+	if s == "" || size != len(s) {
+		return 0, fmt.Errorf("--delimiter %q: want one character, like ';' or '\\t'", s)
+	}
+	if r == '"' || r == '\r' || r == '\n' || r == utf8.RuneError || r == 0xFEFF {
+		return 0, fmt.Errorf("--delimiter %q cannot separate CSV cells", s)
+	}
+	return r, nil
+}
+
+// readCSV converts a CSV file to records of coll. The first row is the
+// header: the names of the columns, "id" and fields of coll, each at most
+// once, in any order (surrounding spaces ignored). Every later row is one
+// record: the id cell must not be empty, an empty cell leaves its field out,
+// and every other cell is parsed by its field's type like 'ferry put'
+// parses FIELD=VALUE (schema.Collection.ParseText). Rows whose cells are all
+// empty are skipped. A UTF-8 BOM at the start is ignored. The whole input is
+// read: the first problem is returned as a *csvError (or an I/O error).
+func readCSV(r io.Reader, coll *schema.Collection, comma rune) ([]csvRecord, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	if b, err := br.Peek(len(utf8BOM)); err == nil && string(b) == utf8BOM {
+		_, _ = br.Discard(len(utf8BOM))
+	}
+	cr := csv.NewReader(br)
+	cr.Comma = comma
+	cr.FieldsPerRecord = -1 // checked here, with a better message
+
+	header, err := cr.Read()
+	if err == io.EOF {
+		return nil, &csvError{Line: 1, Err: errors.New(`the file is empty: want a header row naming the columns, one of them "id"`)}
+	}
+	if err != nil {
+		return nil, csvReadError(err)
+	}
+	line, _ := cr.FieldPos(0)
+	cols := make([]string, len(header))
+	idCol := -1
+	where := map[string]int{}
+	for i, h := range header {
+		name := strings.TrimSpace(h)
+		cols[i] = name
+		if j, dup := where[name]; dup && name != "" {
+			return nil, &csvError{Line: line, Err: fmt.Errorf("column %q appears twice in the header (columns %d and %d)", name, j+1, i+1)}
+		}
+		where[name] = i
+		switch {
+		case name == "":
+			return nil, &csvError{Line: line, Err: fmt.Errorf("column %d has no name in the header", i+1)}
+		case name == schema.ReservedIDField:
+			idCol = i
+		case coll.Field(name) == nil:
+			return nil, &csvError{Line: line, Err: unknownColumn(coll, name)}
+		}
+	}
+	if idCol < 0 {
+		return nil, &csvError{Line: line, Err: fmt.Errorf(`no "id" column in the header (it has %s)`, quoteList(cols))}
+	}
+
+	var out []csvRecord
+	for {
+		row, err := cr.Read()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, csvReadError(err)
+		}
+		line, _ := cr.FieldPos(0)
+		if allEmpty(row) {
+			continue
+		}
+		if len(row) != len(cols) {
+			err := fmt.Errorf("%s, but the header has %s", plural(len(row), "cell"), plural(len(cols), "column"))
+			if len(row) > len(cols) {
+				err = fmt.Errorf("%w (a cell holding %q must be quoted)", err, comma)
+			}
+			return nil, &csvError{Line: line, Err: err}
+		}
+		id := row[idCol]
+		if err := checkCSVID(id); err != nil {
+			return nil, &csvError{Line: line, Column: schema.ReservedIDField, Err: err}
+		}
+		rec := csvRecord{Line: line, ID: id, Fields: make(map[string]any, len(row)-1)}
+		for i, cell := range row {
+			if i == idCol || cell == "" {
+				continue
+			}
+			v, err := coll.ParseText(cols[i], cell)
+			if err != nil {
+				return nil, &csvError{Line: line, Column: cols[i], ID: id, Err: err}
+			}
+			rec.Fields[cols[i]] = v
+		}
+		out = append(out, rec)
+	}
+}
+
+// checkCSVID refuses a record id the import cannot take as it is.
+func checkCSVID(id string) error {
+	if id == "" {
+		return errors.New("empty record id")
+	}
+	if !utf8.ValidString(id) {
+		return fmt.Errorf("record id %q is not valid UTF-8", id)
+	}
+	_, err := crdt.EscapeID(id)
+	return err
+}
+
+// csvReadError turns an encoding/csv error into a *csvError naming the line
+// where the row starts.
+func csvReadError(err error) error {
+	var pe *csv.ParseError
+	if !errors.As(err, &pe) {
+		return fmt.Errorf("read CSV: %w", err)
+	}
+	at := fmt.Sprintf("byte %d", pe.Column)
+	if pe.Line != pe.StartLine {
+		at = fmt.Sprintf("line %d, byte %d", pe.Line, pe.Column)
+	}
+	return &csvError{Line: pe.StartLine, Err: fmt.Errorf(`%w (at %s; a cell holding quotes is quoted and doubles them: "say ""hi""")`, pe.Err, at)}
+}
+
+// unknownColumn explains a header name that is no field of coll.
+func unknownColumn(coll *schema.Collection, name string) error {
+	lower := strings.ToLower(name)
+	if lower == schema.ReservedIDField || coll.Field(lower) != nil {
+		return fmt.Errorf("unknown column %q (did you mean %q? names are case-sensitive)", name, lower)
+	}
+	return fmt.Errorf("unknown column %q: %s has no such field (its fields: %s)", name, collName(coll), strings.Join(coll.FieldNames(), ", "))
+}
+
+func collName(coll *schema.Collection) string {
+	if coll.Name == "" {
+		return "the collection"
+	}
+	return coll.Name
+}
+
+func quoteList(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", ")
+}
+
+func allEmpty(row []string) bool {
+	for _, c := range row {
+		if c != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// writeImportLines writes recs as the JSON Lines the import endpoint reads:
+// exactly one line per record, in order, so that line K of the request is
+// recs[K-1] (see relocateImportError).
+func writeImportLines(w io.Writer, recs []csvRecord) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := json.NewEncoder(bw)
+	for _, r := range recs {
+		obj := make(map[string]any, len(r.Fields)+1)
+		for k, v := range r.Fields {
+			obj[k] = v
+		}
+		obj[schema.ReservedIDField] = r.ID
+		if err := enc.Encode(obj); err != nil { // ends each object with one '\n'
+			return fmt.Errorf("line %d: %w", r.Line, err)
+		}
+	}
+	return bw.Flush()
+}
+
+// importLineRE matches the "line K: " the node puts before an import error.
+var importLineRE = regexp.MustCompile(`^line ([0-9]+): `)
+
+// relocateImportError rewrites the node's "line K: ..." (K counts the JSON
+// lines sent) to the line of the CSV file where record K starts.
+func relocateImportError(msg string, recs []csvRecord) string {
+	m := importLineRE.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	k, err := strconv.Atoi(m[1])
+	if err != nil || k < 1 || k > len(recs) {
+		return msg
+	}
+	return fmt.Sprintf("line %d: %s", recs[k-1].Line, msg[len(m[0]):])
+}
+
+// csvExporter writes records as CSV: a header row (id, then the fields of
+// the collection in schema order) and one row per record, each value as
+// 'ferry get' shows it (schema.FormatText), which readCSV parses back.
+type csvExporter struct {
+	w      *csv.Writer
+	coll   string
+	index  map[string]int // field -> column
+	row    []string
+	header bool
+}
+
+func newCSVExporter(w io.Writer, coll *schema.Collection, comma rune) *csvExporter {
+	cw := csv.NewWriter(w)
+	cw.Comma = comma
+	fields := coll.FieldNames()
+	e := &csvExporter{w: cw, coll: coll.Name, index: make(map[string]int, len(fields)), row: make([]string, len(fields)+1)}
+	e.row[0] = schema.ReservedIDField
+	for i, f := range fields {
+		e.index[f] = i + 1
+		e.row[i+1] = f
+	}
+	return e
+}
+
+// writeHeader writes the header row (once).
+func (e *csvExporter) writeHeader() error {
+	if e.header {
+		return nil
+	}
+	e.header = true
+	return e.w.Write(e.row)
+}
+
+// write writes one record. A field the schema does not define is an error:
+// there is no column for it.
+func (e *csvExporter) write(id string, values map[string]any) error {
+	if err := e.writeHeader(); err != nil {
+		return err
+	}
+	clear(e.row)
+	e.row[0] = id
+	for k, v := range values {
+		i, ok := e.index[k]
+		if !ok {
+			return fmt.Errorf("%s/%s has a field %q the schema does not define: export it as JSON Lines", e.coll, id, k)
+		}
+		e.row[i] = schema.FormatText(v)
+	}
+	return e.w.Write(e.row)
+}
+
+// writeLine writes one line of the node's export stream ({"id": ..., fields}).
+func (e *csvExporter) writeLine(line []byte) error {
+	var obj map[string]any
+	if err := json.Unmarshal(line, &obj); err != nil {
+		return fmt.Errorf("decode exported record: %w", err)
+	}
+	id, ok := obj[schema.ReservedIDField].(string)
+	if !ok {
+		return fmt.Errorf("exported record without a string id: %s", line)
+	}
+	delete(obj, schema.ReservedIDField)
+	return e.write(id, obj)
+}
+
+// flush writes what is buffered (the header even with no records).
+func (e *csvExporter) flush() error {
+	if err := e.writeHeader(); err != nil {
+		return err
+	}
+	e.w.Flush()
+	return e.w.Error()
+}
+
+// fetchCollection reads the schema of a collection from the node.
+func fetchCollection(ctx context.Context, c *client, name string) (*schema.Collection, error) {
+	var sc schema.Schema
+	if err := c.do(ctx, "GET", "/v1/schema", nil, &sc); err != nil {
+		return nil, err
+	}
+	coll, err := sc.Collection(name)
+	if err != nil {
+		return nil, err
+	}
+	coll.Name = name
+	return coll, nil
+}
+
+// csvImportBody reads a whole CSV file and returns the import request body
+// and the records (to relocate the node's errors). name labels errors.
+func csvImportBody(in io.Reader, name string, coll *schema.Collection, comma rune) ([]byte, []csvRecord, error) {
+	recs, err := readCSV(in, coll, comma)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
+	}
+	var body bytes.Buffer
+	if err := writeImportLines(&body, recs); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return body.Bytes(), recs, nil
+}
