@@ -164,7 +164,7 @@ func copySnapshot(ctx context.Context, cfg Config, progress func(CleanSyncProgre
 	if err != nil {
 		return 0, 0, err
 	}
-	h, err := NewHost(HostConfig{Key: key})
+	h, err := NewHost(HostConfig{Key: key, PSK: cfg.SwarmKey})
 	if err != nil {
 		return 0, 0, err
 	}

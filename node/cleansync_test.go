@@ -42,7 +42,7 @@ func TestCleanSyncCopiesTheOfficeAndRefusesUnackedEdits(t *testing.T) {
 		t.Errorf("result %+v, phases %v", res, phases)
 	}
 	// A fresh data dir copies the office too.
-	fresh := nodeConfig(t, filepath.Join(t.TempDir(), "fresh"), "fresh", RoleLaptop, cfg.Peers, &settableClock{t: time.Now()})
+	fresh := c.enrol(filepath.Join(t.TempDir(), "fresh"), "fresh", RoleLaptop, cfg.Peers, &settableClock{t: time.Now()})
 	if _, err := CleanSync(cctx, fresh, false, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/ferry-crm/ferry/crdt"
@@ -49,6 +51,10 @@ type clusterNode struct {
 type cluster struct {
 	t     *testing.T
 	nodes []*clusterNode // nodes[0] is the office
+	// psk and founder make the cluster a private network founded by the
+	// office; laptops are enrolled by the office before they start.
+	psk     pnet.PSK
+	founder string
 	// officeLog keeps the office's log records.
 	officeLog *recordingHandler
 }
@@ -77,10 +83,15 @@ func newCluster(t *testing.T, laptops int) *cluster {
 func newClusterWith(t *testing.T, laptops int, schemaYAML string, hook *HookConfig) *cluster {
 	t.Helper()
 	c := &cluster{t: t, officeLog: &recordingHandler{}}
+	psk, err := NewSwarmKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.psk = psk
 	start := func(name, role string, peers []multiaddr.Multiaddr) {
 		clock := &settableClock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}
 		dir := filepath.Join(t.TempDir(), name)
-		cfg := nodeConfig(t, dir, name, role, peers, clock)
+		cfg := c.enrol(dir, name, role, peers, clock)
 		if role == RoleOffice {
 			cfg.ConflictHook = hook
 			cfg.Logger = slog.New(c.officeLog)
@@ -106,11 +117,34 @@ func newClusterWith(t *testing.T, laptops int, schemaYAML string, hook *HookConf
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.nodes[0].Store().ApplySchema(context.Background(), sc); err != nil {
+	if _, err = c.nodes[0].Store().ApplySchema(context.Background(), sc); err != nil {
 		t.Fatal(err)
 	}
 	c.waitConverged()
 	return c
+}
+
+// enrol returns the config of a node of the cluster's network in dir:
+// with the swarm key and the founder; the first office founds the network,
+// any other node is enrolled by the office (which must be running).
+func (c *cluster) enrol(dir, name, role string, peers []multiaddr.Multiaddr, clock *settableClock) Config {
+	c.t.Helper()
+	cfg := nodeConfig(c.t, dir, name, role, peers, clock)
+	key, err := LoadOrCreateIdentity(filepath.Join(dir, IdentityFile))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	id, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if c.founder == "" {
+		c.founder = id.String()
+	} else if err := c.nodes[0].Store().AddMember(context.Background(), id.String(), name, role); err != nil {
+		c.t.Fatal(err)
+	}
+	cfg.SwarmKey, cfg.Founder = c.psk, c.founder
+	return cfg
 }
 
 // restart closes node i and starts it again on the same data dir.
