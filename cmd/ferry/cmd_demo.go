@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
@@ -60,29 +61,53 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, keep bool) (e
 	} else {
 		defer os.RemoveAll(root)
 	}
-	start := func(name, role string, peers []multiaddr.Multiaddr) (*node.Node, error) {
+	// A private network founded by the office; the laptops join it with
+	// one-time invitations, as `ferry invite` / `ferry init --join` do.
+	psk, err := node.NewSwarmKey()
+	if err != nil {
+		return err
+	}
+	start := func(name, role, founder string, peers []multiaddr.Multiaddr) (*node.Node, error) {
 		cfg := node.DefaultConfig(filepath.Join(root, name))
 		cfg.Name, cfg.Role, cfg.Peers, cfg.Logger = name, role, peers, log
 		cfg.ListenAddrs = []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/0")}
-		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		cfg.SwarmKey, cfg.Founder = psk, founder
+		key, err := node.LoadOrCreateIdentity(filepath.Join(cfg.Dir, node.IdentityFile))
+		if err != nil {
 			return nil, err
+		}
+		if cfg.Founder == "" {
+			id, err := peer.IDFromPrivateKey(key)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Founder = id.String()
 		}
 		return node.Start(ctx, cfg)
 	}
-	office, err := start("office", node.RoleOffice, nil)
+	office, err := start("office", node.RoleOffice, "", nil)
 	if err != nil {
 		return err
 	}
 	defer office.Close()
 	laptops := make([]*node.Node, 2)
 	for i := range laptops {
-		if laptops[i], err = start(fmt.Sprintf("laptop%d", i+1), node.RoleLaptop, office.Addrs()[:1]); err != nil {
+		name := fmt.Sprintf("laptop%d", i+1)
+		tok, err := office.Invite(ctx, name, node.RoleLaptop, 10*time.Minute)
+		if err != nil {
+			return err
+		}
+		if laptops[i], err = start(name, node.RoleLaptop, tok.Founder, tok.OfficeAddrs()); err != nil {
 			return err
 		}
 		defer laptops[i].Close()
+		if _, _, err := laptops[i].Join(ctx, tok, name); err != nil {
+			return fmt.Errorf("%s could not join: %w", name, err)
+		}
 	}
 	all := []*node.Node{office, laptops[0], laptops[1]}
-	fmt.Fprintln(out, "Ferry demo: an office node and two laptops on loopback")
+	fmt.Fprintln(out, "Ferry demo: an office node and two laptops on loopback, in a private network")
+	fmt.Fprintln(out, "(the laptops joined with one-time invitations; every operation is signed)")
 	for _, n := range all {
 		fmt.Fprintf(out, "  %-8s %s\n", n.Config().Name, n.Addrs()[0])
 	}
