@@ -81,10 +81,20 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 	}
 	inBatch := map[string]bool{}
 	ops, bytes, done := 0, 0, 0
+	var pending []*writePlan // planned, signed and staged at flush
 	flush := func() error {
 		if ops == 0 {
 			return nil
 		}
+		if err := s.signAll(pending); err != nil {
+			return fmt.Errorf("import %s: %w", collection, err)
+		}
+		for _, p := range pending {
+			if err := p.stage(ctx, b); err != nil {
+				return fmt.Errorf("import %s: %w", collection, err)
+			}
+		}
+		pending = pending[:0]
 		if err := s.commit(ctx, b); err != nil {
 			return fmt.Errorf("import %s: %w", collection, err)
 		}
@@ -133,9 +143,7 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 				return res, err
 			}
 		}
-		if err := p.stage(ctx, b); err != nil {
-			return res, fmt.Errorf("line %d: %w", r.Line, err)
-		}
+		pending = append(pending, p)
 		ops += n
 		bytes += p.size
 		inBatch[eid] = true

@@ -153,6 +153,9 @@ func (s *Store) ApplySchema(ctx context.Context, next *schema.Schema) ([]string,
 		if err != nil {
 			return nil, err
 		}
+		if err := s.sign(p); err != nil {
+			return nil, err
+		}
 		if err := p.stage(ctx, b); err != nil {
 			return nil, fmt.Errorf("apply schema: %w", err)
 		}

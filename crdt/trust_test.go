@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -265,6 +266,30 @@ func TestTrustRevocation(t *testing.T) {
 	for _, r := range tn.all() {
 		if got := mustGet(t, r, "contacts", "c1").Fields["phone"].Value; got != "4" {
 			t.Errorf("%s: phone %v after re-enrolment", r.writer, got)
+		}
+	}
+}
+
+func TestTrustImportIsSigned(t *testing.T) {
+	tn := newTrustNet(t, 2)
+	a, b := tn.replicas[0], tn.replicas[1]
+	ctx := context.Background()
+	var recs []ImportRecord
+	for i := range 60 { // enough to sign on every core
+		recs = append(recs, ImportRecord{Line: i + 1, ID: fmt.Sprintf("i%d", i), Fields: map[string]any{"last_name": "L", "phone": fmt.Sprint(i)}})
+	}
+	if _, err := a.Import(ctx, "contacts", recs, nil); err != nil {
+		t.Fatal(err)
+	}
+	tn.waitConverged(10 * time.Second)
+	for _, r := range []*replica{a, b} {
+		n := 0
+		if err := r.List(ctx, "contacts", func(*Record) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		ig, _ := r.Ignored(ctx)
+		if n != 60 || len(ig) != 0 {
+			t.Errorf("%s: %d records, %d ignored", r.writer, n, len(ig))
 		}
 	}
 }

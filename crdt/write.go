@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -72,6 +73,9 @@ func (s *Store) writeRecord(ctx context.Context, collection, eid string, cur *re
 	if p.size > s.opts.BatchBytes {
 		return PutResult{}, fmt.Errorf("%s/%s: %d bytes in one write: %w", collection, eid, p.size, ErrTooLarge)
 	}
+	if err := s.sign(p); err != nil {
+		return PutResult{}, err
+	}
 	b, err := s.engine.Batch(ctx)
 	if err != nil {
 		return PutResult{}, fmt.Errorf("open batch: %w", err)
@@ -91,12 +95,17 @@ type writePlan struct {
 	result PutResult
 	tombs  []ds.Key
 	keys   []ds.Key
-	values [][]byte
-	size   int
+	// unsigned holds the encoded ops; sign turns them into values.
+	unsigned [][]byte
+	values   [][]byte
+	size     int
 }
 
 // stage adds the plan to batch b: tombstones first, then the new ops.
 func (p *writePlan) stage(ctx context.Context, b ds.Batch) error {
+	if len(p.values) != len(p.keys) {
+		return errors.New("bug: staging a write plan that was not signed")
+	}
 	for _, k := range p.tombs {
 		if err := b.Delete(ctx, k); err != nil {
 			return fmt.Errorf("stage tombstone %s: %w", k, err)
@@ -170,13 +179,16 @@ func (s *Store) planWrite(collection, eid string, cur *recordOps, fields map[str
 			op.Supersedes = append(op.Supersedes, tomb(old))
 		}
 		key := opKey(collection, eid, name, id)
-		data, err := s.encodeOp(key, op)
+		data, err := encodeOp(op)
 		if err != nil {
 			return nil, err
 		}
 		p.keys = append(p.keys, key)
-		p.values = append(p.values, data)
+		p.unsigned = append(p.unsigned, data)
 		p.size += len(data) + len(key.String())
+		if s.opts.Trust != nil {
+			p.size += sigOverhead
+		}
 	}
 	for _, k := range p.tombs {
 		p.size += len(k.String()) + 64
