@@ -74,8 +74,7 @@ func newAckTracker(ctx context.Context, n *Node, bstore blockstore.Blockstore) *
 
 // heard records the heads a peer announced, when the peer is an office node.
 func (a *ackTracker) heard(ctx context.Context, from peer.ID, payload []byte) {
-	nodes, err := a.n.store.Nodes(ctx)
-	if err != nil || nodes[from.String()].Role != RoleOffice {
+	if a.n.roleOf(ctx, from) != RoleOffice {
 		return
 	}
 	heads, err := ValidateHeadsPayload(payload)

@@ -181,3 +181,19 @@ func (n *Node) enforceLoop() {
 		n.enforceMembership()
 	}
 }
+
+// roleOf is a peer's role: the one its membership gives it, or in an open
+// network the one it recorded itself in _nodes ("" when unknown).
+func (n *Node) roleOf(ctx context.Context, p peer.ID) string {
+	if n.secured() {
+		if m, ok, err := n.store.Member(ctx, p.String()); err == nil && ok && !m.Revoked {
+			return m.Role
+		}
+		return ""
+	}
+	nodes, err := n.store.Nodes(ctx)
+	if err != nil {
+		return ""
+	}
+	return nodes[p.String()].Role
+}

@@ -463,6 +463,9 @@ func (n *Node) Peers(ctx context.Context) ([]PeerInfo, error) {
 		p := get(r.ID)
 		p.Name, _ = r.Fields["name"].Value.(string)
 		p.Role, _ = r.Fields["role"].Value.(string)
+		if id, err := peer.Decode(r.ID); err == nil && n.secured() {
+			p.Role = n.roleOf(ctx, id) // the membership's, not what it says
+		}
 		return nil
 	})
 	if err != nil {
