@@ -134,3 +134,104 @@ func checkDigests(t *testing.T, n *testNet) {
 }
 
 func isNotFound(err error) bool { return err != nil && errors.Is(err, ErrNotFound) }
+
+// TestConvergencePropertyTrust is the property test of a network with a
+// trust model: besides edits, deletes and partitions, the office revokes and
+// re-enrols laptops, and modified clients write forged or forbidden
+// operations straight into their stores. Replicas must still converge on
+// the same visible state and the same ignored operations.
+func TestConvergencePropertyTrust(t *testing.T) {
+	seeds := 6
+	if testing.Short() {
+		seeds = 1
+	}
+	for c := range seeds {
+		seed := uint64(c + 1)
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			runTrustCase(t, seed)
+		})
+	}
+}
+
+func runTrustCase(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 11))
+	n := newTrustNet(t, 4, "Z")
+	n.reorder = true
+	ctx := context.Background()
+	ids := []string{"c1", "c2", "c3"}
+	values := []string{"Ann", "Bob", "Cid", "Dee"}
+	now := epoch
+	for step := 0; step < 40; step++ {
+		now = now.Add(time.Duration(rng.IntN(5000)) * time.Millisecond)
+		i := rng.IntN(len(n.replicas))
+		r := n.replicas[i]
+		r.clock.Set(now.Add(time.Duration(rng.IntN(1200)-600) * time.Second))
+		id := ids[rng.IntN(len(ids))]
+		switch op := rng.IntN(14); {
+		case op < 2:
+			n.mu.Lock()
+			online := r.online
+			n.mu.Unlock()
+			n.setOnline(i, !online)
+		case op < 3: // the office revokes or re-enrols a laptop
+			who := string(rune('B' + rng.IntN(3)))
+			m, _, _ := n.replicas[0].Member(ctx, who)
+			var err error
+			if m.Revoked {
+				err = n.replicas[0].AddMember(ctx, who, "node "+who, RoleLaptop)
+			} else {
+				err = n.replicas[0].RevokeMember(ctx, who)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		case op < 4: // a forged write: as another writer, or by a stranger
+			writer, signer := "A", "C"
+			if rng.IntN(2) == 0 {
+				writer, signer = "Z", "Z"
+			}
+			rawWrite(t, r, "contacts", id, "last_name", values[rng.IntN(len(values))], writer, n.keys[signer])
+		case op < 5: // a laptop's modified client writes an office-only collection
+			rawWrite(t, r, "prices", "p1", "amount", float64(rng.IntN(100)), r.writer, n.keys[r.writer])
+		case op < 6:
+			if _, err := r.Delete(ctx, "contacts", id); err != nil && !isNotFound(err) && !errors.Is(err, ErrNotMember) {
+				t.Fatal(err)
+			}
+		default:
+			fields := map[string]any{"last_name": values[rng.IntN(len(values))]}
+			if rng.IntN(2) == 0 {
+				fields["phone"] = values[rng.IntN(len(values))]
+			}
+			coll := "contacts"
+			if i == 0 && rng.IntN(4) == 0 {
+				coll, id, fields = "prices", "p1", map[string]any{"amount": float64(rng.IntN(100))}
+			}
+			if _, err := r.Put(ctx, coll, id, fields); err != nil && !errors.Is(err, ErrNotMember) {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range n.replicas {
+		n.setOnline(i, true)
+	}
+	n.waitConverged(20 * time.Second)
+	want := dump(t, n.replicas[0], "contacts") + dump(t, n.replicas[0], "prices")
+	wantIgnored, err := n.replicas[0].Ignored(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d operations ignored", len(wantIgnored))
+	for _, r := range n.all()[1:] {
+		if got := dump(t, r, "contacts") + dump(t, r, "prices"); got != want {
+			t.Fatalf("replica %s diverged:\n%s\nreplica A:\n%s", r.writer, got, want)
+		}
+		ig, err := r.Ignored(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(ig) != fmt.Sprint(wantIgnored) {
+			t.Errorf("replica %s ignores %v\nreplica A ignores %v", r.writer, ig, wantIgnored)
+		}
+	}
+	checkDigests(t, n)
+}
