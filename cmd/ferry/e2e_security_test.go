@@ -127,3 +127,31 @@ func TestEnrolmentAndRevocation(t *testing.T) {
 	}
 	c.stop()
 }
+
+// TestSecretsAndAPIOwnerOnly: the data dir, the identity and swarm keys and
+// the API socket are the owner's only, and the API listens on no network
+// address.
+func TestSecretsAndAPIOwnerOnly(t *testing.T) {
+	e2e(t)
+	root := t.TempDir()
+	dir := initDir(t, root, "office", "--office", "--listen", "/ip4/127.0.0.1/tcp/0")
+	n := startNode(t, dir)
+	for name, want := range map[string]os.FileMode{"": 0o700, node.IdentityFile: 0o600, node.SwarmKeyFile: 0o600, node.SocketFile: 0o600, configFile: 0o600} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode().Perm(); got != want {
+			t.Errorf("%s: mode %o, want %o", filepath.Join(dir, name), got, want)
+		}
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, node.SocketFile)); fi.Mode()&os.ModeSocket == 0 {
+		t.Errorf("%s is not a Unix socket", node.SocketFile)
+	}
+	// The node announces its libp2p address only (the API is the socket).
+	st := mustStatus(t, dir)
+	if len(st.ListenAddrs) != 1 || !strings.HasPrefix(st.ListenAddrs[0], "/ip4/127.0.0.1/tcp/") {
+		t.Errorf("listen addrs %v", st.ListenAddrs)
+	}
+	n.stop()
+}
