@@ -166,7 +166,7 @@ func (e *env) benchCatchup(ctx context.Context) (res result, err error) {
 		return "about " + fmtRate(rate(int(r.hooks), r.sync), "blocks/s") + " (merge-hook events until the timeout)"
 	}
 	notes := []string{
-		fmt.Sprintf("Catch-up: one source node (network on, loopback TCP) with the crm schema and %d contacts (one import delta) writes %d single-field edits with Store.Put, one delta (DAG block) each: DAG height %d (the schema, import and node-info deltas included). Then a fresh node configured with the source as its only peer is started and timed until its heads equal the source's and a digest of its visible contacts equals the source's (polled every %s, contacts compared once heads are equal); its final state is checked against the expected one. It is closed, and a second fresh node with node.Config.DisableBulkSync is timed the same way against the same source: it catches up only through go-ds-crdt's DAG walk, fetching blocks over bitswap one DAG level per round trip, i.e. plain go-ds-crdt. The Ferry node asks the source for every block it lacks over /ferry/blocks/1.0.0 before handing the heads to go-ds-crdt. Timeout per fresh node: %s.",
+		fmt.Sprintf("Catch-up: one source node (network on, loopback TCP) with the crm schema and %d contacts (one import delta) writes %d single-field edits with Store.Put, one delta (DAG block) each: DAG height %d (the schema, import, membership and node-info deltas included). Then a fresh node configured with the source as its only peer is started and timed until its heads equal the source's and a digest of its visible contacts equals the source's (polled every %s, contacts compared once heads are equal); its final state is checked against the expected one. It is closed, and a second fresh node with node.Config.DisableBulkSync is timed the same way against the same source: it catches up only through go-ds-crdt's DAG walk, fetching blocks over bitswap one DAG level per round trip, i.e. plain go-ds-crdt. The Ferry node asks the source for every block it lacks over /ferry/blocks/1.0.0 before handing the heads to go-ds-crdt. Timeout per fresh node: %s.",
 			len(base), len(eds), src.height, pollEvery, c.catchupTimeout),
 		fmt.Sprintf("Catch-up speed on the single-edit history (blocks = DAG height, one block per level): Ferry %s (node status: %d blocks fetched in bulk), plain go-ds-crdt %s.",
 			walkRate(fr), fr.bulk, walkRate(pr)),
@@ -200,6 +200,8 @@ func (e *env) startSource(ctx context.Context, label string, base []crdt.ImportR
 	if err != nil {
 		return nil, err
 	}
+	// The fresh nodes syncFresh starts, enrolled before the history.
+	members := []string{label + "-ferry", label + "-plain"}
 	defer func() {
 		if err != nil {
 			_ = a.Close()
@@ -208,6 +210,9 @@ func (e *env) startSource(ctx context.Context, label string, base []crdt.ImportR
 	r := &catchupSource{n: a}
 	sa := a.Store()
 	if err := e.applySchema(ctx, sa); err != nil {
+		return nil, err
+	}
+	if err := e.enrol(ctx, a, members...); err != nil {
 		return nil, err
 	}
 	if _, err := importAll(ctx, sa, base); err != nil {
@@ -247,7 +252,8 @@ func (e *env) syncFresh(ctx context.Context, label string, src *catchupSource, d
 	stop := e.profile(label)
 	defer stop()
 	t0 := time.Now()
-	b, err := e.startNode(ctx, nodeSpec{name: label, network: true, peers: src.n.Addrs()[:1], hooks: &hooks, disableBulkSync: disableBulkSync})
+	b, err := e.startNode(ctx, nodeSpec{name: label, network: true, peers: src.n.Addrs()[:1], hooks: &hooks, disableBulkSync: disableBulkSync,
+		founder: src.n.Config().Name})
 	if err != nil {
 		return r, err
 	}

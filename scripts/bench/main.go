@@ -38,6 +38,10 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/pnet"
+
+	"github.com/ferry-crm/ferry/node"
 )
 
 //go:embed crm.yaml
@@ -56,6 +60,7 @@ type config struct {
 	catchupTimeout  time.Duration
 	propEdits       int
 	propContacts    int
+	secured         bool
 	cleanRecords    int
 	cleanTimeout    time.Duration
 	rssRecords      int
@@ -75,13 +80,17 @@ const quickFlags = "--edits 200 --import 1000 --catchup-edits 300 --propagation-
 
 // env is what every benchmark shares.
 type env struct {
-	cfg    config
-	root   string // temp dir holding every node and datastore
-	log    *slog.Logger
-	schema []byte
-	topic  string
-	start  time.Time
-	data   dataset
+	cfg       config
+	root      string // temp dir holding every node and datastore
+	log       *slog.Logger
+	schema    []byte
+	topic     string
+	start     time.Time
+	data      dataset
+	loadStart string // /proc/loadavg when the run started
+	// swarmKey is the private-network key of every in-process network
+	// (--network secured).
+	swarmKey pnet.PSK
 }
 
 // progress prints a progress line to stderr.
@@ -143,6 +152,7 @@ func parseFlags() (config, error) {
 	var c config
 	var only string
 	var seed uint64
+	var network string
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.StringVar(&only, "only", strings.Join(benchmarks, ","), "benchmarks to run, comma-separated: "+strings.Join(benchmarks, ", "))
 	fs.IntVar(&c.edits, "edits", 2000, "edit: number of durable single-field Store.Put calls")
@@ -159,6 +169,7 @@ func parseFlags() (config, error) {
 	fs.DurationVar(&c.cleanTimeout, "clean-sync-timeout", 10*time.Minute, "cleansync: give up on the clean sync after this long")
 	fs.IntVar(&c.rssRecords, "rss-records", 125000, "rss: contacts (8 fields each) imported into an office node run as the real binary")
 	fs.StringVar(&c.genRecords, "gen-records", "../shared/bench/gen_records.py", "gen_records.py, run with python3 to make the contacts (empty, or without python3: the Go port in data.go)")
+	fs.StringVar(&network, "network", "secured", "in-process nodes: secured (swarm key, founder, signed operations: what ferry init --office makes) or open")
 	fs.Uint64Var(&seed, "seed", 1, "seed of the generated records and edits")
 	fs.StringVar(&c.out, "out", "", "also write the report to this file")
 	fs.StringVar(&c.schemaFile, "schema", "", "schema YAML (default: the embedded copy of crm.yaml)")
@@ -172,6 +183,13 @@ func parseFlags() (config, error) {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	c.seed = seed
+	switch network {
+	case "secured":
+		c.secured = true
+	case "open":
+	default:
+		return c, fmt.Errorf("--network %q: want secured or open", network)
+	}
 	c.only = map[string]bool{}
 	for _, b := range strings.Split(only, ",") {
 		b = strings.TrimSpace(b)
@@ -215,11 +233,16 @@ func run() (err error) {
 		}
 		return err
 	}
-	e := &env{cfg: cfg, schema: crmSchema, start: time.Now(),
+	e := &env{cfg: cfg, schema: crmSchema, start: time.Now(), loadStart: loadAvg(),
 		log:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		topic: fmt.Sprintf("ferry-bench-%x", rand.Uint64())}
 	if cfg.schemaFile != "" {
 		if e.schema, err = os.ReadFile(cfg.schemaFile); err != nil {
+			return err
+		}
+	}
+	if cfg.secured {
+		if e.swarmKey, err = node.NewSwarmKey(); err != nil {
 			return err
 		}
 	}
@@ -276,7 +299,7 @@ func run() (err error) {
 		all.rows = append(all.rows, r.rows...)
 		all.notes = append(all.notes, r.notes...)
 	}
-	all.notes = append(all.notes, e.data.source)
+	all.notes = append(all.notes, e.networkNote(), e.data.source)
 	report := e.report(all)
 	fmt.Print(report)
 	if cfg.out != "" {
@@ -294,7 +317,7 @@ func (e *env) report(r result) string {
 	for _, x := range r.rows {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", x.name, x.ferry, x.baseline, x.ratio)
 	}
-	b.WriteString("\nRatio = Ferry ÷ baseline, both measured in this run: below 1 for a rate means Ferry is slower; above 1 for a time or latency means Ferry is slower. " +
+	b.WriteString("\nRatio = Ferry ÷ baseline, both measured in this run: below 1 for a rate means Ferry is slower; above 1 for a time or latency means Ferry is slower, and for bytes, memory or disk that Ferry uses more. " +
 		"Catch-up rows also give the speed-up (plain go-ds-crdt time ÷ Ferry time); propagation rows compare two hops (laptop → office → laptop) with one hop (laptop → office) in the same Ferry network.\n")
 	if len(r.notes) > 0 {
 		b.WriteString("\n")
@@ -310,12 +333,15 @@ func (e *env) report(r result) string {
 			only = append(only, x)
 		}
 	}
-	fmt.Fprintf(&b, "\nSettings: --only %s --edits %d --edit-contacts %d --import %d --baseline-batch %d --catchup-edits %d --catchup-contacts %d --catchup-batch %d --catchup-timeout %s --propagation-edits %d --propagation-contacts %d --clean-sync-records %d --clean-sync-timeout %s --rss-records %d --gen-records %s --seed %d\n",
+	fmt.Fprintf(&b, "\nSettings: --only %s --edits %d --edit-contacts %d --import %d --baseline-batch %d --catchup-edits %d --catchup-contacts %d --catchup-batch %d --catchup-timeout %s --propagation-edits %d --propagation-contacts %d --clean-sync-records %d --clean-sync-timeout %s --rss-records %d --gen-records %s --network %s --seed %d\n",
 		strings.Join(only, ","), c.edits, c.editContacts, c.importN, c.baselineBatch, c.catchupEdits, c.catchupContacts, c.catchupBatch, c.catchupTimeout, c.propEdits, c.propContacts,
-		c.cleanRecords, c.cleanTimeout, c.rssRecords, shellQuote(c.genRecords), c.seed)
+		c.cleanRecords, c.cleanTimeout, c.rssRecords, shellQuote(c.genRecords), map[bool]string{true: "secured", false: "open"}[c.secured], c.seed)
 	b.WriteString("\nMachine:\n")
 	for _, f := range machineFacts(e.root) {
 		fmt.Fprintf(&b, "- %s\n", f)
+	}
+	if e.loadStart != "" {
+		fmt.Fprintf(&b, "- load average (1, 5, 15 min; the machine is shared, other work may run beside this program): %s at the start, %s at the end\n", e.loadStart, loadAvg())
 	}
 	return b.String()
 }
@@ -387,16 +413,24 @@ func machineFacts(dir string) []string {
 				}
 			}
 			if rot, err := os.ReadFile("/sys/block/" + filepath.Base(f[0]) + "/queue/rotational"); err == nil {
-				if strings.TrimSpace(string(rot)) == "0" {
-					fact += ", non-rotational"
-				} else {
-					fact += ", rotational"
-				}
+				fact += ", queue/rotational " + strings.TrimSpace(string(rot))
 			}
 			facts = append(facts, fact+")")
 		}
 	}
 	return facts
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	if f := strings.Fields(string(b)); len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return ""
 }
 
 // memTotal is MemTotal of /proc/meminfo, in GB.

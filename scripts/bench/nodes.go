@@ -15,6 +15,7 @@ import (
 	"time"
 
 	cid "github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/ferry-crm/ferry/crdt"
@@ -40,6 +41,10 @@ type nodeSpec struct {
 	// disableBulkSync: catch up through go-ds-crdt's DAG walk over bitswap
 	// only (plain go-ds-crdt), not Ferry's bulk block sync.
 	disableBulkSync bool
+	// founder names the node that founded this node's network (secured
+	// mode); empty: this node founds its own. The founder enrols the
+	// others (enrol) before they connect.
+	founder string
 }
 
 // nodeConfig is the node.Config of spec, its data dir root/<name> created.
@@ -67,6 +72,21 @@ func (e *env) nodeConfig(spec nodeSpec) (node.Config, error) {
 		cfg.PeerExchangeInterval = spec.peerExchange
 	}
 	cfg.DisableBulkSync = spec.disableBulkSync
+	if e.cfg.secured {
+		// What `ferry init --office` and `ferry init --join` configure: the
+		// network's swarm key (a libp2p private network, TCP only) and its
+		// founder (signed operations, members only).
+		founder := spec.founder
+		if founder == "" {
+			founder = spec.name
+		}
+		id, err := e.peerID(founder)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Founder = id.String()
+		cfg.SwarmKey = e.swarmKey
+	}
 	if spec.hooks != nil {
 		hooks := spec.hooks
 		cfg.Store.OnChange = func(string, string) { hooks.Add(1) }
@@ -100,6 +120,47 @@ func (e *env) cleanSync(ctx context.Context, spec nodeSpec, progress func(node.C
 		return res, fmt.Errorf("clean sync of node %s: %w", spec.name, err)
 	}
 	return res, nil
+}
+
+// peerID is the peer id of the node root/<name>: its identity key is
+// created if the node has not started yet.
+func (e *env) peerID(name string) (peer.ID, error) {
+	dir := filepath.Join(e.root, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	key, err := node.LoadOrCreateIdentity(filepath.Join(dir, node.IdentityFile))
+	if err != nil {
+		return "", err
+	}
+	return peer.IDFromPrivateKey(key)
+}
+
+// enrol makes the nodes named members of founder's network, as laptops
+// (what redeeming a `ferry invite` token does), before they first connect.
+// One delta each; nothing in an open network.
+func (e *env) enrol(ctx context.Context, founder *node.Node, names ...string) error {
+	if !e.cfg.secured {
+		return nil
+	}
+	for _, name := range names {
+		id, err := e.peerID(name)
+		if err != nil {
+			return err
+		}
+		if err := founder.Store().AddMember(ctx, id.String(), name, node.RoleLaptop); err != nil {
+			return fmt.Errorf("enrol %s on %s: %w", name, founder.Config().Name, err)
+		}
+	}
+	return nil
+}
+
+// networkNote says how the in-process nodes are networked.
+func (e *env) networkNote() string {
+	if e.cfg.secured {
+		return "Network (--network secured, what `ferry init --office` and `ferry init --join` make): in every benchmark the first node (the office, the catch-up source, the single node of edit and import) founds a network: all its nodes share one swarm key (libp2p private network, TCP only) and that founder, every operation is signed (Ed25519) and checked against the replicated membership, and the founder enrols the other nodes (Store.AddMember, what redeeming an invitation records) before they connect."
+	}
+	return "Network (--network open): no swarm key and no founder, nothing signed or checked, every peer admitted (what `ferry init` without --office or --join makes, for trying Ferry out)."
 }
 
 // closeNode closes n and reports a failure as an error of the benchmark.

@@ -112,6 +112,9 @@ func (e *env) benchPropagation(ctx context.Context) (res result, err error) {
 		return res, err
 	}
 	defer closeNode(office, &err)
+	if err := e.enrol(ctx, office, "prop-laptop1", "prop-laptop2"); err != nil {
+		return res, err
+	}
 	var laptops [2]*node.Node
 	var watches [2]*directWatch
 	for i := range laptops {
@@ -119,7 +122,7 @@ func (e *env) benchPropagation(ctx context.Context) (res result, err error) {
 		// hands out addresses from its peerstore, so it has none of one
 		// laptop to give the other, and they cannot connect directly.
 		l, err := e.startNode(ctx, nodeSpec{name: fmt.Sprintf("prop-laptop%d", i+1), network: true, role: node.RoleLaptop,
-			peers: office.Addrs()[:1], noListen: true, peerExchange: propExchange})
+			peers: office.Addrs()[:1], noListen: true, peerExchange: propExchange, founder: "prop-office"})
 		if err != nil {
 			return res, err
 		}
