@@ -69,22 +69,29 @@ func (s *Store) History(ctx context.Context, collection, id, field string) ([]Hi
 // element is one operation go-ds-crdt merged, with its stored form.
 type element struct {
 	HistoryEntry
-	key     string // the op key
-	raw     []byte // the envelope, nil when the block is missing
-	decoded bool
+	key      string // the op key
+	blockKey string // the block's go-ds-crdt id
+	decoded  bool
 }
 
 // recordElements lists every operation ever merged for a record (of one
 // field when field is not empty), in key order; an operation carried by
 // several blocks is listed once per block.
 func (s *Store) recordElements(ctx context.Context, collection, eid, field string) ([]element, error) {
+	elems, _, err := s.recordElementsWithDeltas(ctx, collection, eid, field)
+	return elems, err
+}
+
+// recordElementsWithDeltas is recordElements, also returning the deltas it
+// read, by block id.
+func (s *Store) recordElementsWithDeltas(ctx context.Context, collection, eid, field string) ([]element, map[string]*pb.Delta, error) {
 	prefix := s.opts.Namespace.Child(ds.NewKey(engineElemsNs)).String() + recordPrefix(collection, eid).String() + "/"
 	if field != "" {
 		prefix += field + "/"
 	}
 	res, err := s.base.Query(ctx, query.Query{Prefix: prefix, KeysOnly: true})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer res.Close()
 	elemsRoot := s.opts.Namespace.Child(ds.NewKey(engineElemsNs)).String()
@@ -93,7 +100,7 @@ func (s *Store) recordElements(ctx context.Context, collection, eid, field strin
 	var out []element
 	for r := range res.Next() {
 		if r.Error != nil {
-			return nil, r.Error
+			return nil, nil, r.Error
 		}
 		// <elemsRoot>/<collection>/<eid>/<field>/<opid>/<block key>
 		rest := strings.TrimPrefix(r.Key, elemsRoot)
@@ -106,10 +113,10 @@ func (s *Store) recordElements(ctx context.Context, collection, eid, field strin
 		if err != nil {
 			continue
 		}
-		e := element{HistoryEntry: HistoryEntry{Field: kp.Field, Op: kp.Op, Local: kp.Op.Writer == s.opts.Writer}, key: opKeyStr}
+		e := element{HistoryEntry: HistoryEntry{Field: kp.Field, Op: kp.Op, Local: kp.Op.Writer == s.opts.Writer}, key: opKeyStr, blockKey: blockKey}
 		tomb, err := s.base.Has(ctx, ds.NewKey(tombsRoot+rest))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		e.Visible = !tomb
 		if delta, c, err := s.blockDelta(ctx, blockKey, deltas); err == nil {
@@ -120,14 +127,14 @@ func (s *Store) recordElements(ctx context.Context, collection, eid, field strin
 				}
 				if op, err := decodeOp(kp, el.GetValue()); err == nil {
 					e.Value, e.Supersedes, e.Seen = op.Value, op.Supersedes, op.Seen
-					e.raw, e.decoded = el.GetValue(), true
+					e.decoded = true
 				}
 				break
 			}
 		}
 		out = append(out, e)
 	}
-	return out, nil
+	return out, deltas, nil
 }
 
 // rebuildRecord recomputes the visible operations of a record from its
@@ -139,9 +146,21 @@ func (s *Store) recordElements(ctx context.Context, collection, eid, field strin
 // tombstone of a Ferry write is listed in the Supersedes of one of its
 // operations).
 func (s *Store) rebuildRecord(ctx context.Context, v *view, writers []string, collection, eid string) (*recordOps, error) {
-	elems, err := s.recordElements(ctx, collection, eid, "")
+	elems, deltas, err := s.recordElementsWithDeltas(ctx, collection, eid, "")
 	if err != nil {
 		return nil, fmt.Errorf("rebuild %s/%s: %w", collection, eid, err)
+	}
+	verified := map[string]map[string]bool{} // block -> op key -> signature ok
+	sigOK := func(e element) bool {
+		if e.Visible {
+			return !v.badSig(e.key)
+		}
+		ok, done := verified[e.blockKey]
+		if !done {
+			ok = s.verifyDelta(deltas[e.blockKey])
+			verified[e.blockKey] = ok
+		}
+		return ok[e.key]
 	}
 	type entry struct {
 		op    Op
@@ -154,12 +173,7 @@ func (s *Store) rebuildRecord(ctx context.Context, v *view, writers []string, co
 			continue
 		}
 		op := Op{ID: e.Op, Field: e.Field, Value: e.Value, Supersedes: e.Supersedes, Seen: e.Seen}
-		valid := v.check(collection, eid, writers, op) == ""
-		if valid && e.Visible {
-			valid = !v.badSig(e.key)
-		} else if valid {
-			valid = s.sigValid(e.key, e.raw)
-		}
+		valid := v.check(collection, eid, writers, op) == "" && sigOK(e)
 		ops[ref] = &entry{op: op, valid: valid}
 	}
 	// endorsed: valid operations and, transitively, what they superseded.

@@ -14,15 +14,32 @@ import (
 // wrapper reports a change only once a read sees it.
 type observedStore struct {
 	ds.Batching
-	prefix  string // <ns>/s/k
-	changed func(key string)
-	// verify, if set, checks an operation about to become visible that was
-	// not written here; when it fails, the returned mark is written with it.
-	verify func(key string, value []byte) (ds.Key, bool)
+	prefix     string // <ns>/s/k
+	elemPrefix string // <ns>/s/s/
+	changed    func(key string)
+	// vet, if set, checks the elements of a batch of a remote merge before
+	// it commits (see Store.vetElements).
+	vet func(ctx context.Context, b ds.Write, elems []elementRef) (func(), error)
 }
 
 func newObservedStore(d ds.Batching, namespace ds.Key, changed func(string)) *observedStore {
-	return &observedStore{Batching: d, prefix: namespace.ChildString("s").ChildString("k").String(), changed: changed}
+	return &observedStore{Batching: d, prefix: namespace.ChildString("s").ChildString("k").String(),
+		elemPrefix: namespace.ChildString("s").ChildString("s").String() + "/", changed: changed}
+}
+
+// elementOf returns the op key and block of an element entry
+// (<ns>/s/s/<op key>/<block>).
+func (o *observedStore) elementOf(k ds.Key) (elementRef, bool) {
+	s := k.String()
+	if !strings.HasPrefix(s, o.elemPrefix) {
+		return elementRef{}, false
+	}
+	rest := s[len(o.elemPrefix)-1:]
+	i := strings.LastIndex(rest, "/")
+	if i <= 0 {
+		return elementRef{}, false
+	}
+	return elementRef{key: rest[:i], block: rest[i+1:]}, true
 }
 
 // valueKey returns the operation key when k is a visible-value entry.
@@ -35,14 +52,18 @@ func (o *observedStore) valueKey(k ds.Key) (string, bool) {
 }
 
 func (o *observedStore) Put(ctx context.Context, k ds.Key, v []byte) error {
-	key, isValue := o.valueKey(k)
-	if isValue && o.verify != nil && !isLocalWrite(ctx) {
-		if mark, bad := o.verify(key, v); bad {
-			if err := o.Batching.Put(ctx, mark, nil); err != nil {
-				return err
-			}
+	if _, ok := o.elementOf(k); ok && o.vet != nil && !isLocalWrite(ctx) {
+		// go-ds-crdt batches its element writes; vet a lone one alike.
+		b, err := o.Batch(ctx)
+		if err != nil {
+			return err
 		}
+		if err := b.Put(ctx, k, v); err != nil {
+			return err
+		}
+		return b.Commit(ctx)
 	}
+	key, isValue := o.valueKey(k)
 	if err := o.Batching.Put(ctx, k, v); err != nil {
 		return err
 	}
@@ -74,21 +95,15 @@ type observedBatch struct {
 	ds.Batch
 	o     *observedStore
 	keys  []string
-	local bool // opened by one of this node's own commits
+	elems []elementRef // elements of a remote merge, vetted at commit
+	local bool         // opened by one of this node's own commits
 }
 
 func (b *observedBatch) Put(ctx context.Context, k ds.Key, v []byte) error {
 	if key, ok := b.o.valueKey(k); ok {
 		b.keys = append(b.keys, key)
-		if b.o.verify != nil && !b.local && !isLocalWrite(ctx) {
-			// The mark goes in the same batch: it is durable exactly when
-			// the operation is.
-			if mark, bad := b.o.verify(key, v); bad {
-				if err := b.Batch.Put(ctx, mark, nil); err != nil {
-					return err
-				}
-			}
-		}
+	} else if e, ok := b.o.elementOf(k); ok && b.o.vet != nil && !b.local && !isLocalWrite(ctx) {
+		b.elems = append(b.elems, e)
 	}
 	return b.Batch.Put(ctx, k, v)
 }
@@ -101,9 +116,19 @@ func (b *observedBatch) Delete(ctx context.Context, k ds.Key) error {
 }
 
 func (b *observedBatch) Commit(ctx context.Context) error {
+	after := func() {}
+	if len(b.elems) > 0 {
+		// The marks go in the same batch: durable exactly when the ops are.
+		var err error
+		if after, err = b.o.vet(ctx, b.Batch, b.elems); err != nil {
+			return err
+		}
+		b.elems = nil
+	}
 	if err := b.Batch.Commit(ctx); err != nil {
 		return err
 	}
+	after()
 	for _, k := range b.keys {
 		b.o.changed(k)
 	}

@@ -2,14 +2,9 @@ package crdt
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime"
-	"sync"
-
-	ds "github.com/ipfs/go-datastore"
 )
 
 // Op is one write of one field of one record, as replicated. Each op is
@@ -37,8 +32,9 @@ type envelope struct {
 	Writer     string   `json:"w"`
 	Supersedes []string `json:"s,omitempty"`
 	Seen       []string `json:"r,omitempty"`
-	// Sig is the writer's signature of the key and the envelope without
-	// it (see sigMessage); absent in an open network.
+	// Sig is the writer's signature of its write: every op of it, keys and
+	// envelopes without the signature (see writeMessage); absent in an
+	// open network.
 	Sig []byte `json:"g,omitempty"`
 }
 
@@ -64,81 +60,6 @@ func encodeOp(op Op) ([]byte, error) {
 		return nil, fmt.Errorf("encode op %s: %w", op.ID, err)
 	}
 	return b, nil
-}
-
-// encodeOp encodes an op stored under key, signed when the store has a
-// trust model.
-func (s *Store) encodeOp(key ds.Key, op Op) ([]byte, error) {
-	b, err := encodeOp(op)
-	if err != nil {
-		return nil, err
-	}
-	return s.signEncoded(key, b)
-}
-
-// sigOverhead is what a signature adds to an encoded op: `,"g":"<88
-// base64 characters>"`.
-const sigOverhead = 95
-
-// signEncoded adds the signature to an encoded op (unchanged in an open
-// network). The signature is the envelope's last field, so appending it
-// gives exactly what encoding the envelope with it would.
-func (s *Store) signEncoded(key ds.Key, unsigned []byte) ([]byte, error) {
-	if s.opts.Trust == nil {
-		return unsigned, nil
-	}
-	sig, err := s.opts.Trust.Sign(sigMessage(key.String(), unsigned))
-	if err != nil {
-		return nil, fmt.Errorf("sign %s: %w", key, err)
-	}
-	out := make([]byte, 0, len(unsigned)+base64.StdEncoding.EncodedLen(len(sig))+8)
-	out = append(out, unsigned[:len(unsigned)-1]...) // without the closing brace
-	out = append(out, `,"g":"`...)
-	out = base64.StdEncoding.AppendEncode(out, sig)
-	return append(out, `"}`...), nil
-}
-
-// sign encodes a plan's ops with their signatures.
-func (s *Store) sign(p *writePlan) error {
-	p.values = make([][]byte, len(p.unsigned))
-	for i, u := range p.unsigned {
-		v, err := s.signEncoded(p.keys[i], u)
-		if err != nil {
-			return err
-		}
-		p.values[i] = v
-	}
-	return nil
-}
-
-// signAll signs many plans on every core: signing (~27 µs an op) is most of
-// an import's CPU time otherwise.
-func (s *Store) signAll(plans []*writePlan) error {
-	if s.opts.Trust == nil || len(plans) < 8 {
-		for _, p := range plans {
-			if err := s.sign(p); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	workers := min(runtime.GOMAXPROCS(0), len(plans))
-	errs := make([]error, workers)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < len(plans); i += workers {
-				if err := s.sign(plans[i]); err != nil {
-					errs[w] = err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }
 
 // decodeOp decodes the value stored under an op key. Anything that does not

@@ -182,7 +182,7 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 	// from go-ds-crdt's hooks (see observedStore).
 	observed := newObservedStore(base, opts.Namespace, s.keyChanged)
 	if opts.Trust != nil {
-		observed.verify = s.verifyMerged
+		observed.vet = s.vetElements
 	}
 	if bcast != nil {
 		bcast = &lenientBroadcaster{Broadcaster: bcast, log: opts.Logger}

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 
-	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
 )
 
@@ -129,16 +128,6 @@ func (v *view) check(collection, eid string, writers []string, op Op) string {
 	return ""
 }
 
-// sigMessage is what an operation's signature covers: a domain tag, the
-// operation's key, and its envelope without the signature.
-func sigMessage(key string, unsigned []byte) []byte {
-	msg := make([]byte, 0, len(key)+len(unsigned)+12)
-	msg = append(msg, "ferry-op/1\x00"...)
-	msg = append(msg, key...)
-	msg = append(msg, 0)
-	return append(msg, unsigned...)
-}
-
 // localWrite marks the context of this node's own commits: their operations
 // were signed here and are not verified again when go-ds-crdt merges them.
 type localWrite struct{}
@@ -153,40 +142,6 @@ func isLocalWrite(ctx context.Context) bool { return ctx.Value(localWrite{}) != 
 // go-ds-crdt's namespace so that a snapshot (clean sync) carries the marks.
 func (s *Store) badSigRoot() string {
 	return s.opts.Namespace.ChildString("x").ChildString("badsig").String()
-}
-
-// verifyMerged checks the signature of an operation go-ds-crdt is about to
-// make visible (a remote one). It returns the mark to write in the same
-// batch when the signature is bad.
-func (s *Store) verifyMerged(key string, data []byte) (ds.Key, bool) {
-	if s.opts.Trust == nil {
-		return ds.Key{}, false
-	}
-	if s.sigValid(key, data) {
-		return ds.Key{}, false
-	}
-	s.badSig.Store(key, true)
-	s.membersStale.Store(true)
-	return ds.RawKey(s.badSigRoot() + key), true
-}
-
-// sigValid verifies the signature of the operation stored under key.
-func (s *Store) sigValid(key string, data []byte) bool {
-	kp, err := parseOpKey(key)
-	if err != nil {
-		return false
-	}
-	env, err := decodeEnvelope(kp, data)
-	if err != nil || len(env.Sig) == 0 {
-		return false
-	}
-	sig := env.Sig
-	env.Sig = nil
-	unsigned, err := marshalEnvelope(env)
-	if err != nil {
-		return false
-	}
-	return s.opts.Trust.Verify(kp.Op.Writer, sigMessage(key, unsigned), sig)
 }
 
 // loadBadSigs reads the marks of operations whose signature failed.

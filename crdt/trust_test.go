@@ -3,6 +3,7 @@ package crdt
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -61,7 +62,7 @@ func rawWrite(t *testing.T, r *replica, coll, id, field string, value any, write
 		t.Fatal(err)
 	}
 	if signer != nil {
-		env.Sig = ed25519.Sign(signer, sigMessage(key.String(), unsigned))
+		env.Sig = ed25519.Sign(signer, writeMessage([]string{key.String()}, [][]byte{unsigned}))
 	}
 	data, err := marshalEnvelope(env)
 	if err != nil {
@@ -292,4 +293,62 @@ func TestTrustImportIsSigned(t *testing.T) {
 			t.Errorf("%s: %d records, %d ignored", r.writer, n, len(ig))
 		}
 	}
+}
+
+// TestTrustPartialReplay: a member copies one op of another member's
+// two-field write, signature and all, into a delta of its own. The copy does
+// not verify (the signature covers both ops), but the op stays valid: its
+// honest block verified.
+func TestTrustPartialReplay(t *testing.T) {
+	tn := newTrustNet(t, 3)
+	b, c := tn.replicas[1], tn.replicas[2]
+	ctx := context.Background()
+	res := mustPut(t, b, "contacts", "c1", map[string]any{"last_name": "Smith", "phone": "1"})
+	tn.waitConverged(10 * time.Second)
+	eid, _ := EscapeID("c1")
+	key := opKey("contacts", eid, "phone", res.Op)
+	stored, err := c.engine.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Replay the phone op alone (same key, same bytes) in C's next delta,
+	// next to an honest write of C's so the delta is not empty otherwise.
+	batch, err := c.engine.Batch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := batch.Put(ctx, key, stored); err != nil {
+		t.Fatal(err)
+	}
+	if err := batch.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tn.waitConverged(10 * time.Second)
+	for _, r := range tn.all() {
+		rec := mustGet(t, r, "contacts", "c1")
+		if rec.Fields["phone"].Value != "1" || rec.Fields["last_name"].Value != "Smith" {
+			t.Errorf("%s: c1 %v", r.writer, rec.Values())
+		}
+		if ig, _ := r.Ignored(ctx); len(ig) != 0 {
+			t.Errorf("%s: ignores %v", r.writer, ig)
+		}
+	}
+	// Altering one op of a write breaks the signature of that write.
+	env := map[string]any{}
+	if err := json.Unmarshal(stored, &env); err != nil {
+		t.Fatal(err)
+	}
+	env["v"] = "2"
+	key2 := opKey("contacts", eid, "phone", OpID{Time: res.Op.Time + 1, Writer: res.Op.Writer})
+	env["t"] = key2.String()[len(key2.String())-len(res.Op.String()):][:16]
+	forged, _ := json.Marshal(env)
+	batch, _ = c.engine.Batch(ctx)
+	if err := batch.Put(ctx, key2, forged); err != nil {
+		t.Fatal(err)
+	}
+	if err := batch.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tn.waitConverged(10 * time.Second)
+	expectEverywhere(t, tn, "contacts", "c1", "phone", "1", OpID{Time: res.Op.Time + 1, Writer: res.Op.Writer}, ReasonBadSignature)
 }

@@ -170,7 +170,8 @@ func rawWrite(t *testing.T, n *clusterNode, coll, id, field string, value any, w
 		env.Supersedes = []string{field + "/" + old.String()}
 	}
 	unsigned, _ := json.Marshal(env)
-	if env.Sig, err = signer.Sign(append([]byte("ferry-op/1\x00"+key+"\x00"), unsigned...)); err != nil {
+	// One op, one write: the signature covers "ferry-write/1\n<key>\n<envelope>\n".
+	if env.Sig, err = signer.Sign(append([]byte("ferry-write/1\n"+key+"\n"), append(unsigned, '\n')...)); err != nil {
 		t.Fatal(err)
 	}
 	data, _ := json.Marshal(env)
