@@ -231,17 +231,6 @@ func mustStatus(t testing.TB, dir string) node.Status {
 	return st
 }
 
-// peerAddr is the address laptops use to dial an office listening on
-// 127.0.0.1:port.
-func peerAddr(t testing.TB, dir string, port int) string {
-	t.Helper()
-	id := mustStatus(t, dir).PeerID
-	if id == "" {
-		t.Fatalf("status --json of %s has no peer_id", dir)
-	}
-	return fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/%s", port, id)
-}
-
 // getRecord runs `ferry get COLLECTION ID --json`; ok is false when the
 // command failed.
 func getRecord(t testing.TB, dir, collection, id string) (rec node.RecordJSON, raw map[string]any, r result, ok bool) {
