@@ -55,6 +55,8 @@ type testNet struct {
 	// keys, when set, gives replicas a trust model: writer -> signing key,
 	// founder A; newTrustNet enrols the others.
 	keys     map[string]ed25519.PrivateKey
+	// recoverNext opens the next replica started as after a crash.
+	recoverNext bool
 	mu       sync.Mutex
 	dag      ipld.DAGService
 	replicas []*replica
@@ -226,6 +228,7 @@ func (tn *testNet) start(i int, dir string) *replica {
 	if tn.keys != nil {
 		o.Trust = tn.trustFor(r.writer)
 	}
+	o.Recover, tn.recoverNext = tn.recoverNext, false
 	st, err := New(ctx, base, tn.dag, r.bc, o)
 	if err != nil {
 		t.Fatal(err)

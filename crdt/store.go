@@ -68,6 +68,10 @@ type Options struct {
 	BatchBytes int
 	// Now reads the physical clock (default time.Now).
 	Now func() time.Time
+	// Recover: the store was not closed cleanly; before go-ds-crdt opens it,
+	// blocks merged but not linked to the heads are made heads again (see
+	// recoverOrphans). Run Repair afterwards.
+	Recover bool
 	// Trust, if set, accepts only what members of the network wrote, and
 	// signs this node's operations (see Trust). nil: an open network.
 	Trust *Trust
@@ -173,6 +177,15 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 	}
 	s.clock = NewClock(opts.Now, last)
 
+	if opts.Recover {
+		orphans, err := s.recoverOrphans(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		if len(orphans) > 0 {
+			s.log.Warn("blocks merged before a crash but never made heads: heads again", "blocks", orphans)
+		}
+	}
 	copts := dscrdt.DefaultOptions()
 	copts.Logger = &engineLogger{log: opts.Logger.With("component", "go-ds-crdt")}
 	copts.RebroadcastInterval = opts.RebroadcastInterval

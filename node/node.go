@@ -238,6 +238,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	sopts := cfg.Store
 	sopts.Writer = self.String()
 	sopts.Logger = n.log
+	sopts.Recover = unclean
 	if n.secured() {
 		sopts.Trust = newTrust(key, cfg.Founder)
 	}

@@ -1,0 +1,181 @@
+package crdt
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"time"
+
+	dshelp "github.com/ipfs/boxo/datastore/dshelp"
+	cid "github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	pb "github.com/ipfs/go-ds-crdt/pb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ipfs/boxo/ipld/merkledag"
+)
+
+// go-ds-crdt v0.6.8 merges a local delta (elements, then the processed mark)
+// before it records the new block as a head. A process killed in between
+// leaves ops in the store that no head leads to: the node shows them, but
+// never announces them, and DAG repair (which walks down from the heads)
+// never finds them. recoverOrphans finds such blocks and makes them heads
+// again, so they are announced and, if their merge was cut short, repaired.
+// It reads go-ds-crdt's layout: heads under <ns>/h/<block> (uvarint
+// height), processed marks under <ns>/b/<block>, elements under
+// <ns>/s/s/<op key>/<block>.
+
+// recoverOrphans runs before go-ds-crdt opens the store. It returns the
+// blocks it made heads.
+func (s *Store) recoverOrphans(ctx context.Context) ([]cid.Cid, error) {
+	ns := s.opts.Namespace
+	headsRoot := ns.ChildString("h").String() + "/"
+	heads, err := s.listBlockKeys(ctx, headsRoot, false)
+	if err != nil {
+		return nil, fmt.Errorf("recover: heads: %w", err)
+	}
+	merged, err := s.listBlockKeys(ctx, ns.ChildString("b").String()+"/", false)
+	if err != nil {
+		return nil, fmt.Errorf("recover: processed blocks: %w", err)
+	}
+	partial, err := s.listBlockKeys(ctx, ns.ChildString(engineElemsNs).String()+"/", true)
+	if err != nil {
+		return nil, fmt.Errorf("recover: elements: %w", err)
+	}
+	for k := range partial {
+		merged[k] = true
+	}
+	// Everything reachable from the heads.
+	links := map[string][]string{} // block -> its links, for the blocks read
+	reachable := map[string]bool{}
+	var queue []string
+	for h := range heads {
+		reachable[h] = true
+		queue = append(queue, h)
+	}
+	for len(queue) > 0 {
+		k := queue[len(queue)-1]
+		queue = queue[:len(queue)-1]
+		ls, _, err := s.blockLinks(ctx, k)
+		if err != nil {
+			continue // not here (yet): nothing below it was merged from it
+		}
+		links[k] = ls
+		for _, l := range ls {
+			if !reachable[l] {
+				reachable[l] = true
+				queue = append(queue, l)
+			}
+		}
+	}
+	// Orphans: merged, unreachable, and not below another orphan.
+	orphans := map[string]uint64{}
+	below := map[string]bool{}
+	for k := range merged {
+		if reachable[k] {
+			continue
+		}
+		ls, height, err := s.blockLinks(ctx, k)
+		if err != nil {
+			continue
+		}
+		links[k] = ls
+		orphans[k] = height
+		for _, l := range ls {
+			below[l] = true
+		}
+	}
+	var out []cid.Cid
+	for k, height := range orphans {
+		if below[k] {
+			continue
+		}
+		c, err := blockCid(k)
+		if err != nil {
+			continue
+		}
+		buf := make([]byte, binary.MaxVarintLen64)
+		n := binary.PutUvarint(buf, height)
+		if err := s.base.Put(ctx, ds.NewKey(headsRoot+k), buf[:n]); err != nil {
+			return nil, fmt.Errorf("recover: %w", err)
+		}
+		for _, l := range links[k] {
+			if heads[l] { // now below the orphan, as go-ds-crdt would have replaced it
+				if err := s.base.Delete(ctx, ds.NewKey(headsRoot+l)); err != nil {
+					return nil, fmt.Errorf("recover: %w", err)
+				}
+			}
+		}
+		out = append(out, c)
+	}
+	if len(out) > 0 {
+		if err := s.base.Sync(ctx, ds.NewKey(headsRoot)); err != nil {
+			return nil, fmt.Errorf("recover: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// listBlockKeys lists the block ids under root: the first key segment after
+// it, or with last, the last segment (element keys end with their block).
+func (s *Store) listBlockKeys(ctx context.Context, root string, last bool) (map[string]bool, error) {
+	res, err := s.base.Query(ctx, query.Query{Prefix: root, KeysOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	out := map[string]bool{}
+	for r := range res.Next() {
+		if r.Error != nil {
+			return nil, r.Error
+		}
+		rest := strings.TrimPrefix(r.Key, root)
+		if last {
+			rest = rest[strings.LastIndex(rest, "/")+1:]
+		} else if i := strings.Index(rest, "/"); i >= 0 {
+			rest = rest[:i]
+		}
+		if rest != "" {
+			out[rest] = true
+		}
+	}
+	return out, nil
+}
+
+func blockCid(key string) (cid.Cid, error) {
+	mh, err := dshelp.DsKeyToMultihash(ds.NewKey(key))
+	if err != nil {
+		return cid.Undef, err
+	}
+	return cid.NewCidV1(cid.DagProtobuf, mh), nil
+}
+
+// blockLinks reads a block held here: its links (as block ids) and its
+// height. It does not wait for the network.
+func (s *Store) blockLinks(ctx context.Context, key string) ([]string, uint64, error) {
+	c, err := blockCid(key)
+	if err != nil {
+		return nil, 0, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	nd, err := s.dag.Get(cctx, c)
+	if err != nil {
+		return nil, 0, err
+	}
+	pn, ok := nd.(*merkledag.ProtoNode)
+	if !ok {
+		return nil, 0, fmt.Errorf("block %s is not dag-pb", c)
+	}
+	var d pb.Delta
+	if err := proto.Unmarshal(pn.Data(), &d); err != nil {
+		return nil, 0, err
+	}
+	var out []string
+	for _, l := range nd.Links() {
+		out = append(out, dshelp.MultihashToDsKey(l.Cid.Hash()).String()[1:])
+	}
+	return out, d.GetPriority(), nil
+}
