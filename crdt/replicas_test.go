@@ -54,12 +54,12 @@ type testNet struct {
 	reorder bool // deliver broadcasts in random order
 	// keys, when set, gives replicas a trust model: writer -> signing key,
 	// founder A; newTrustNet enrols the others.
-	keys     map[string]ed25519.PrivateKey
+	keys map[string]ed25519.PrivateKey
 	// recoverNext opens the next replica started as after a crash.
 	recoverNext bool
-	mu       sync.Mutex
-	dag      ipld.DAGService
-	replicas []*replica
+	mu          sync.Mutex
+	dag         ipld.DAGService
+	replicas    []*replica
 }
 
 type replica struct {

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	dshelp "github.com/ipfs/boxo/datastore/dshelp"
 	cid "github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
@@ -177,7 +178,11 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 	}
 	s.clock = NewClock(opts.Now, last)
 
-	if opts.Recover {
+	dirty, err := base.Has(ctx, opts.Namespace.ChildString("d"))
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if opts.Recover || dirty {
 		orphans, err := s.recoverOrphans(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
@@ -281,6 +286,12 @@ func (s *Store) Stats(ctx context.Context) Stats {
 		Dirty:      s.engine.IsDirty(ctx),
 		Malformed:  s.malformed.Load(),
 	}
+}
+
+// Processed reports whether go-ds-crdt has merged block c (its children may
+// still be queued: see Stats.QueuedJobs).
+func (s *Store) Processed(ctx context.Context, c cid.Cid) (bool, error) {
+	return s.base.Has(ctx, s.opts.Namespace.ChildString("b").Child(dshelp.MultihashToDsKey(c.Hash())))
 }
 
 // Heads returns the current DAG heads, to announce to a peer.

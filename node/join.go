@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	cid "github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -352,10 +353,17 @@ func (n *Node) Join(ctx context.Context, t Token, name string) (name2, role stri
 	if r.Error != "" {
 		return "", "", fmt.Errorf("%w: %s", ErrInviteRefused, r.Error)
 	}
-	// The office recorded the membership; fetch it.
+	// The office recorded the membership; fetch it, and everything the
+	// office holds (a node closed in the middle of go-ds-crdt's walk would
+	// have to repair it at its next start).
+	synced := 0
 	for {
-		if n.store.IsCurrentMember(ctx, n.self.String()) {
-			return r.Name, r.Role, nil
+		if n.store.IsCurrentMember(ctx, n.self.String()) && n.holdsHeadsOf(ctx, office) {
+			if synced++; synced >= 2 {
+				return r.Name, r.Role, nil
+			}
+		} else {
+			synced = 0
 		}
 		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
 		n.SyncNow(sctx)
@@ -366,4 +374,22 @@ func (n *Node) Join(ctx context.Context, t Token, name string) (name2, role stri
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// holdsHeadsOf reports whether every head peer p last announced is merged
+// here and no merge is queued.
+func (n *Node) holdsHeadsOf(ctx context.Context, p peer.ID) bool {
+	v, ok := n.peerHeads.Load(p)
+	if !ok {
+		return false
+	}
+	if st := n.store.Stats(ctx); st.QueuedJobs > 0 || st.Dirty {
+		return false
+	}
+	for _, h := range v.([]cid.Cid) {
+		if done, err := n.store.Processed(ctx, h); err != nil || !done {
+			return false
+		}
+	}
+	return true
 }

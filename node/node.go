@@ -269,8 +269,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("start node: %w", err)
 	}
-	if unclean {
-		n.log.Warn("store was not closed cleanly: re-walking the DAG")
+	if unclean || n.store.Stats(ctx).Dirty {
+		n.log.Warn("store was not closed cleanly, or a merge failed: re-walking the DAG")
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
@@ -351,6 +351,14 @@ func (n *Node) Close() error {
 				errs = append(errs, fmt.Errorf("%s: %w", what, err))
 			}
 		}
+		// A merge cut short by this shutdown (blocks queued, or a failed
+		// fetch) leaves go-ds-crdt's walk half done: keep the open marker,
+		// so that the next start recovers and repairs as after a crash.
+		interrupted := false
+		if n.store != nil {
+			st := n.store.Stats(n.ctx)
+			interrupted = st.QueuedJobs > 0 || st.Dirty
+		}
 		n.cancel()
 		if n.host != nil {
 			n.host.RemoveStreamHandler(DigestProtocol)
@@ -384,7 +392,10 @@ func (n *Node) Close() error {
 		}
 		if n.base != nil {
 			add("datastore", n.base.Close())
-			if len(errs) == 0 {
+			if interrupted {
+				n.log.Warn("closed during a merge: the next start re-walks the DAG")
+			}
+			if len(errs) == 0 && !interrupted {
 				add("marker", markClosed(n.cfg.Dir))
 			}
 		}
