@@ -3,6 +3,7 @@ package crdt
 import (
 	"context"
 	"strings"
+	"sync"
 
 	ds "github.com/ipfs/go-datastore"
 )
@@ -16,7 +17,13 @@ type observedStore struct {
 	ds.Batching
 	prefix     string // <ns>/s/k
 	elemPrefix string // <ns>/s/s/
-	changed    func(key string)
+	tombPrefix string // <ns>/s/t/
+	// stash holds the tombstones of this node's own delta until its
+	// elements are committed with them (see localBatch).
+	stashMu   sync.Mutex
+	stash     []batchOp
+	stashKeys []string
+	changed   func(key string)
 	// vet, if set, checks the elements of a batch of a remote merge before
 	// it commits (see Store.vetElements).
 	vet func(ctx context.Context, b ds.Write, elems []elementRef) (func(), error)
@@ -24,7 +31,8 @@ type observedStore struct {
 
 func newObservedStore(d ds.Batching, namespace ds.Key, changed func(string)) *observedStore {
 	return &observedStore{Batching: d, prefix: namespace.ChildString("s").ChildString("k").String(),
-		elemPrefix: namespace.ChildString("s").ChildString("s").String() + "/", changed: changed}
+		elemPrefix: namespace.ChildString("s").ChildString("s").String() + "/",
+		tombPrefix: namespace.ChildString("s").ChildString("t").String() + "/", changed: changed}
 }
 
 // elementOf returns the op key and block of an element entry
@@ -63,6 +71,11 @@ func (o *observedStore) Put(ctx context.Context, k ds.Key, v []byte) error {
 		}
 		return b.Commit(ctx)
 	}
+	if isLocalWrite(ctx) {
+		if err := o.flushStash(ctx); err != nil {
+			return err
+		}
+	}
 	key, isValue := o.valueKey(k)
 	if err := o.Batching.Put(ctx, k, v); err != nil {
 		return err
@@ -74,6 +87,11 @@ func (o *observedStore) Put(ctx context.Context, k ds.Key, v []byte) error {
 }
 
 func (o *observedStore) Delete(ctx context.Context, k ds.Key) error {
+	if isLocalWrite(ctx) {
+		if err := o.flushStash(ctx); err != nil {
+			return err
+		}
+	}
 	if err := o.Batching.Delete(ctx, k); err != nil {
 		return err
 	}
@@ -84,6 +102,9 @@ func (o *observedStore) Delete(ctx context.Context, k ds.Key) error {
 }
 
 func (o *observedStore) Batch(ctx context.Context) (ds.Batch, error) {
+	if isLocalWrite(ctx) {
+		return &localBatch{o: o}, nil
+	}
 	b, err := o.Batching.Batch(ctx)
 	if err != nil {
 		return nil, err
@@ -133,5 +154,99 @@ func (b *observedBatch) Commit(ctx context.Context) error {
 		b.o.changed(k)
 	}
 	b.keys = nil
+	return nil
+}
+
+// batchOp is one write of a buffered batch.
+type batchOp struct {
+	key   ds.Key
+	value []byte
+	del   bool
+}
+
+// localBatch is a batch of this node's own merge. go-ds-crdt merges a delta
+// in two batches, tombstones then elements: a process killed between them
+// keeps tombstones that no operation explains, on this node only. So a
+// batch of tombstones alone is held back and committed with the next one,
+// the delta's elements, in one badger batch. (What follows, the processed
+// mark and the heads, is recovered after a crash: see recoverOrphans.)
+type localBatch struct {
+	o            *observedStore
+	ops          []batchOp
+	keys         []string
+	tombs, elems bool
+}
+
+func (b *localBatch) Put(_ context.Context, k ds.Key, v []byte) error {
+	b.note(k)
+	b.ops = append(b.ops, batchOp{key: k, value: v})
+	return nil
+}
+
+func (b *localBatch) Delete(_ context.Context, k ds.Key) error {
+	b.note(k)
+	b.ops = append(b.ops, batchOp{key: k, del: true})
+	return nil
+}
+
+func (b *localBatch) note(k ds.Key) {
+	if key, ok := b.o.valueKey(k); ok {
+		b.keys = append(b.keys, key)
+	}
+	s := k.String()
+	b.tombs = b.tombs || strings.HasPrefix(s, b.o.tombPrefix)
+	b.elems = b.elems || strings.HasPrefix(s, b.o.elemPrefix)
+}
+
+func (b *localBatch) Commit(ctx context.Context) error {
+	o := b.o
+	o.stashMu.Lock()
+	if b.tombs && !b.elems {
+		o.stash = append(o.stash, b.ops...)
+		o.stashKeys = append(o.stashKeys, b.keys...)
+		o.stashMu.Unlock()
+		return nil
+	}
+	ops := append(o.stash, b.ops...)
+	keys := append(o.stashKeys, b.keys...)
+	o.stash, o.stashKeys = nil, nil
+	o.stashMu.Unlock()
+	return o.commitOps(ctx, ops, keys)
+}
+
+// flushStash commits held-back tombstones (go-ds-crdt wrote something else
+// of this node's merge first: a delta without elements).
+func (o *observedStore) flushStash(ctx context.Context) error {
+	o.stashMu.Lock()
+	ops, keys := o.stash, o.stashKeys
+	o.stash, o.stashKeys = nil, nil
+	o.stashMu.Unlock()
+	if len(ops) == 0 {
+		return nil
+	}
+	return o.commitOps(ctx, ops, keys)
+}
+
+func (o *observedStore) commitOps(ctx context.Context, ops []batchOp, keys []string) error {
+	ub, err := o.Batching.Batch(ctx)
+	if err != nil {
+		return err
+	}
+	for _, op := range ops {
+		if op.del {
+			err = ub.Delete(ctx, op.key)
+		} else {
+			err = ub.Put(ctx, op.key, op.value)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := ub.Commit(ctx); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		o.changed(k)
+	}
 	return nil
 }
