@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -148,5 +149,32 @@ func FuzzInviteToken(f *testing.F) {
 		if again, err := ParseToken(tok.Encode()); err != nil || again.Secret != tok.Secret {
 			t.Fatalf("re-encoded token does not parse back: %v", err)
 		}
+	})
+}
+
+// FuzzDigestAndJoinFrames: the JSON frames of /ferry/digest/1.0.0 (request
+// and answer) and of /ferry/join/1.0.0, as a peer may send them. Decoding
+// never panics, and an accepted digest is exactly the hex it came from.
+func FuzzDigestAndJoinFrames(f *testing.F) {
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"buckets":[0,255]}`))
+	f.Add([]byte(`{"buckets":["` + strings.Repeat("ab", 32) + `"],"records":{"contacts/c1":"00"}}`))
+	f.Add([]byte(`{"secret":"00","name":"x"}`))
+	f.Add([]byte(`{"error":"no"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req digestRequest
+		_ = json.Unmarshal(data, &req)
+		var resp digestResponse
+		if json.Unmarshal(data, &resp) == nil {
+			for _, s := range resp.Buckets {
+				if d, err := parseDigest(s); err == nil && d.String() != strings.ToLower(s) {
+					t.Fatalf("digest %q parsed as %s", s, d)
+				}
+			}
+		}
+		var jr joinRequest
+		_ = json.Unmarshal(data, &jr)
+		var rep joinReply
+		_ = json.Unmarshal(data, &rep)
 	})
 }
