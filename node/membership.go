@@ -61,7 +61,7 @@ func (n *Node) admit(p peer.ID) bool {
 	if !n.secured() || p == n.self {
 		return true
 	}
-	st := n.store
+	st := n.storeReady.Load() // libp2p may ask before the store is open
 	if st == nil {
 		return false
 	}

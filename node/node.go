@@ -138,17 +138,19 @@ type Node struct {
 	store *crdt.Store
 
 	// network parts, nil when Config.Network is false
-	host      host.Host // raw, wrapped to admit members only when secured
-	raw       host.Host
-	invites   *inviteBook
-	enforce   chan struct{}
-	refused   atomic.Uint64 // streams refused to peers that are not members
-	bcast     *Broadcaster
-	bitswap   *BitswapHandle
-	heads     *HeadSync
-	blocks    *BlockSync
-	dialer    *Dialer
-	discovery *Discovery
+	host    host.Host // raw, wrapped to admit members only when secured
+	raw     host.Host
+	invites *inviteBook
+	enforce chan struct{}
+	refused atomic.Uint64 // streams refused to peers that are not members
+	// storeReady is the store once it is open, for libp2p's callbacks.
+	storeReady atomic.Pointer[crdt.Store]
+	bcast      *Broadcaster
+	bitswap    *BitswapHandle
+	heads      *HeadSync
+	blocks     *BlockSync
+	dialer     *Dialer
+	discovery  *Discovery
 
 	bstore    blockstore.Blockstore
 	acks      *ackTracker
@@ -269,6 +271,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("start node: %w", err)
 	}
+	n.storeReady.Store(n.store)
 	if unclean || n.store.Stats(ctx).Dirty {
 		n.log.Warn("store was not closed cleanly, or a merge failed: re-walking the DAG")
 		n.wg.Add(1)
