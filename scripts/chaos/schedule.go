@@ -533,17 +533,10 @@ func (c *cluster) opImport(ctx context.Context, r *rand.Rand) {
 	// The CLI starts in ~10 ms and an import of 20-200 records takes some
 	// 20-80 ms more: most kills land while it runs.
 	delay := time.Duration(5+r.IntN(70)) * time.Millisecond
-	for _, l := range lines {
-		if id := l["id"].(string); strings.HasPrefix(id, "i") {
-			c.importedIDs = append(c.importedIDs, id)
-		}
-	}
-	path, err := c.writeImport(lines)
-	if err != nil {
-		c.problem("write import file: %v", err)
+	path, ok := c.prepareImport(lines)
+	if !ok {
 		return
 	}
-	c.stats.imports++
 	if !killIt || !n.running() || len(c.downNodes()) >= c.maxDown() {
 		if res := c.ferry(ctx, n, "import", collection, path); res.ok() {
 			c.ackImport("import", n, lines)
@@ -762,17 +755,10 @@ func (c *cluster) opKillMidSync(ctx context.Context, r *rand.Rand) {
 		return
 	}
 	w := writers[other%len(writers)]
-	for _, l := range lines {
-		if id := l["id"].(string); strings.HasPrefix(id, "i") {
-			c.importedIDs = append(c.importedIDs, id)
-		}
-	}
-	path, err := c.writeImport(lines)
-	if err != nil {
-		c.problem("write import file: %v", err)
+	path, ok := c.prepareImport(lines)
+	if !ok {
 		return
 	}
-	c.stats.imports++
 	if res := c.ferry(ctx, w, "import", collection, path); res.ok() {
 		c.ackImport("import", w, lines)
 	}
@@ -786,4 +772,22 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
+}
+
+// prepareImport notes the imported ids, writes the import file and counts
+// the import; ok is false (and the problem recorded) when the file could
+// not be written.
+func (c *cluster) prepareImport(lines []map[string]any) (string, bool) {
+	for _, l := range lines {
+		if id := l["id"].(string); strings.HasPrefix(id, "i") {
+			c.importedIDs = append(c.importedIDs, id)
+		}
+	}
+	path, err := c.writeImport(lines)
+	if err != nil {
+		c.problem("write import file: %v", err)
+		return "", false
+	}
+	c.stats.imports++
+	return path, true
 }
