@@ -226,10 +226,8 @@ type BlockSync struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
 
-	mu          sync.Mutex
-	closed      bool
+	lifecycle   // its mu also guards the fields below
 	fetches     map[peer.ID]*bsFetchCall
 	seq         uint64
 	serving     int // requests being served (holding a slot)
@@ -287,11 +285,7 @@ func newBlockSync(h host.Host, bstore blockstore.Blockstore, heads HeadsFunc, lo
 func (s *BlockSync) Close() error {
 	s.closeOnce.Do(func() {
 		s.h.RemoveStreamHandler(BlocksProtocol)
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		s.cancel()
-		s.wg.Wait()
+		s.shut(s.cancel)
 	})
 	return nil
 }
@@ -643,14 +637,10 @@ func bsVerifyBlock(c cid.Cid, data []byte) error {
 // handle is the responder side.
 func (s *BlockSync) handle(str network.Stream) {
 	p := str.Conn().RemotePeer()
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.enter() {
 		_ = str.Reset()
 		return
 	}
-	s.wg.Add(1)
-	s.mu.Unlock()
 	defer s.wg.Done()
 
 	ctx, cancel := context.WithCancel(s.ctx)

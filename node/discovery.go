@@ -119,13 +119,11 @@ type Discovery struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
 
-	mu      sync.Mutex // guards closed vs wg.Add, and the maps below
-	closed  bool
-	learned map[peer.ID]*learnedPeer
-	asking  map[peer.ID]bool
-	dialing map[peer.ID]bool
+	lifecycle // its mu also guards the maps below
+	learned   map[peer.ID]*learnedPeer
+	asking    map[peer.ID]bool
+	dialing   map[peer.ID]bool
 
 	askSem  chan struct{}
 	dialSem chan struct{}
@@ -237,11 +235,7 @@ func (d *Discovery) Close() error {
 	d.closeOnce.Do(func() {
 		d.h.RemoveStreamHandler(PeersProtocol)
 		d.h.Network().StopNotify(d.notifiee)
-		d.mu.Lock()
-		d.closed = true
-		d.mu.Unlock()
-		d.cancel()
-		d.wg.Wait()
+		d.shut(d.cancel)
 		d.stopMDNS()
 		d.mu.Lock()
 		for id := range d.learned {
@@ -291,7 +285,7 @@ func (d *Discovery) startExchangeAll() {
 	if !d.exchanging.CompareAndSwap(false, true) {
 		return
 	}
-	if !d.add() {
+	if !d.enter() {
 		d.exchanging.Store(false)
 		return
 	}
@@ -300,17 +294,6 @@ func (d *Discovery) startExchangeAll() {
 		defer d.exchanging.Store(false)
 		d.exchangeAll()
 	}()
-}
-
-// add does wg.Add(1) unless closed.
-func (d *Discovery) add() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return false
-	}
-	d.wg.Add(1)
-	return true
 }
 
 // exchangeAll asks every connected peer known to speak PeersProtocol and
@@ -429,7 +412,7 @@ func (d *Discovery) ask(ctx context.Context, p peer.ID) error {
 
 // handle is the responder side.
 func (d *Discovery) handle(str network.Stream) {
-	if !d.add() {
+	if !d.enter() {
 		_ = str.Reset()
 		return
 	}

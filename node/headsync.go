@@ -55,12 +55,10 @@ type HeadSync struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	closed  bool
-	running map[peer.ID]int       // exchanges in progress, either role
-	last    map[peer.ID]time.Time // last successful exchange, either role
+	lifecycle                       // its mu also guards the maps below
+	running   map[peer.ID]int       // exchanges in progress, either role
+	last      map[peer.ID]time.Time // last successful exchange, either role
 
 	closeOnce sync.Once
 }
@@ -180,13 +178,9 @@ func (s *HeadSync) recordExchange(p peer.ID) {
 // does not dial): our heads go to p, p's heads go to the sink. It returns
 // once both directions are done and p's heads were handed to the sink.
 func (s *HeadSync) Exchange(ctx context.Context, p peer.ID) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.enter() {
 		return errors.New("heads exchange: closed")
 	}
-	s.wg.Add(1)
-	s.mu.Unlock()
 	defer s.wg.Done()
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -216,11 +210,7 @@ func (s *HeadSync) Close() error {
 	s.closeOnce.Do(func() {
 		s.h.RemoveStreamHandler(HeadsProtocol)
 		s.h.Network().StopNotify(s.notifiee)
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		s.cancel()
-		s.wg.Wait()
+		s.shut(s.cancel)
 	})
 	return nil
 }
@@ -274,14 +264,10 @@ func (s *HeadSync) exchange(ctx context.Context, p peer.ID) error {
 // handle is the responder side.
 func (s *HeadSync) handle(str network.Stream) {
 	p := str.Conn().RemotePeer()
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.enter() {
 		_ = str.Reset()
 		return
 	}
-	s.wg.Add(1)
-	s.mu.Unlock()
 	defer s.wg.Done()
 	if !s.begin(p, false) {
 		_ = str.Reset()
