@@ -241,10 +241,11 @@ func (s *Store) Resolve(ctx context.Context, collection, id, field string, res R
 // on KeepField supersedes (tombstones) every visible delete. It is never
 // shown; it records who kept the record and what it replaced.
 func (s *Store) keepRecord(ctx context.Context, collection, eid string, cur *recordOps) (OpID, error) {
-	b, err := s.engine.Batch(ctx)
+	b, err := s.openBatch(ctx)
 	if err != nil {
-		return OpID{}, fmt.Errorf("open batch: %w", err)
+		return OpID{}, fmt.Errorf("keep %s/%s: %w", collection, eid, err)
 	}
+	defer b.end(ctx)
 	s.clock.Observe(cur.maxTime())
 	keep := Op{ID: OpID{Time: s.clock.Now(), Writer: s.opts.Writer}, Field: KeepField, Value: true}
 	for _, d := range cur.deletes {

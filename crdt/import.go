@@ -75,10 +75,11 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 	}
 
 	// Write pass.
-	b, err := s.engine.Batch(ctx)
+	b, err := s.openBatch(ctx)
 	if err != nil {
-		return res, fmt.Errorf("import %s: open batch: %w", collection, err)
+		return res, fmt.Errorf("import %s: %w", collection, err)
 	}
+	defer b.end(ctx)
 	inBatch := map[string]bool{}
 	ops, bytes, done := 0, 0, 0
 	var pending []*writePlan // planned, signed and staged at flush
@@ -87,6 +88,9 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 			return nil
 		}
 		if err := s.signAll(pending); err != nil {
+			return fmt.Errorf("import %s: %w", collection, err)
+		}
+		if err := s.checkRoom(ctx); err != nil {
 			return fmt.Errorf("import %s: %w", collection, err)
 		}
 		for _, p := range pending {

@@ -422,7 +422,7 @@ func TestMalformedOperationsAreIgnored(t *testing.T) {
 		"/contacts/too/many/segments/0000000000000001-A/x": []byte(`{}`),
 	}
 	for k, v := range rogue {
-		if err := a.engine.Put(ctx, dsKey(k), v); err != nil {
+		if err := a.eng().Put(ctx, dsKey(k), v); err != nil {
 			t.Fatal(err)
 		}
 	}

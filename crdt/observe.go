@@ -13,17 +13,34 @@ import (
 // it is written. go-ds-crdt's own PutHook fires before its batch commits, so
 // a cache refreshed from the hook could read the old state and keep it; the
 // wrapper reports a change only once a read sees it.
+//
+// It also makes this node's own writes atomic. go-ds-crdt v0.6.8 merges a
+// local delta in five separate writes (tombstones, elements and values, the
+// processed mark, the heads), so a write that fails half-way (a full disk)
+// or a crash in between leaves part of it: ops shown that no head leads to,
+// tombstones no op explains. While a local write is open (see begin), every
+// write go-ds-crdt makes with a local-write context is held in memory and
+// committed by commitTxn as one batch, after go-ds-crdt returned: all of it
+// is on disk, or none. Only the block itself is written before (by the DAG
+// service); a block that nothing references is harmless.
+//
+// Every other write that fails (a merge of a peer's delta, go-ds-crdt's
+// dirty bit) is reported to failed: the store is then treated as needing
+// repair even though go-ds-crdt could not record it.
 type observedStore struct {
 	ds.Batching
 	prefix     string // <ns>/s/k
 	elemPrefix string // <ns>/s/s/
 	tombPrefix string // <ns>/s/t/
-	// stash holds the tombstones of this node's own delta until its
-	// elements are committed with them (see localBatch).
-	stashMu   sync.Mutex
-	stash     []batchOp
-	stashKeys []string
-	changed   func(key string)
+	// txn holds the writes of this node's open local write (nil: none).
+	txnMu   sync.Mutex
+	txn     []batchOp
+	txnKeys []string
+	txnOpen bool
+	changed func(key string)
+	// failed, if set, is told of every write that failed outside a local
+	// write (merges of peers' deltas, go-ds-crdt's own bookkeeping).
+	failed func(op string, key ds.Key, err error)
 	// vet, if set, checks the elements of a batch of a remote merge before
 	// it commits (see Store.vetElements).
 	vet func(ctx context.Context, b ds.Write, elems []elementRef) (func(), error)
@@ -60,6 +77,9 @@ func (o *observedStore) valueKey(k ds.Key) (string, bool) {
 }
 
 func (o *observedStore) Put(ctx context.Context, k ds.Key, v []byte) error {
+	if isLocalWrite(ctx) && o.hold(batchOp{key: k, value: v}) {
+		return nil
+	}
 	if _, ok := o.elementOf(k); ok && o.vet != nil && !isLocalWrite(ctx) {
 		// go-ds-crdt batches its element writes; vet a lone one alike.
 		b, err := o.Batch(ctx)
@@ -71,13 +91,9 @@ func (o *observedStore) Put(ctx context.Context, k ds.Key, v []byte) error {
 		}
 		return b.Commit(ctx)
 	}
-	if isLocalWrite(ctx) {
-		if err := o.flushStash(ctx); err != nil {
-			return err
-		}
-	}
 	key, isValue := o.valueKey(k)
 	if err := o.Batching.Put(ctx, k, v); err != nil {
+		o.fail("put", k, err)
 		return err
 	}
 	if isValue {
@@ -87,18 +103,64 @@ func (o *observedStore) Put(ctx context.Context, k ds.Key, v []byte) error {
 }
 
 func (o *observedStore) Delete(ctx context.Context, k ds.Key) error {
-	if isLocalWrite(ctx) {
-		if err := o.flushStash(ctx); err != nil {
-			return err
-		}
+	if isLocalWrite(ctx) && o.hold(batchOp{key: k, del: true}) {
+		return nil
 	}
 	if err := o.Batching.Delete(ctx, k); err != nil {
+		o.fail("delete", k, err)
 		return err
 	}
 	if key, ok := o.valueKey(k); ok {
 		o.changed(key)
 	}
 	return nil
+}
+
+func (o *observedStore) fail(op string, k ds.Key, err error) {
+	if o.failed != nil {
+		o.failed(op, k, err)
+	}
+}
+
+// hold adds a write to the open local write; false when none is open.
+func (o *observedStore) hold(ops ...batchOp) bool {
+	o.txnMu.Lock()
+	defer o.txnMu.Unlock()
+	if !o.txnOpen {
+		return false
+	}
+	for _, op := range ops {
+		if key, ok := o.valueKey(op.key); ok {
+			o.txnKeys = append(o.txnKeys, key)
+		}
+	}
+	o.txn = append(o.txn, ops...)
+	return true
+}
+
+// begin opens a local write: go-ds-crdt's writes with a local-write
+// context are held until commitTxn or abort.
+func (o *observedStore) begin() {
+	o.txnMu.Lock()
+	o.txn, o.txnKeys, o.txnOpen = nil, nil, true
+	o.txnMu.Unlock()
+}
+
+// abort drops the open local write: nothing of it reaches the store.
+func (o *observedStore) abort() {
+	o.txnMu.Lock()
+	o.txn, o.txnKeys, o.txnOpen = nil, nil, false
+	o.txnMu.Unlock()
+}
+
+// commitTxn writes the open local write and extra in one batch, then
+// reports the visible values it changed. On error nothing was written.
+func (o *observedStore) commitTxn(ctx context.Context, extra ...batchOp) error {
+	o.txnMu.Lock()
+	ops, keys := append(o.txn, extra...), o.txnKeys
+	o.txn, o.txnKeys, o.txnOpen = nil, nil, false
+	o.txnMu.Unlock()
+	return o.commitOps(ctx, ops, keys)
 }
 
 func (o *observedStore) Batch(ctx context.Context) (ds.Batch, error) {
@@ -109,7 +171,7 @@ func (o *observedStore) Batch(ctx context.Context) (ds.Batch, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &observedBatch{Batch: b, o: o, local: isLocalWrite(ctx)}, nil
+	return &observedBatch{Batch: b, o: o}, nil
 }
 
 type observedBatch struct {
@@ -117,13 +179,12 @@ type observedBatch struct {
 	o     *observedStore
 	keys  []string
 	elems []elementRef // elements of a remote merge, vetted at commit
-	local bool         // opened by one of this node's own commits
 }
 
 func (b *observedBatch) Put(ctx context.Context, k ds.Key, v []byte) error {
 	if key, ok := b.o.valueKey(k); ok {
 		b.keys = append(b.keys, key)
-	} else if e, ok := b.o.elementOf(k); ok && b.o.vet != nil && !b.local && !isLocalWrite(ctx) {
+	} else if e, ok := b.o.elementOf(k); ok && b.o.vet != nil && !isLocalWrite(ctx) {
 		b.elems = append(b.elems, e)
 	}
 	return b.Batch.Put(ctx, k, v)
@@ -147,6 +208,7 @@ func (b *observedBatch) Commit(ctx context.Context) error {
 		b.elems = nil
 	}
 	if err := b.Batch.Commit(ctx); err != nil {
+		b.o.fail("commit batch", ds.NewKey("/"), err)
 		return err
 	}
 	after()
@@ -164,70 +226,43 @@ type batchOp struct {
 	del   bool
 }
 
-// localBatch is a batch of this node's own merge. go-ds-crdt merges a delta
-// in two batches, tombstones then elements: a process killed between them
-// keeps tombstones that no operation explains, on this node only. So a
-// batch of tombstones alone is held back and committed with the next one,
-// the delta's elements, in one badger batch. (What follows, the processed
-// mark and the heads, is recovered after a crash: see recoverOrphans.)
+// localBatch is a batch go-ds-crdt opens while merging this node's own
+// delta: its writes join the open local write (see observedStore), or, when
+// none is open, are committed together at Commit.
 type localBatch struct {
-	o            *observedStore
-	ops          []batchOp
-	keys         []string
-	tombs, elems bool
+	o   *observedStore
+	ops []batchOp
 }
 
 func (b *localBatch) Put(_ context.Context, k ds.Key, v []byte) error {
-	b.note(k)
 	b.ops = append(b.ops, batchOp{key: k, value: v})
 	return nil
 }
 
 func (b *localBatch) Delete(_ context.Context, k ds.Key) error {
-	b.note(k)
 	b.ops = append(b.ops, batchOp{key: k, del: true})
 	return nil
 }
 
-func (b *localBatch) note(k ds.Key) {
-	if key, ok := b.o.valueKey(k); ok {
-		b.keys = append(b.keys, key)
-	}
-	s := k.String()
-	b.tombs = b.tombs || strings.HasPrefix(s, b.o.tombPrefix)
-	b.elems = b.elems || strings.HasPrefix(s, b.o.elemPrefix)
-}
-
 func (b *localBatch) Commit(ctx context.Context) error {
-	o := b.o
-	o.stashMu.Lock()
-	if b.tombs && !b.elems {
-		o.stash = append(o.stash, b.ops...)
-		o.stashKeys = append(o.stashKeys, b.keys...)
-		o.stashMu.Unlock()
+	ops := b.ops
+	b.ops = nil
+	if b.o.hold(ops...) {
 		return nil
 	}
-	ops := append(o.stash, b.ops...)
-	keys := append(o.stashKeys, b.keys...)
-	o.stash, o.stashKeys = nil, nil
-	o.stashMu.Unlock()
-	return o.commitOps(ctx, ops, keys)
-}
-
-// flushStash commits held-back tombstones (go-ds-crdt wrote something else
-// of this node's merge first: a delta without elements).
-func (o *observedStore) flushStash(ctx context.Context) error {
-	o.stashMu.Lock()
-	ops, keys := o.stash, o.stashKeys
-	o.stash, o.stashKeys = nil, nil
-	o.stashMu.Unlock()
-	if len(ops) == 0 {
-		return nil
+	var keys []string
+	for _, op := range ops {
+		if key, ok := b.o.valueKey(op.key); ok {
+			keys = append(keys, key)
+		}
 	}
-	return o.commitOps(ctx, ops, keys)
+	return b.o.commitOps(ctx, ops, keys)
 }
 
 func (o *observedStore) commitOps(ctx context.Context, ops []batchOp, keys []string) error {
+	if len(ops) == 0 {
+		return nil
+	}
 	ub, err := o.Batching.Batch(ctx)
 	if err != nil {
 		return err

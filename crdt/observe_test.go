@@ -7,10 +7,11 @@ import (
 	ds "github.com/ipfs/go-datastore"
 )
 
-// TestLocalTombstonesWaitForTheirElements: the tombstones of this node's
-// own delta reach the store only with the delta's elements, in one batch,
-// so a crash between go-ds-crdt's two batches leaves neither.
-func TestLocalTombstonesWaitForTheirElements(t *testing.T) {
+// TestLocalWriteIsAllOrNothing: every write go-ds-crdt makes while merging
+// this node's own delta (tombstones, elements, processed mark, heads) is
+// held until commitTxn writes it in one batch; abort writes nothing. A
+// crash or a failed write in between leaves nothing of it.
+func TestLocalWriteIsAllOrNothing(t *testing.T) {
 	base := ds.NewMapDatastore()
 	ns := ds.NewKey("/ferry/crdt")
 	var changed []string
@@ -19,30 +20,66 @@ func TestLocalTombstonesWaitForTheirElements(t *testing.T) {
 	tomb := ns.ChildString("s/t/c/r/f/0000000000000001-A/CIQA")
 	value := ns.ChildString("s/k/c/r/f/0000000000000001-A/v")
 	elem := ns.ChildString("s/s/c/r/f/0000000000000002-A/CIQB")
-
-	b1, _ := o.Batch(ctx)
-	_ = b1.Put(ctx, tomb, nil)
-	_ = b1.Delete(ctx, value)
-	if err := b1.Commit(ctx); err != nil {
+	processed := ns.ChildString("b/CIQB")
+	head := ns.ChildString("h/CIQB")
+	if err := base.Put(ctx, value, []byte("old")); err != nil {
 		t.Fatal(err)
 	}
-	if has, _ := base.Has(ctx, tomb); has || len(changed) != 0 {
-		t.Fatalf("a tombstone batch alone reached the store (or was reported: %v)", changed)
-	}
-	b2, _ := o.Batch(ctx)
-	_ = b2.Put(ctx, elem, nil)
-	if err := b2.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []ds.Key{tomb, elem} {
-		if has, _ := base.Has(ctx, k); !has {
-			t.Errorf("%s missing after the elements' commit", k)
+	stage := func() {
+		b1, _ := o.Batch(ctx)
+		_ = b1.Put(ctx, tomb, nil)
+		_ = b1.Delete(ctx, value)
+		if err := b1.Commit(ctx); err != nil {
+			t.Fatal(err)
 		}
+		b2, _ := o.Batch(ctx)
+		_ = b2.Put(ctx, elem, nil)
+		if err := b2.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Put(ctx, processed, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Put(ctx, head, []byte{1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.begin()
+	stage()
+	for _, k := range []ds.Key{tomb, elem, processed, head} {
+		if has, _ := base.Has(ctx, k); has {
+			t.Fatalf("%s reached the store before the write committed", k)
+		}
+	}
+	if has, _ := base.Has(ctx, value); !has || len(changed) != 0 {
+		t.Fatalf("the old value went early (or a change was reported: %v)", changed)
+	}
+	o.abort()
+	for _, k := range []ds.Key{tomb, elem, processed, head} {
+		if has, _ := base.Has(ctx, k); has {
+			t.Fatalf("%s reached the store after abort", k)
+		}
+	}
+	o.begin()
+	stage()
+	if err := o.commitTxn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []ds.Key{tomb, elem, processed, head} {
+		if has, _ := base.Has(ctx, k); !has {
+			t.Errorf("%s missing after the write committed", k)
+		}
+	}
+	if has, _ := base.Has(ctx, value); has {
+		t.Error("the tombstoned value is still there")
 	}
 	if len(changed) != 1 {
 		t.Errorf("changes reported %v, want the tombstoned value", changed)
 	}
-	// A remote merge's batches are not held back.
+	// A remote merge's batches are not held back, even while a local write
+	// is open.
+	o.begin()
+	defer o.abort()
 	b3, _ := o.Batch(context.Background())
 	tomb2 := ns.ChildString("s/t/c/r/f/0000000000000003-B/CIQC")
 	_ = b3.Put(context.Background(), tomb2, nil)
@@ -50,6 +87,6 @@ func TestLocalTombstonesWaitForTheirElements(t *testing.T) {
 		t.Fatal(err)
 	}
 	if has, _ := base.Has(ctx, tomb2); !has {
-		t.Error("a remote tombstone batch was held back")
+		t.Error("a remote batch was held back")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -27,9 +28,61 @@ import (
 // height), processed marks under <ns>/b/<block>, elements under
 // <ns>/s/s/<op key>/<block>.
 
-// recoverOrphans runs before go-ds-crdt opens the store. It returns the
-// blocks it made heads.
+// recoverOrphans runs while go-ds-crdt is closed. It returns the blocks it
+// made heads.
 func (s *Store) recoverOrphans(ctx context.Context) ([]cid.Cid, error) {
+	found, err := s.findOrphans(ctx)
+	if err != nil {
+		return nil, err
+	}
+	headsRoot := s.opts.Namespace.ChildString("h").String() + "/"
+	var out []cid.Cid
+	for _, o := range found {
+		buf := make([]byte, binary.MaxVarintLen64)
+		n := binary.PutUvarint(buf, o.height)
+		if err := s.base.Put(ctx, ds.NewKey(headsRoot+o.key), buf[:n]); err != nil {
+			return nil, fmt.Errorf("recover: %w", err)
+		}
+		for _, l := range o.replaces {
+			if err := s.base.Delete(ctx, ds.NewKey(headsRoot+l)); err != nil {
+				return nil, fmt.Errorf("recover: %w", err)
+			}
+		}
+		out = append(out, o.cid)
+	}
+	if len(out) > 0 {
+		if err := s.base.Sync(ctx, ds.NewKey(headsRoot)); err != nil {
+			return nil, fmt.Errorf("recover: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// orphans lists the blocks recoverOrphans would make heads.
+func (s *Store) orphans(ctx context.Context) ([]cid.Cid, error) {
+	found, err := s.findOrphans(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]cid.Cid, len(found))
+	for i, o := range found {
+		out[i] = o.cid
+	}
+	return out, nil
+}
+
+// orphan is a block merged here that no head leads to, and no other such
+// block links to.
+type orphan struct {
+	key      string // block id (its multihash key)
+	cid      cid.Cid
+	height   uint64
+	replaces []string // current heads it links to
+}
+
+// findOrphans finds blocks merged (processed, or with elements) but not
+// reachable from the heads, and not below another such block.
+func (s *Store) findOrphans(ctx context.Context) ([]orphan, error) {
 	ns := s.opts.Namespace
 	headsRoot := ns.ChildString("h").String() + "/"
 	heads, err := s.listBlockKeys(ctx, headsRoot, false)
@@ -87,7 +140,7 @@ func (s *Store) recoverOrphans(ctx context.Context) ([]cid.Cid, error) {
 			below[l] = true
 		}
 	}
-	var out []cid.Cid
+	var out []orphan
 	for k, height := range orphans {
 		if below[k] {
 			continue
@@ -96,25 +149,15 @@ func (s *Store) recoverOrphans(ctx context.Context) ([]cid.Cid, error) {
 		if err != nil {
 			continue
 		}
-		buf := make([]byte, binary.MaxVarintLen64)
-		n := binary.PutUvarint(buf, height)
-		if err := s.base.Put(ctx, ds.NewKey(headsRoot+k), buf[:n]); err != nil {
-			return nil, fmt.Errorf("recover: %w", err)
-		}
+		o := orphan{key: k, cid: c, height: height}
 		for _, l := range links[k] {
 			if heads[l] { // now below the orphan, as go-ds-crdt would have replaced it
-				if err := s.base.Delete(ctx, ds.NewKey(headsRoot+l)); err != nil {
-					return nil, fmt.Errorf("recover: %w", err)
-				}
+				o.replaces = append(o.replaces, l)
 			}
 		}
-		out = append(out, c)
+		out = append(out, o)
 	}
-	if len(out) > 0 {
-		if err := s.base.Sync(ctx, ds.NewKey(headsRoot)); err != nil {
-			return nil, fmt.Errorf("recover: %w", err)
-		}
-	}
+	sort.Slice(out, func(i, j int) bool { return out[i].key < out[j].key })
 	return out, nil
 }
 

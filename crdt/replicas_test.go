@@ -25,6 +25,7 @@ import (
 	ipld "github.com/ipfs/go-ipld-format"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ferry-crm/ferry/internal/diskfault"
 	"github.com/ferry-crm/ferry/schema"
 )
 
@@ -60,6 +61,10 @@ type testNet struct {
 	mu          sync.Mutex
 	dag         ipld.DAGService
 	replicas    []*replica
+	// blockFault wraps the shared block store, fault[i] replica i's
+	// datastore: both pass writes through until a test sets a budget.
+	blockFault *diskfault.Store
+	fault      map[int]*diskfault.Store
 }
 
 type replica struct {
@@ -165,8 +170,10 @@ func newTestNetWithSchema(t *testing.T, n int, schemaYAML string) *testNet {
 // the rest laptops) before the schema is applied.
 func newTestNetWith(t *testing.T, n int, schemaYAML string, keys map[string]ed25519.PrivateKey) *testNet {
 	t.Helper()
-	bstore := blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore()))
-	tn := &testNet{t: t, keys: keys, dag: merkledag.NewDAGService(blockservice.New(bstore, offline.Exchange(bstore)))}
+	blocks := diskfault.Wrap(dssync.MutexWrap(ds.NewMapDatastore()))
+	bstore := blockstore.NewBlockstore(blocks)
+	tn := &testNet{t: t, keys: keys, dag: merkledag.NewDAGService(blockservice.New(bstore, offline.Exchange(bstore))),
+		blockFault: blocks, fault: map[int]*diskfault.Store{}}
 	tn.replicas = make([]*replica, n)
 	for i := 0; i < n; i++ {
 		tn.start(i, t.TempDir())
@@ -229,7 +236,11 @@ func (tn *testNet) start(i int, dir string) *replica {
 		o.Trust = tn.trustFor(r.writer)
 	}
 	o.Recover, tn.recoverNext = tn.recoverNext, false
-	st, err := New(ctx, base, tn.dag, r.bc, o)
+	fault := diskfault.Wrap(base)
+	tn.mu.Lock()
+	tn.fault[i] = fault
+	tn.mu.Unlock()
+	st, err := New(ctx, fault, tn.dag, r.bc, o)
 	if err != nil {
 		t.Fatal(err)
 	}

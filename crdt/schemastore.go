@@ -104,10 +104,11 @@ func (s *Store) ApplySchema(ctx context.Context, next *schema.Schema) ([]string,
 	if err := schema.CheckAdditive(cur, next); err != nil {
 		return nil, err
 	}
-	b, err := s.engine.Batch(ctx)
+	b, err := s.openBatch(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("apply schema: open batch: %w", err)
+		return nil, fmt.Errorf("apply schema: %w", err)
 	}
+	defer b.end(ctx)
 	var changed []string
 	for _, name := range next.Names() {
 		nc := next.Collections[name]

@@ -76,6 +76,11 @@ type Options struct {
 	// Trust, if set, accepts only what members of the network wrote, and
 	// signs this node's operations (see Trust). nil: an open network.
 	Trust *Trust
+	// CheckRoom, if set, is asked before every local write (see CheckRoom).
+	CheckRoom CheckRoom
+	// HasBlock, if set, says whether a block is held here, for Check
+	// (default: read it through the DAG service, waiting up to a second).
+	HasBlock HasBlock
 	// OnChange, if set, is called (outside every lock) with the collection
 	// and escaped record id of each operation merged, local or remote.
 	OnChange func(collection, escapedID string)
@@ -116,12 +121,22 @@ func (o *Options) validate() error {
 
 // Store is a replicated store of records.
 type Store struct {
-	opts   Options
-	log    *slog.Logger
-	base   ds.Datastore
-	dag    ipld.DAGService
-	engine *dscrdt.Datastore
-	clock  *Clock
+	opts  Options
+	log   *slog.Logger
+	base  ds.Batching
+	dag   ipld.DAGService
+	clock *Clock
+
+	// engine is go-ds-crdt. It is replaced (closed and opened again over
+	// the same datastore) when a local write failed half-way, since its
+	// memory (pending delta, heads) may then differ from the disk; see
+	// resetEngine. Use eng().
+	engine   atomic.Pointer[dscrdt.Datastore]
+	observed *observedStore
+	bcast    *lenientBroadcaster // nil without network
+	copts    *dscrdt.Options
+
+	health health
 
 	// writeMu serialises writers: go-ds-crdt batches share one pending
 	// delta, so only one batch may be open at a time.
@@ -202,16 +217,30 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 	if opts.Trust != nil {
 		observed.vet = s.vetElements
 	}
+	observed.failed = s.writeFailed
+	s.observed, s.copts = observed, copts
 	if bcast != nil {
-		bcast = &lenientBroadcaster{Broadcaster: bcast, log: opts.Logger}
+		s.bcast = &lenientBroadcaster{Broadcaster: bcast, log: opts.Logger}
 	}
-	engine, err := dscrdt.New(observed, opts.Namespace, dag, bcast, copts)
+	engine, err := s.openEngine()
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	s.engine = engine
+	s.engine.Store(engine)
 	return s, nil
 }
+
+// openEngine opens go-ds-crdt over the store's datastore.
+func (s *Store) openEngine() (*dscrdt.Datastore, error) {
+	var bcast dscrdt.Broadcaster
+	if s.bcast != nil {
+		bcast = s.bcast
+	}
+	return dscrdt.New(s.observed, s.opts.Namespace, s.dag, bcast, s.copts)
+}
+
+// eng returns the current go-ds-crdt engine.
+func (s *Store) eng() *dscrdt.Datastore { return s.engine.Load() }
 
 // keyChanged is told of every visible operation added or removed, once it
 // is written. It runs inside go-ds-crdt's merge, under its lock: it must not
@@ -242,7 +271,7 @@ func (s *Store) keyChanged(k string) {
 // (its Next must return), or Close waits for it.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		s.closeErr = s.engine.Close()
+		s.closeErr = s.eng().Close()
 		if err := s.persistClock(context.Background()); err != nil && s.closeErr == nil {
 			s.closeErr = err
 		}
@@ -270,7 +299,18 @@ type Stats struct {
 	Heads      []cid.Cid
 	MaxHeight  uint64
 	QueuedJobs int
-	Dirty      bool
+	// Dirty: the DAG may be incomplete here (go-ds-crdt's dirty bit, or
+	// RepairNeeded).
+	Dirty bool
+	// RepairNeeded: a merge or a write failed (a full disk, a merge cut
+	// short) and the store has not been repaired since; RepairReason says
+	// what failed, in words. Known even when go-ds-crdt could not persist
+	// its dirty bit.
+	RepairNeeded bool
+	RepairReason string
+	// FailedWrites counts the writes to the datastore that failed since
+	// the store opened.
+	FailedWrites uint64
 	// Malformed counts operations read from the store that did not decode
 	// (sent by something that is not a Ferry node); they are ignored.
 	Malformed uint64
@@ -278,13 +318,18 @@ type Stats struct {
 
 // Stats returns the current heads, DAG height and health.
 func (s *Store) Stats(ctx context.Context) Stats {
-	st := s.engine.InternalStats(ctx)
+	eng := s.eng()
+	st := eng.InternalStats(ctx)
+	h := s.health.get()
 	return Stats{
-		Heads:      st.Heads,
-		MaxHeight:  st.MaxHeight,
-		QueuedJobs: st.QueuedJobs,
-		Dirty:      s.engine.IsDirty(ctx),
-		Malformed:  s.malformed.Load(),
+		Heads:        st.Heads,
+		MaxHeight:    st.MaxHeight,
+		QueuedJobs:   st.QueuedJobs,
+		Dirty:        eng.IsDirty(ctx) || h.needed,
+		RepairNeeded: h.needed,
+		RepairReason: h.reason,
+		FailedWrites: h.failures,
+		Malformed:    s.malformed.Load(),
 	}
 }
 
@@ -296,17 +341,7 @@ func (s *Store) Processed(ctx context.Context, c cid.Cid) (bool, error) {
 
 // Heads returns the current DAG heads, to announce to a peer.
 func (s *Store) Heads(ctx context.Context) ([]cid.Cid, error) {
-	return s.engine.InternalStats(ctx).Heads, nil
-}
-
-// Repair marks the store dirty and re-walks the DAG from its heads,
-// merging any branch left unprocessed (after an unclean shutdown).
-func (s *Store) Repair(ctx context.Context) error {
-	s.engine.MarkDirty(ctx)
-	if err := s.engine.Repair(ctx); err != nil {
-		return fmt.Errorf("repair: %w", err)
-	}
-	return nil
+	return s.eng().InternalStats(ctx).Heads, nil
 }
 
 // readRecord reads the visible operations of one record that count (see
@@ -380,7 +415,7 @@ func (s *Store) settle(ctx context.Context, v *view, writers []string, collectio
 // scan calls fn for each visible operation under prefix, in key order.
 // Operations that do not decode are counted, logged once, and skipped.
 func (s *Store) scan(ctx context.Context, prefix ds.Key, fn func(keyParts, Op) error) error {
-	res, err := s.engine.Query(ctx, query.Query{Prefix: prefix.String()})
+	res, err := s.eng().Query(ctx, query.Query{Prefix: prefix.String()})
 	if err != nil {
 		return fmt.Errorf("query %s: %w", prefix, err)
 	}
@@ -501,17 +536,47 @@ func (s *Store) listFolded(ctx context.Context, collection string, fn func(rec *
 // then go-ds-crdt has merged the delta locally, and an error would skip the
 // fsync and tell the user the write failed when it did not. Heads reach
 // peers anyway through the node's heads exchange and go-ds-crdt's
-// rebroadcast.
+// rebroadcast. The announcement of a local write is held until the write is
+// on disk (see Store.commit): a peer told of a block that then fails to
+// commit would hold a write this node reported as not written.
 type lenientBroadcaster struct {
 	dscrdt.Broadcaster
-	log *slog.Logger
+	log  *slog.Logger
+	mu   sync.Mutex
+	held [][]byte
 }
 
 func (b *lenientBroadcaster) Broadcast(ctx context.Context, data []byte) error {
+	if isLocalWrite(ctx) {
+		b.mu.Lock()
+		b.held = append(b.held, data)
+		b.mu.Unlock()
+		return nil
+	}
+	b.send(ctx, data)
+	return nil
+}
+
+func (b *lenientBroadcaster) send(ctx context.Context, data []byte) {
 	if err := b.Broadcaster.Broadcast(ctx, data); err != nil {
 		b.log.Warn("announcing new heads failed; peers will get them at the next heads exchange", "err", err)
 	}
-	return nil
+}
+
+// release sends (ok) or drops the held announcements of a local write.
+func (b *lenientBroadcaster) release(ctx context.Context, ok bool) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	held := b.held
+	b.held = nil
+	b.mu.Unlock()
+	if ok {
+		for _, data := range held {
+			b.send(ctx, data)
+		}
+	}
 }
 
 // engineLogger adapts slog to go-ds-crdt's logger interface.

@@ -45,7 +45,7 @@ func rawWrite(t *testing.T, r *replica, coll, id, field string, value any, write
 		t.Fatal(err)
 	}
 	op := Op{ID: OpID{Time: r.Store.clock.Now(), Writer: writer}, Field: field, Value: value}
-	b, err := r.engine.Batch(ctx)
+	b, err := r.eng().Batch(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,13 +307,13 @@ func TestTrustPartialReplay(t *testing.T) {
 	tn.waitConverged(10 * time.Second)
 	eid, _ := EscapeID("c1")
 	key := opKey("contacts", eid, "phone", res.Op)
-	stored, err := c.engine.Get(ctx, key)
+	stored, err := c.eng().Get(ctx, key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Replay the phone op alone (same key, same bytes) in C's next delta,
 	// next to an honest write of C's so the delta is not empty otherwise.
-	batch, err := c.engine.Batch(ctx)
+	batch, err := c.eng().Batch(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +342,7 @@ func TestTrustPartialReplay(t *testing.T) {
 	key2 := opKey("contacts", eid, "phone", OpID{Time: res.Op.Time + 1, Writer: res.Op.Writer})
 	env["t"] = key2.String()[len(key2.String())-len(res.Op.String()):][:16]
 	forged, _ := json.Marshal(env)
-	batch, _ = c.engine.Batch(ctx)
+	batch, _ = c.eng().Batch(ctx)
 	if err := batch.Put(ctx, key2, forged); err != nil {
 		t.Fatal(err)
 	}

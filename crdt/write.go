@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
@@ -76,12 +77,13 @@ func (s *Store) writeRecord(ctx context.Context, collection, eid string, cur *re
 	if err := s.sign(p); err != nil {
 		return PutResult{}, err
 	}
-	b, err := s.engine.Batch(ctx)
+	b, err := s.openBatch(ctx)
 	if err != nil {
-		return PutResult{}, fmt.Errorf("open batch: %w", err)
+		return PutResult{}, fmt.Errorf("put %s/%s: %w", collection, eid, err)
 	}
+	defer b.end(ctx)
 	if err := p.stage(ctx, b); err != nil {
-		return PutResult{}, err
+		return PutResult{}, fmt.Errorf("put %s/%s: %w", collection, eid, err)
 	}
 	if err := s.commit(ctx, b); err != nil {
 		return PutResult{}, fmt.Errorf("put %s/%s: %w", collection, eid, err)
@@ -226,10 +228,11 @@ func (s *Store) Delete(ctx context.Context, collection, id string) (OpID, error)
 // deleteRecord writes a delete operation that has seen every visible field
 // operation and supersedes the visible deletes. The caller holds writeMu.
 func (s *Store) deleteRecord(ctx context.Context, collection, eid string, cur *recordOps) (OpID, error) {
-	b, err := s.engine.Batch(ctx)
+	b, err := s.openBatch(ctx)
 	if err != nil {
-		return OpID{}, fmt.Errorf("open batch: %w", err)
+		return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, eid, err)
 	}
+	defer b.end(ctx)
 	s.clock.Observe(cur.maxTime())
 	del := Op{ID: OpID{Time: s.clock.Now(), Writer: s.opts.Writer}, Field: DeleteField, Value: true}
 	for _, old := range cur.deletes {
@@ -258,23 +261,42 @@ func (s *Store) deleteRecord(ctx context.Context, collection, eid string, cur *r
 	return del.ID, nil
 }
 
-// commit publishes the pending delta and makes it durable: go-ds-crdt writes
-// with fsync off (see node/store.go), so one Sync here is the single fsync
-// of an acknowledged write.
-func (s *Store) commit(ctx context.Context, b ds.Batch) error {
-	if err := b.Commit(withLocalWrite(ctx)); err != nil {
-		return fmt.Errorf("commit delta: %w", err)
+// commit publishes the pending delta and makes it durable, all or nothing.
+// go-ds-crdt builds the block (written first by the DAG service) and merges
+// it; every other write of that merge is held by the observed store and
+// written here in one batch with the clock, then synced: go-ds-crdt writes
+// with fsync off (see node/store.go), so this Sync is the single fsync of
+// an acknowledged write. The announcement to peers waits for it.
+//
+// If any step fails, nothing of the write is kept (a block nothing refers
+// to may stay; it is harmless) and go-ds-crdt is reopened, since its
+// memory may hold the failed delta or heads that are not on disk. The error
+// wraps ErrNotWritten.
+func (s *Store) commit(ctx context.Context, b *pendingDelta) error {
+	b.staged = false
+	s.observed.begin()
+	if err := b.Batch.Commit(withLocalWrite(ctx)); err != nil {
+		s.observed.abort()
+		s.bcast.release(ctx, false)
+		return s.discard(ctx, fmt.Errorf("commit delta: %w", err))
 	}
-	if err := s.persistClock(ctx); err != nil {
-		return err
+	var clock [8]byte
+	binary.BigEndian.PutUint64(clock[:], uint64(s.clock.Last()))
+	if err := s.observed.commitTxn(ctx, batchOp{key: clockKey, value: clock[:]}); err != nil {
+		s.bcast.release(ctx, false)
+		return s.discard(ctx, fmt.Errorf("write delta: %w", err))
 	}
 	if err := s.base.Sync(ctx, ds.NewKey("/")); err != nil {
+		// Written but perhaps not durable: the write shows here, so it is
+		// announced; the caller is told it may be lost in a crash.
+		s.bcast.release(ctx, true)
 		return fmt.Errorf("sync to disk: %w", err)
 	}
+	s.bcast.release(ctx, true)
 	return nil
 }
 
-// collectionOf finds a collection of the schema; with no schema at all, the
+// collectionOf finds// collectionOf finds a collection of the schema; with no schema at all, the
 // error says how to get one.
 func collectionOf(sc *schema.Schema, collection string) (*schema.Collection, error) {
 	c, err := sc.Collection(collection)

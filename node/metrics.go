@@ -18,6 +18,9 @@ var (
 	descHeight     = prometheus.NewDesc("ferry_dag_height", "Maximum DAG height.", nil, nil)
 	descQueued     = prometheus.NewDesc("ferry_queued_dag_jobs", "DAG blocks queued for merging.", nil, nil)
 	descDirty      = prometheus.NewDesc("ferry_dirty", "1 when the store is marked dirty (a repair is due).", nil, nil)
+	descFailed     = prometheus.NewDesc("ferry_failed_store_writes_total", "Writes to the store that failed (a full disk) since start.", nil, nil)
+	descDiskFree   = prometheus.NewDesc("ferry_disk_free_bytes", "Free bytes on the data dir's filesystem.", nil, nil)
+	descDiskRes    = prometheus.NewDesc("ferry_disk_reserve_bytes", "Free space under which local writes are refused.", nil, nil)
 	descMalformed  = prometheus.NewDesc("ferry_malformed_ops_total", "Operations ignored because they did not decode.", nil, nil)
 	descOnline     = prometheus.NewDesc("ferry_online", "1 when the node is online.", nil, nil)
 	descConnected  = prometheus.NewDesc("ferry_connected_peers", "Connected peers.", nil, nil)
@@ -36,7 +39,7 @@ var (
 type nodeCollector struct{ n *Node }
 
 func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHeads, descHeight, descQueued, descDirty, descMalformed, descOnline,
+	for _, d := range []*prometheus.Desc{descHeads, descHeight, descQueued, descDirty, descFailed, descDiskFree, descDiskRes, descMalformed, descOnline,
 		descConnected, descUnacked, descUnackedAge, descSinceSync, descBytesIn, descBytesOut,
 		descFetched, descFetchedBytes, descRemaining} {
 		ch <- d
@@ -55,6 +58,11 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descHeight, float64(st.MaxHeight))
 	gauge(descQueued, float64(st.QueuedJobs))
 	gauge(descDirty, b2f(st.Dirty))
+	ch <- prometheus.MustNewConstMetric(descFailed, prometheus.CounterValue, float64(st.FailedWrites))
+	if sp, err := n.disk.space(); err == nil {
+		gauge(descDiskFree, float64(sp.Free))
+		gauge(descDiskRes, float64(sp.Reserve))
+	}
 	ch <- prometheus.MustNewConstMetric(descMalformed, prometheus.CounterValue, float64(st.Malformed))
 	gauge(descOnline, b2f(n.host != nil && !n.Offline()))
 	if n.acks != nil {

@@ -17,7 +17,9 @@ import (
 	"time"
 
 	"github.com/ipfs/boxo/blockstore"
+	ds "github.com/ipfs/go-datastore"
 	badger "github.com/ipfs/go-ds-badger"
+	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -25,6 +27,7 @@ import (
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/ferry-crm/ferry/crdt"
+	"github.com/ferry-crm/ferry/internal/diskfault"
 )
 
 // Roles of a node.
@@ -82,6 +85,9 @@ type Config struct {
 	Founder string
 	// Store holds the crdt options; Writer is filled in from the identity.
 	Store crdt.Options
+	// DiskReserve is the free space kept on the data dir's filesystem:
+	// below it local writes are refused (nil: DefaultDiskReserve).
+	DiskReserve *DiskReserve
 	// ConflictHook, on an office node, is offered every open conflict.
 	ConflictHook *HookConfig
 	// Logger receives the node's logs.
@@ -153,6 +159,9 @@ type Node struct {
 	discovery  *Discovery
 
 	bstore    blockstore.Blockstore
+	dag       ipld.DAGService
+	disk      *diskWatch
+	fault     *diskfault.Store // set through FaultDiskFullEnv (tests, fault harness)
 	acks      *ackTracker
 	bandwidth *metrics.BandwidthCounter
 
@@ -201,7 +210,19 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	bstore := NewBlockstore(n.base)
+	reserve := DefaultDiskReserve
+	if cfg.DiskReserve != nil {
+		reserve = *cfg.DiskReserve
+	}
+	n.disk = newDiskWatch(cfg.Dir, reserve)
+	var store ds.Batching = n.base
+	if path := os.Getenv(FaultDiskFullEnv); path != "" {
+		n.fault = diskfault.Wrap(n.base)
+		n.fault.FullWhileExists(path)
+		store = n.fault
+		n.log.Warn("fault injection: every write fails while a file exists", "env", FaultDiskFullEnv, "path", path)
+	}
+	bstore := NewBlockstore(store)
 	n.bstore = bstore
 	dag := NewOfflineDAGService(bstore)
 	var bcast *Broadcaster
@@ -241,6 +262,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	sopts.Writer = self.String()
 	sopts.Logger = n.log
 	sopts.Recover = unclean
+	sopts.CheckRoom = n.disk.checkRoom
+	sopts.HasBlock = bstore.Has
 	if n.secured() {
 		sopts.Trust = newTrust(key, cfg.Founder)
 	}
@@ -264,24 +287,20 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	var gate *gatedBroadcaster
 	if bcast != nil {
 		gate = newGatedBroadcaster(bcast)
-		n.store, err = crdt.New(ctx, n.base, dag, gate, sopts)
+		n.store, err = crdt.New(ctx, store, dag, gate, sopts)
 	} else {
-		n.store, err = crdt.New(ctx, n.base, dag, nil, sopts)
+		n.store, err = crdt.New(ctx, store, dag, nil, sopts)
 	}
+	n.dag = dag
 	if err != nil {
 		return nil, fmt.Errorf("start node: %w", err)
 	}
 	n.storeReady.Store(n.store)
 	if unclean || n.store.Stats(ctx).Dirty {
 		n.log.Warn("store was not closed cleanly, or a merge failed: re-walking the DAG")
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			if err := n.store.Repair(nctx); err != nil && nctx.Err() == nil {
-				n.log.Error("repair after unclean shutdown", "err", err)
-			}
-		}()
 	}
+	n.wg.Add(1)
+	go n.repairLoop(unclean || n.store.Stats(ctx).Dirty)
 	n.acks = newAckTracker(ctx, n, bstore)
 	if cfg.Network {
 		if err := n.store.SetNodeInfo(ctx, cfg.Name, cfg.Role); err != nil {
@@ -534,8 +553,17 @@ type Status struct {
 	Heads          []string `json:"heads"`
 	DAGHeight      uint64   `json:"dag_height"`
 	Dirty          bool     `json:"dirty"`
-	QueuedJobs     int      `json:"queued_jobs"`
-	MalformedOps   uint64   `json:"malformed_ops"`
+	// RepairReason says why the store needs repair (a failed merge or
+	// write; empty when only go-ds-crdt's dirty bit says so). The node
+	// repairs itself as soon as it can (see repairLoop).
+	RepairReason string `json:"repair_reason,omitempty"`
+	// FailedWrites counts writes to the store that failed since start.
+	FailedWrites uint64 `json:"failed_writes"`
+	// Disk is the free space of the data dir's filesystem and the reserve
+	// under which local writes are refused.
+	Disk         *DiskSpace `json:"disk,omitempty"`
+	QueuedJobs   int        `json:"queued_jobs"`
+	MalformedOps uint64     `json:"malformed_ops"`
 	// Digest is the hash of the visible state: equal on two nodes that show
 	// the same records and conflicts.
 	Digest string `json:"digest"`
@@ -586,8 +614,13 @@ func (n *Node) Status(ctx context.Context) Status {
 		Heads:        make([]string, len(st.Heads)),
 		DAGHeight:    st.MaxHeight,
 		Dirty:        st.Dirty,
+		RepairReason: st.RepairReason,
+		FailedWrites: st.FailedWrites,
 		QueuedJobs:   st.QueuedJobs,
 		MalformedOps: st.Malformed,
+	}
+	if sp, err := n.disk.space(); err == nil {
+		s.Disk = &sp
 	}
 	for i, h := range st.Heads {
 		s.Heads[i] = h.String()

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/dustin/go-humanize"
+
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -40,6 +42,19 @@ func newStatusCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(tw, "heads:\t%d\n", len(st.Heads))
 				fmt.Fprintf(tw, "DAG height:\t%d\n", st.DAGHeight)
 				fmt.Fprintf(tw, "dirty:\t%t\n", st.Dirty)
+				if st.RepairReason != "" {
+					fmt.Fprintf(tw, "needs repair:\t%s (the node retries by itself; 'ferry check' tells more)\n", st.RepairReason)
+				}
+				if d := st.Disk; d != nil {
+					switch {
+					case d.Full:
+						fmt.Fprintf(tw, "disk:\tFULL: %s free, under the reserve of %s: local writes are refused\n", humanize.IBytes(d.Free), humanize.IBytes(d.Reserve))
+					case d.Low:
+						fmt.Fprintf(tw, "disk:\tLOW: %s free (writes are refused under %s)\n", humanize.IBytes(d.Free), humanize.IBytes(d.Reserve))
+					default:
+						fmt.Fprintf(tw, "disk:\t%s free of %s (reserve %s)\n", humanize.IBytes(d.Free), humanize.IBytes(d.Total), humanize.IBytes(d.Reserve))
+					}
+				}
 				if st.Digest == "" && !st.Running {
 					fmt.Fprintf(tw, "digest:\t(computed by a running node)\n")
 				} else if st.DigestPending {

@@ -34,6 +34,10 @@ type fileConfig struct {
 	// MDNS finds nodes of the same topic on the LAN (default off: any
 	// node on the LAN with the same topic would sync with this one).
 	MDNS bool `yaml:"mdns,omitempty"`
+	// DiskReserve is the free space kept on the data dir's disk: below it
+	// local writes are refused ("256MiB", "1%", "1%,256MiB" for the
+	// smaller of both, "0" for none; default 1%, at most 256 MiB).
+	DiskReserve string `yaml:"disk_reserve,omitempty"`
 	// ConflictHook (office only) is offered every open conflict.
 	ConflictHook *hookConfig `yaml:"conflict_hook,omitempty"`
 }
@@ -92,6 +96,13 @@ func (fc *fileConfig) nodeConfig(dir string) (node.Config, error) {
 			return cfg, fmt.Errorf("config sync_interval %q: want a duration like 30s", fc.SyncInterval)
 		}
 		cfg.SyncInterval = d
+	}
+	if fc.DiskReserve != "" {
+		r, err := node.ParseDiskReserve(fc.DiskReserve)
+		if err != nil {
+			return cfg, fmt.Errorf("config disk_reserve: %w", err)
+		}
+		cfg.DiskReserve = &r
 	}
 	if h := fc.ConflictHook; h != nil {
 		cfg.ConflictHook = &node.HookConfig{Command: h.Command, URL: h.URL}

@@ -1,0 +1,508 @@
+package crdt
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	cid "github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+)
+
+// A store is whole when every block reachable from its heads is held here
+// and merged, no merged block is out of reach of the heads (its changes
+// would show here and never reach a peer), and every visible operation is
+// carried by a block reachable from the heads (or no peer could ever get
+// it). Check tells which of these fail; CheckOptions.Repair fixes them.
+
+// OpRef names one operation.
+type OpRef struct {
+	Collection string `json:"collection"`
+	ID         string `json:"id"`
+	Field      string `json:"field"`
+	Op         string `json:"op"`
+}
+
+// CheckReport is what Check found (and, with Repair, did).
+type CheckReport struct {
+	Heads int `json:"heads"`
+	// Blocks reachable from the heads and held here.
+	Blocks int `json:"blocks"`
+	// MissingBlocks are reachable from the heads and not held here.
+	MissingBlocks []string `json:"missing_blocks"`
+	// UnmergedBlocks are held and reachable, and not merged.
+	UnmergedBlocks []string `json:"unmerged_blocks"`
+	// OrphanBlocks were merged here and no head leads to them.
+	OrphanBlocks []string `json:"orphan_blocks"`
+	// UnbackedOps are visible and carried by no block reachable from the
+	// heads (at most 100 listed; UnbackedCount counts them all).
+	UnbackedOps   []OpRef `json:"unbacked_ops"`
+	UnbackedCount int     `json:"unbacked_count"`
+	// Dirty: go-ds-crdt's dirty bit or a failed merge or write.
+	Dirty        bool   `json:"dirty"`
+	RepairReason string `json:"repair_reason,omitempty"`
+	// Problems says, in words, what is wrong (empty when OK).
+	Problems []string `json:"problems"`
+	// Repaired says what a repair did.
+	Repaired []string `json:"repaired,omitempty"`
+	OK       bool     `json:"ok"`
+}
+
+// CheckOptions configure Check.
+type CheckOptions struct {
+	// Repair fixes what can be fixed: blocks merged but out of reach
+	// become heads again; Fetch gets missing blocks; branches whose
+	// missing blocks are lost for good (DropLost) are cut from the heads;
+	// visible operations carried by no reachable block are written again
+	// in a new delta; unmerged blocks are merged.
+	Repair bool
+	// Fetch, if set, asks peers for missing blocks (the node's DAG service
+	// through bitswap) and returns once it has what it could get.
+	Fetch func(ctx context.Context, missing []cid.Cid) error
+	// DropLost, if set, says whether missing blocks that Fetch could not
+	// get are lost for good, so that the branches leading to them are cut
+	// from the heads (an office decides so after asking its peers; a
+	// laptop when its office no longer leads to them).
+	DropLost func(ctx context.Context, missing []cid.Cid) bool
+}
+
+// dagScan is the DAG as reachable from the heads.
+type dagScan struct {
+	heads     map[string]uint64 // block key -> height
+	reachable map[string]bool   // held here and reachable
+	missing   map[string]bool   // reachable and not held
+	links     map[string][]string
+	heights   map[string]uint64
+	unmerged  []string
+}
+
+// HasBlock, when set in Options, says whether a block is held here without
+// asking the network.
+type HasBlock func(ctx context.Context, c cid.Cid) (bool, error)
+
+func (s *Store) hasBlock(ctx context.Context, key string) bool {
+	c, err := blockCid(key)
+	if err != nil {
+		return false
+	}
+	if s.opts.HasBlock != nil {
+		ok, err := s.opts.HasBlock(ctx, c)
+		return err == nil && ok
+	}
+	_, _, err = s.blockLinks(ctx, key)
+	return err == nil
+}
+
+func (s *Store) scanDAG(ctx context.Context) (*dagScan, error) {
+	ns := s.opts.Namespace
+	headsRoot := ns.ChildString("h").String() + "/"
+	d := &dagScan{heads: map[string]uint64{}, reachable: map[string]bool{}, missing: map[string]bool{},
+		links: map[string][]string{}, heights: map[string]uint64{}}
+	res, err := s.base.Query(ctx, query.Query{Prefix: headsRoot})
+	if err != nil {
+		return nil, fmt.Errorf("check: heads: %w", err)
+	}
+	for r := range res.Next() {
+		if r.Error != nil {
+			res.Close()
+			return nil, fmt.Errorf("check: heads: %w", r.Error)
+		}
+		h, _ := binary.Uvarint(r.Value)
+		d.heads[strings.TrimPrefix(r.Key, headsRoot)] = h
+	}
+	res.Close()
+	seen := map[string]bool{}
+	var queue []string
+	for h := range d.heads {
+		seen[h] = true
+		queue = append(queue, h)
+	}
+	processedRoot := ns.ChildString("b")
+	for len(queue) > 0 {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		k := queue[len(queue)-1]
+		queue = queue[:len(queue)-1]
+		if !s.hasBlock(ctx, k) {
+			d.missing[k] = true
+			continue
+		}
+		ls, height, err := s.blockLinks(ctx, k)
+		if err != nil {
+			d.missing[k] = true
+			continue
+		}
+		d.reachable[k] = true
+		d.links[k], d.heights[k] = ls, height
+		if ok, err := s.base.Has(ctx, processedRoot.ChildString(k)); err != nil {
+			return nil, fmt.Errorf("check: %w", err)
+		} else if !ok {
+			d.unmerged = append(d.unmerged, k)
+		}
+		for _, l := range ls {
+			if !seen[l] {
+				seen[l] = true
+				queue = append(queue, l)
+			}
+		}
+	}
+	return d, nil
+}
+
+// unbacked lists the visible operations that no reachable block carries.
+func (s *Store) unbacked(ctx context.Context, reachable map[string]bool) ([]string, error) {
+	ns := s.opts.Namespace
+	elemsRoot := ns.ChildString(engineElemsNs).String()
+	backed := map[string]bool{}
+	res, err := s.base.Query(ctx, query.Query{Prefix: elemsRoot + "/", KeysOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("check: elements: %w", err)
+	}
+	for r := range res.Next() {
+		if r.Error != nil {
+			res.Close()
+			return nil, fmt.Errorf("check: elements: %w", r.Error)
+		}
+		rest := strings.TrimPrefix(r.Key, elemsRoot)
+		i := strings.LastIndex(rest, "/")
+		if i <= 0 {
+			continue
+		}
+		if reachable[rest[i+1:]] {
+			backed[rest[:i]] = true
+		}
+	}
+	res.Close()
+	valuesRoot := ns.ChildString("s").ChildString("k").String()
+	var out []string
+	res, err = s.base.Query(ctx, query.Query{Prefix: valuesRoot + "/", KeysOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("check: values: %w", err)
+	}
+	defer res.Close()
+	for r := range res.Next() {
+		if r.Error != nil {
+			return nil, fmt.Errorf("check: values: %w", r.Error)
+		}
+		if !strings.HasSuffix(r.Key, "/v") {
+			continue
+		}
+		key := strings.TrimSuffix(strings.TrimPrefix(r.Key, valuesRoot), "/v")
+		if !backed[key] {
+			out = append(out, key)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Check verifies the store (see CheckReport) and, with opts.Repair, fixes
+// what it can, then checks again.
+func (s *Store) Check(ctx context.Context, opts CheckOptions) (*CheckReport, error) {
+	if !opts.Repair {
+		return s.check(ctx)
+	}
+	var done []string
+	orphans, err := s.orphans(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(orphans) > 0 {
+		if err := s.recoverInPlace(ctx); err != nil {
+			return nil, fmt.Errorf("repair: %w", err)
+		}
+		done = append(done, fmt.Sprintf("made %d block(s) merged here but out of reach of the heads heads again, so that peers get them", len(orphans)))
+	}
+	d, err := s.scanDAG(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(d.missing) > 0 && opts.Fetch != nil {
+		want := cidsOf(d.missing)
+		if err := opts.Fetch(ctx, want); err != nil {
+			s.log.Warn("fetching missing blocks", "err", err)
+		}
+		before := len(d.missing)
+		if d, err = s.scanDAG(ctx); err != nil {
+			return nil, err
+		}
+		if got := before - len(d.missing); got > 0 {
+			done = append(done, fmt.Sprintf("fetched %d missing block(s) from peers", got))
+		}
+	}
+	if len(d.missing) > 0 && opts.DropLost != nil && opts.DropLost(ctx, cidsOf(d.missing)) {
+		cut, err := s.cutLostBranches(ctx, d)
+		if err != nil {
+			return nil, fmt.Errorf("repair: %w", err)
+		}
+		done = append(done, fmt.Sprintf("cut %d block(s) whose history is lost for good from the heads (%d missing block(s))", cut, len(d.missing)))
+		if d, err = s.scanDAG(ctx); err != nil {
+			return nil, err
+		}
+	}
+	keys, err := s.unbacked(ctx, d.reachable)
+	if err != nil {
+		return nil, err
+	}
+	if len(keys) > 0 {
+		n, err := s.republish(ctx, keys)
+		if err != nil {
+			return nil, fmt.Errorf("repair: %w", err)
+		}
+		done = append(done, fmt.Sprintf("wrote %d visible value(s) that no block of the history carried again, in new deltas", n))
+	}
+	if len(d.unmerged) > 0 || s.Stats(ctx).Dirty {
+		if err := s.Repair(ctx); err != nil {
+			done = append(done, "merging the history again failed: "+err.Error())
+		} else {
+			done = append(done, "merged the history again from the heads")
+		}
+	}
+	r, err := s.check(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.Repaired = done
+	return r, nil
+}
+
+func cidsOf(keys map[string]bool) []cid.Cid {
+	var out []cid.Cid
+	for k := range keys {
+		if c, err := blockCid(k); err == nil {
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].KeyString() < out[j].KeyString() })
+	return out
+}
+
+func (s *Store) check(ctx context.Context) (*CheckReport, error) {
+	d, err := s.scanDAG(ctx)
+	if err != nil {
+		return nil, err
+	}
+	orphans, err := s.orphans(ctx)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := s.unbacked(ctx, d.reachable)
+	if err != nil {
+		return nil, err
+	}
+	st := s.Stats(ctx)
+	r := &CheckReport{Heads: len(d.heads), Blocks: len(d.reachable), Dirty: st.Dirty, RepairReason: st.RepairReason,
+		MissingBlocks: []string{}, UnmergedBlocks: []string{}, OrphanBlocks: []string{}, UnbackedOps: []OpRef{}, Problems: []string{}}
+	for _, c := range cidsOf(d.missing) {
+		r.MissingBlocks = append(r.MissingBlocks, c.String())
+	}
+	for _, k := range d.unmerged {
+		if c, err := blockCid(k); err == nil {
+			r.UnmergedBlocks = append(r.UnmergedBlocks, c.String())
+		}
+	}
+	sort.Strings(r.UnmergedBlocks)
+	for _, c := range orphans {
+		r.OrphanBlocks = append(r.OrphanBlocks, c.String())
+	}
+	r.UnbackedCount = len(keys)
+	for _, k := range keys {
+		if len(r.UnbackedOps) == 100 {
+			break
+		}
+		kp, err := parseOpKey(k)
+		if err != nil {
+			continue
+		}
+		id, _ := UnescapeID(kp.EscapedID)
+		r.UnbackedOps = append(r.UnbackedOps, OpRef{Collection: kp.Collection, ID: id, Field: kp.Field, Op: kp.Op.String()})
+	}
+	if n := len(r.MissingBlocks); n > 0 {
+		r.Problems = append(r.Problems, fmt.Sprintf("%d block(s) of the history are missing here: until a peer sends them, this node's history is incomplete and a new node cannot finish syncing from it", n))
+	}
+	if n := len(r.UnmergedBlocks); n > 0 {
+		r.Problems = append(r.Problems, fmt.Sprintf("%d block(s) are held but not merged: the changes they carry do not show yet", n))
+	}
+	if n := len(r.OrphanBlocks); n > 0 {
+		r.Problems = append(r.Problems, fmt.Sprintf("%d block(s) were merged here but no head leads to them: their changes show here and never reach a peer", n))
+	}
+	if n := r.UnbackedCount; n > 0 {
+		r.Problems = append(r.Problems, fmt.Sprintf("%d visible value(s) are carried by no block of the history: no peer can receive them", n))
+	}
+	if r.Dirty {
+		reason := "a merge failed or was cut short"
+		if r.RepairReason != "" {
+			reason = r.RepairReason
+		}
+		r.Problems = append(r.Problems, "the store needs repair: "+reason)
+	}
+	r.OK = len(r.Problems) == 0
+	return r, nil
+}
+
+// cutLostBranches makes the heads the highest blocks whose whole history
+// is held here, dropping heads that lead to missing blocks. The blocks
+// stay; their visible operations are carried again by republish. It
+// returns how many blocks are no longer reachable.
+func (s *Store) cutLostBranches(ctx context.Context, d *dagScan) (int, error) {
+	whole := map[string]bool{}
+	var isWhole func(k string, depth int) bool
+	state := map[string]int{} // 1 visiting, 2 done
+	isWhole = func(k string, depth int) bool {
+		if state[k] == 2 {
+			return whole[k]
+		}
+		if !d.reachable[k] || depth > 1<<16 {
+			state[k] = 2
+			return false
+		}
+		state[k] = 1
+		ok := true
+		for _, l := range d.links[k] {
+			if !isWhole(l, depth+1) {
+				ok = false
+			}
+		}
+		whole[k], state[k] = ok, 2
+		return ok
+	}
+	for k := range d.reachable {
+		isWhole(k, 0)
+	}
+	covered := map[string]bool{}
+	for k := range d.reachable {
+		if whole[k] {
+			for _, l := range d.links[k] {
+				covered[l] = true
+			}
+		}
+	}
+	newHeads := map[string]uint64{}
+	cut := 0
+	for k := range d.reachable {
+		switch {
+		case !whole[k]:
+			cut++
+		case !covered[k]:
+			newHeads[k] = d.heights[k]
+		}
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	old := s.eng()
+	if err := old.Close(); err != nil {
+		s.log.Warn("closing go-ds-crdt to cut lost branches", "err", err)
+	}
+	headsRoot := s.opts.Namespace.ChildString("h").String() + "/"
+	err := func() error {
+		b, err := s.base.Batch(ctx)
+		if err != nil {
+			return err
+		}
+		for k := range d.heads {
+			if _, keep := newHeads[k]; !keep {
+				if err := b.Delete(ctx, ds.NewKey(headsRoot+k)); err != nil {
+					return err
+				}
+			}
+		}
+		for k, h := range newHeads {
+			buf := make([]byte, binary.MaxVarintLen64)
+			if err := b.Put(ctx, ds.NewKey(headsRoot+k), buf[:binary.PutUvarint(buf, h)]); err != nil {
+				return err
+			}
+		}
+		if err := b.Commit(ctx); err != nil {
+			return err
+		}
+		return s.base.Sync(ctx, ds.NewKey(headsRoot))
+	}()
+	eng, oerr := s.openEngine()
+	if oerr != nil {
+		return 0, errors.Join(err, fmt.Errorf("reopen: %w", oerr))
+	}
+	s.engine.Store(eng)
+	if err != nil {
+		return 0, fmt.Errorf("rewrite heads: %w", err)
+	}
+	s.log.Warn("cut branches that lead to lost blocks from the heads", "blocks", cut, "heads", len(newHeads))
+	return cut, nil
+}
+
+// republish writes visible operations (op keys) again, unchanged, in new
+// deltas, so that a block reachable from the heads carries them. All the
+// visible operations of a write go together: the write's signature covers
+// them all.
+func (s *Store) republish(ctx context.Context, keys []string) (int, error) {
+	byWrite := map[string]bool{} // "<collection>/<eid>/<op id>" of the writes
+	for _, k := range keys {
+		if kp, err := parseOpKey(k); err == nil {
+			byWrite[kp.Collection+"/"+kp.EscapedID+"/"+kp.Op.String()] = true
+		}
+	}
+	// Every visible op of those writes (the record's other fields too).
+	want := map[string]bool{}
+	for _, k := range keys {
+		want[k] = true
+	}
+	records := map[string]bool{}
+	for _, k := range keys {
+		if kp, err := parseOpKey(k); err == nil {
+			records[kp.Collection+"/"+kp.EscapedID] = true
+		}
+	}
+	for rec := range records {
+		err := s.scan(ctx, ds.NewKey("/"+rec), func(kp keyParts, _ Op) error {
+			if byWrite[kp.Collection+"/"+kp.EscapedID+"/"+kp.Op.String()] {
+				want[opKey(kp.Collection, kp.EscapedID, kp.Field, kp.Op).String()] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	all := make([]string, 0, len(want))
+	for k := range want {
+		all = append(all, k)
+	}
+	sort.Strings(all)
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	n := 0
+	for len(all) > 0 {
+		chunk := all[:min(len(all), s.opts.BatchOps)]
+		all = all[len(chunk):]
+		b, err := s.openBatch(ctx)
+		if err != nil {
+			return n, err
+		}
+		for _, k := range chunk {
+			v, err := s.eng().Get(ctx, ds.NewKey(k))
+			if errors.Is(err, ds.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				b.end(ctx)
+				return n, err
+			}
+			if err := b.Put(ctx, ds.NewKey(k), v); err != nil {
+				b.end(ctx)
+				return n, err
+			}
+		}
+		if !b.staged {
+			continue
+		}
+		if err := s.commit(ctx, b); err != nil {
+			return n, err
+		}
+		n += len(chunk)
+	}
+	return n, nil
+}

@@ -1,0 +1,153 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	cid "github.com/ipfs/go-cid"
+
+	"github.com/ferry-crm/ferry/crdt"
+)
+
+// A node repairs itself. After an unclean shutdown, a failed merge or a
+// failed write (a full disk), the store needs repair (crdt.Stats.Dirty).
+// The repair loop tries every repairInterval until it succeeds, so a disk
+// that fills up and frees again heals without a person:
+//  1. the cheap part: blocks merged but out of reach of the heads become
+//     heads again, and go-ds-crdt re-walks the DAG from the heads;
+//  2. if that fails (blocks missing here), at most every fullCheckInterval,
+//     the whole check with repair: missing blocks are asked from peers,
+//     and on a laptop, branches that lead to blocks its office's history
+//     no longer contains (the office cut them, see crdt.Store.Check) are
+//     cut here too.
+//
+// `ferry check --repair` runs step 2 at once; on an office it also cuts
+// branches whose missing blocks no connected peer has (lost for good), and
+// writes again the visible values they carried.
+const (
+	repairInterval    = 5 * time.Second
+	fullCheckInterval = time.Minute
+)
+
+// repairLoop runs until the node closes; now: repair at once (unclean start).
+func (n *Node) repairLoop(now bool) {
+	defer n.wg.Done()
+	t := time.NewTicker(repairInterval)
+	defer t.Stop()
+	var lastFull time.Time
+	for {
+		if now || n.store.Stats(n.ctx).Dirty {
+			now = false
+			err := n.store.Repair(n.ctx)
+			if err == nil {
+				n.log.Info("store repaired")
+			} else if n.ctx.Err() == nil {
+				n.log.Warn("repair did not complete; trying again", "err", err)
+				if time.Since(lastFull) > fullCheckInterval {
+					lastFull = time.Now()
+					if r, err := n.store.Check(n.ctx, n.checkOptions(false)); err != nil {
+						n.log.Warn("check with repair", "err", err)
+					} else if !r.OK {
+						n.log.Warn("store still needs repair", "problems", r.Problems, "done", r.Repaired)
+					}
+				}
+			}
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Check verifies the store (and repairs it: see repairLoop and
+// crdt.Store.Check).
+func (n *Node) Check(ctx context.Context, repair bool) (*crdt.CheckReport, error) {
+	if !repair {
+		return n.store.Check(ctx, crdt.CheckOptions{})
+	}
+	return n.store.Check(ctx, n.checkOptions(true))
+}
+
+// checkOptions: asked by a person (explicit), an office declares blocks
+// that no connected peer has lost for good.
+func (n *Node) checkOptions(explicit bool) crdt.CheckOptions {
+	opts := crdt.CheckOptions{Repair: true}
+	if n.bitswap != nil {
+		opts.Fetch = n.fetchBlocks
+	}
+	opts.DropLost = func(ctx context.Context, missing []cid.Cid) bool {
+		if n.cfg.Role == RoleOffice {
+			return explicit
+		}
+		return n.officeLeftBehind(ctx, missing)
+	}
+	return opts
+}
+
+// fetchBlocks asks connected peers for blocks (bitswap), each bounded.
+func (n *Node) fetchBlocks(ctx context.Context, missing []cid.Cid) error {
+	if n.host == nil || len(n.host.Network().Peers()) == 0 {
+		return nil
+	}
+	dag := n.dag
+	for _, c := range missing {
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := dag.Get(fctx, c)
+		cancel()
+		if err != nil {
+			n.log.Info("missing block not found on peers", "block", c, "err", err)
+		}
+	}
+	return nil
+}
+
+// officeLeftBehind reports whether an office's last announced history is
+// held here whole and contains none of the missing blocks: the office cut
+// them, so the branches leading to them may be cut here too.
+func (n *Node) officeLeftBehind(ctx context.Context, missing []cid.Cid) bool {
+	if n.acks == nil {
+		return false
+	}
+	n.acks.mu.Lock()
+	var latest officeHeads
+	for _, oh := range n.acks.office {
+		if oh.At.After(latest.At) {
+			latest = oh
+		}
+	}
+	n.acks.mu.Unlock()
+	if len(latest.Heads) == 0 {
+		return false
+	}
+	var roots []cid.Cid
+	for _, h := range latest.Heads {
+		c, err := cid.Decode(h)
+		if err != nil {
+			return false
+		}
+		roots = append(roots, c)
+	}
+	seen := map[cid.Cid]bool{}
+	whole := true
+	err := n.acks.walk(ctx, roots, seen, nil)
+	if err != nil {
+		return false
+	}
+	for c := range seen {
+		if ok, err := n.bstore.Has(ctx, c); err != nil || !ok {
+			whole = false
+			break
+		}
+	}
+	if !whole {
+		return false
+	}
+	for _, c := range missing {
+		if seen[c] {
+			return false
+		}
+	}
+	return true
+}
