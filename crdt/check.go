@@ -65,9 +65,55 @@ type CheckOptions struct {
 	Fetch func(ctx context.Context, missing []cid.Cid) error
 	// DropLost, if set, says whether missing blocks that Fetch could not
 	// get are lost for good, so that the branches leading to them are cut
-	// from the heads (an office decides so after asking its peers; a
-	// laptop when its office no longer leads to them).
+	// from the heads: an office decides so after asking its peers (and
+	// Declare records it); any other node when an office declared them lost
+	// (see DeclaredLost).
 	DropLost func(ctx context.Context, missing []cid.Cid) bool
+	// Declare records the blocks cut as lost in LostCollection, so that
+	// every node that received the broken history cuts it too.
+	Declare bool
+}
+
+// LostCollection lists the blocks an office declared lost for good (record
+// id: the block's CID; field lost). Only office members write it. A node
+// whose history leads to a declared block cuts that branch (its values are
+// written again by the office that declared it).
+const LostCollection = "_lost"
+
+// DeclaredLost reports whether an office declared every block of cids lost.
+func (s *Store) DeclaredLost(ctx context.Context, cids []cid.Cid) bool {
+	if len(cids) == 0 {
+		return false
+	}
+	for _, c := range cids {
+		if _, err := s.Get(ctx, LostCollection, c.String()); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// declareLost writes one LostCollection record per block.
+func (s *Store) declareLost(ctx context.Context, cids []cid.Cid) error {
+	if err := s.checkWritable(ctx, LostCollection, ""); err != nil {
+		return err
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	for _, c := range cids {
+		eid, err := EscapeID(c.String())
+		if err != nil {
+			return err
+		}
+		cur, err := s.readRecord(ctx, LostCollection, eid)
+		if err != nil {
+			return err
+		}
+		if _, err := s.writeRecord(ctx, LostCollection, eid, cur, map[string]any{"lost": true}, newestRules); err != nil {
+			return fmt.Errorf("declare block %s lost: %w", c, err)
+		}
+	}
+	return nil
 }
 
 // dagScan is the DAG as reachable from the heads.
@@ -236,11 +282,19 @@ func (s *Store) Check(ctx context.Context, opts CheckOptions) (*CheckReport, err
 		}
 	}
 	if len(d.missing) > 0 && opts.DropLost != nil && opts.DropLost(ctx, cidsOf(d.missing)) {
+		lost := cidsOf(d.missing)
 		cut, err := s.cutLostBranches(ctx, d)
 		if err != nil {
 			return nil, fmt.Errorf("repair: %w", err)
 		}
-		done = append(done, fmt.Sprintf("cut %d block(s) whose history is lost for good from the heads (%d missing block(s))", cut, len(d.missing)))
+		done = append(done, fmt.Sprintf("cut %d block(s) whose history is lost for good from the heads (%d missing block(s))", cut, len(lost)))
+		// Declared on top of the cut history, not of the broken one.
+		if opts.Declare {
+			if err := s.declareLost(ctx, lost); err != nil {
+				return nil, fmt.Errorf("repair: %w", err)
+			}
+			done = append(done, fmt.Sprintf("declared %d block(s) lost for good, so that the nodes that received them cut them too", len(lost)))
+		}
 		if d, err = s.scanDAG(ctx); err != nil {
 			return nil, err
 		}
@@ -345,6 +399,11 @@ func (s *Store) check(ctx context.Context) (*CheckReport, error) {
 	return r, nil
 }
 
+// cutKey marks, locally, the blocks cutLostBranches cut: merged, out of
+// reach of the heads on purpose (they lead to lost blocks), so they are
+// neither reported as orphans nor made heads again by recovery.
+var cutKey = ds.NewKey("/ferry/local/cut")
+
 // cutLostBranches makes the heads the highest blocks whose whole history
 // is held here, dropping heads that lead to missing blocks. The blocks
 // stay; their visible operations are carried again by republish. It
@@ -407,6 +466,13 @@ func (s *Store) cutLostBranches(ctx context.Context, d *dagScan) (int, error) {
 		for k := range d.heads {
 			if _, keep := newHeads[k]; !keep {
 				if err := b.Delete(ctx, ds.NewKey(headsRoot+k)); err != nil {
+					return err
+				}
+			}
+		}
+		for k := range d.reachable {
+			if !whole[k] {
+				if err := b.Put(ctx, cutKey.ChildString(k), nil); err != nil {
 					return err
 				}
 			}

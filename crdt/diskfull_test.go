@@ -349,7 +349,10 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 	if rep.OK || len(rep.MissingBlocks) != 1 || rep.UnbackedCount == 0 {
 		t.Fatalf("check did not see the lost block and the value it carried: %+v", rep)
 	}
-	rep, err = a.Check(ctx, CheckOptions{Repair: true, DropLost: func(context.Context, []cid.Cid) bool { return true }})
+	if b.DeclaredLost(ctx, []cid.Cid{lostBlock}) {
+		t.Fatal("declared lost before anybody said so")
+	}
+	rep, err = a.Check(ctx, CheckOptions{Repair: true, DropLost: func(context.Context, []cid.Cid) bool { return true }, Declare: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,5 +379,8 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 	rep, err = b.Check(ctx, CheckOptions{})
 	if err != nil || !rep.OK {
 		t.Fatalf("peer check: %v %+v", err, rep)
+	}
+	if !b.DeclaredLost(ctx, []cid.Cid{lostBlock}) {
+		t.Fatal("the peer does not know the block was declared lost")
 	}
 }

@@ -62,6 +62,13 @@ func (h *health) clear(start time.Time) bool {
 	return true
 }
 
+// WriteFailed tells the store that a write it did not make itself failed
+// (the node's block store: a block of a peer's delta could not be kept), so
+// that it knows it needs repair.
+func (s *Store) WriteFailed(what string, err error) {
+	s.writeFailed(what, ds.NewKey("/"), err)
+}
+
 // writeFailed is told of every failed write of a merge or of go-ds-crdt's
 // bookkeeping (not of this node's own writes, which are all or nothing).
 func (s *Store) writeFailed(op string, key ds.Key, err error) {

@@ -123,11 +123,16 @@ func (s *Store) findOrphans(ctx context.Context) ([]orphan, error) {
 			}
 		}
 	}
-	// Orphans: merged, unreachable, and not below another orphan.
+	cut, err := s.listBlockKeys(ctx, cutKey.String()+"/", false)
+	if err != nil {
+		return nil, fmt.Errorf("recover: cut blocks: %w", err)
+	}
+	// Orphans: merged, unreachable, not cut on purpose (see
+	// cutLostBranches), and not below another orphan.
 	orphans := map[string]uint64{}
 	below := map[string]bool{}
 	for k := range merged {
-		if reachable[k] {
+		if reachable[k] || cut[k] {
 			continue
 		}
 		ls, height, err := s.blockLinks(ctx, k)

@@ -112,7 +112,7 @@ func (v *view) check(collection, eid string, writers []string, op Op) string {
 		return ReasonRevoked
 	}
 	switch collection {
-	case MembersCollection, SchemaCollection:
+	case MembersCollection, SchemaCollection, LostCollection:
 		if m.Role != RoleOffice {
 			return ReasonRole
 		}
@@ -401,9 +401,7 @@ func (s *Store) checkWritable(ctx context.Context, collection, eid string) error
 	}
 	var writers []string
 	switch collection {
-	case MembersCollection:
-		writers = []string{RoleOffice}
-	case SchemaCollection:
+	case MembersCollection, SchemaCollection, LostCollection:
 		writers = []string{RoleOffice}
 	default:
 		sc, err := s.Schema(ctx)
@@ -421,6 +419,8 @@ func (s *Store) checkWritable(ctx context.Context, collection, eid string) error
 			what = "the membership"
 		case SchemaCollection:
 			what = "the schema"
+		case LostCollection:
+			what = "the list of lost blocks"
 		}
 		return fmt.Errorf("%w: a %s node may not change %s (writers: %s)", ErrForbidden, m.Role, what, strings.Join(writers, ", "))
 	}

@@ -222,7 +222,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		store = n.fault
 		n.log.Warn("fault injection: every write fails while a file exists", "env", FaultDiskFullEnv, "path", path)
 	}
-	bstore := NewBlockstore(store)
+	// A block that cannot be written (a full disk) leaves a merge undone:
+	// the store is told, so that it knows it needs repair.
+	bstore := reportingBlockstore{Blockstore: NewBlockstore(store), failed: func(err error) {
+		if st := n.storeReady.Load(); st != nil {
+			st.WriteFailed("block", err)
+		}
+	}}
 	n.bstore = bstore
 	dag := NewOfflineDAGService(bstore)
 	var bcast *Broadcaster

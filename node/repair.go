@@ -26,7 +26,7 @@ import (
 // writes again the visible values they carried.
 const (
 	repairInterval    = 5 * time.Second
-	fullCheckInterval = time.Minute
+	fullCheckInterval = 15 * time.Second
 )
 
 // repairLoop runs until the node closes; now: repair at once (unclean start).
@@ -41,6 +41,11 @@ func (n *Node) repairLoop(now bool) {
 			err := n.store.Repair(n.ctx)
 			if err == nil {
 				n.log.Info("store repaired")
+				// What failed to merge meanwhile is asked again now, not
+				// at the next periodic exchange.
+				if n.host != nil {
+					n.SyncNow(n.ctx)
+				}
 			} else if n.ctx.Err() == nil {
 				n.log.Warn("repair did not complete; trying again", "err", err)
 				if time.Since(lastFull) > fullCheckInterval {
@@ -78,11 +83,12 @@ func (n *Node) checkOptions(explicit bool) crdt.CheckOptions {
 		opts.Fetch = n.fetchBlocks
 	}
 	opts.DropLost = func(ctx context.Context, missing []cid.Cid) bool {
-		if n.cfg.Role == RoleOffice {
-			return explicit
+		if n.cfg.Role == RoleOffice && explicit {
+			return true
 		}
-		return n.officeLeftBehind(ctx, missing)
+		return n.store.DeclaredLost(ctx, missing)
 	}
+	opts.Declare = n.cfg.Role == RoleOffice && explicit
 	return opts
 }
 
@@ -101,53 +107,4 @@ func (n *Node) fetchBlocks(ctx context.Context, missing []cid.Cid) error {
 		}
 	}
 	return nil
-}
-
-// officeLeftBehind reports whether an office's last announced history is
-// held here whole and contains none of the missing blocks: the office cut
-// them, so the branches leading to them may be cut here too.
-func (n *Node) officeLeftBehind(ctx context.Context, missing []cid.Cid) bool {
-	if n.acks == nil {
-		return false
-	}
-	n.acks.mu.Lock()
-	var latest officeHeads
-	for _, oh := range n.acks.office {
-		if oh.At.After(latest.At) {
-			latest = oh
-		}
-	}
-	n.acks.mu.Unlock()
-	if len(latest.Heads) == 0 {
-		return false
-	}
-	var roots []cid.Cid
-	for _, h := range latest.Heads {
-		c, err := cid.Decode(h)
-		if err != nil {
-			return false
-		}
-		roots = append(roots, c)
-	}
-	seen := map[cid.Cid]bool{}
-	whole := true
-	err := n.acks.walk(ctx, roots, seen, nil)
-	if err != nil {
-		return false
-	}
-	for c := range seen {
-		if ok, err := n.bstore.Has(ctx, c); err != nil || !ok {
-			whole = false
-			break
-		}
-	}
-	if !whole {
-		return false
-	}
-	for _, c := range missing {
-		if seen[c] {
-			return false
-		}
-	}
-	return true
 }

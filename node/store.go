@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ipfs/boxo/blockstore"
+	blocks "github.com/ipfs/go-block-format"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/namespace"
 	badger "github.com/ipfs/go-ds-badger"
@@ -90,4 +91,26 @@ func markClosed(dir string) error {
 		return fmt.Errorf("remove open marker: %w", err)
 	}
 	return nil
+}
+
+// reportingBlockstore tells failed tells of every block write that fails.
+type reportingBlockstore struct {
+	blockstore.Blockstore
+	failed func(error)
+}
+
+func (b reportingBlockstore) Put(ctx context.Context, blk blocks.Block) error {
+	err := b.Blockstore.Put(ctx, blk)
+	if err != nil {
+		b.failed(err)
+	}
+	return err
+}
+
+func (b reportingBlockstore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	err := b.Blockstore.PutMany(ctx, blks)
+	if err != nil {
+		b.failed(err)
+	}
+	return err
 }
