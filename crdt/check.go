@@ -144,8 +144,8 @@ func (s *Store) hasBlock(ctx context.Context, key string) bool {
 }
 
 func (s *Store) scanDAG(ctx context.Context) (*dagScan, error) {
-	ns := s.opts.Namespace
-	headsRoot := ns.ChildString("h").String() + "/"
+	l := s.layout()
+	headsRoot := prefix(l.heads())
 	d := &dagScan{heads: map[string]uint64{}, reachable: map[string]bool{}, missing: map[string]bool{},
 		links: map[string][]string{}, heights: map[string]uint64{}}
 	res, err := s.base.Query(ctx, query.Query{Prefix: headsRoot})
@@ -167,7 +167,7 @@ func (s *Store) scanDAG(ctx context.Context) (*dagScan, error) {
 		seen[h] = true
 		queue = append(queue, h)
 	}
-	processedRoot := ns.ChildString("b")
+	processedRoot := l.processed()
 	for len(queue) > 0 {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -202,8 +202,8 @@ func (s *Store) scanDAG(ctx context.Context) (*dagScan, error) {
 
 // unbacked lists the visible operations that no reachable block carries.
 func (s *Store) unbacked(ctx context.Context, reachable map[string]bool) ([]string, error) {
-	ns := s.opts.Namespace
-	elemsRoot := ns.ChildString(engineElemsNs).String()
+	l := s.layout()
+	elemsRoot := l.elems().String()
 	backed := map[string]bool{}
 	res, err := s.base.Query(ctx, query.Query{Prefix: elemsRoot + "/", KeysOnly: true})
 	if err != nil {
@@ -224,7 +224,7 @@ func (s *Store) unbacked(ctx context.Context, reachable map[string]bool) ([]stri
 		}
 	}
 	res.Close()
-	valuesRoot := ns.ChildString("s").ChildString("k").String()
+	valuesRoot := l.values().String()
 	var out []string
 	res, err = s.base.Query(ctx, query.Query{Prefix: valuesRoot + "/", KeysOnly: true})
 	if err != nil {
@@ -457,7 +457,7 @@ func (s *Store) cutLostBranches(ctx context.Context, d *dagScan) (int, error) {
 	if err := old.Close(); err != nil {
 		s.log.Warn("closing go-ds-crdt to cut lost branches", "err", err)
 	}
-	headsRoot := s.opts.Namespace.ChildString("h").String() + "/"
+	headsRoot := prefix(s.layout().heads())
 	err := func() error {
 		b, err := s.base.Batch(ctx)
 		if err != nil {

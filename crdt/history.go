@@ -6,13 +6,10 @@ import (
 	"sort"
 	"strings"
 
-	dshelp "github.com/ipfs/boxo/datastore/dshelp"
-	"github.com/ipfs/boxo/ipld/merkledag"
 	cid "github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
 	pb "github.com/ipfs/go-ds-crdt/pb"
-	"google.golang.org/protobuf/proto"
 )
 
 // History is built from what the store already keeps. go-ds-crdt v0.6.8
@@ -23,10 +20,6 @@ import (
 // written, superseded or not), read each op's value from its block, and
 // check for a tombstone. This reads go-ds-crdt's storage layout (see
 // ../shared/notes/go-ds-crdt.md); TestHistory fails if it changes.
-const (
-	engineElemsNs = "s/s"
-	engineTombsNs = "s/t"
-)
 
 // HistoryEntry is one operation ever written to a record.
 type HistoryEntry struct {
@@ -85,7 +78,7 @@ func (s *Store) recordElements(ctx context.Context, collection, eid, field strin
 // recordElementsWithDeltas is recordElements, also returning the deltas it
 // read, by block id.
 func (s *Store) recordElementsWithDeltas(ctx context.Context, collection, eid, field string) ([]element, map[string]*pb.Delta, error) {
-	prefix := s.opts.Namespace.Child(ds.NewKey(engineElemsNs)).String() + recordPrefix(collection, eid).String() + "/"
+	prefix := s.layout().elems().String() + recordPrefix(collection, eid).String() + "/"
 	if field != "" {
 		prefix += field + "/"
 	}
@@ -94,8 +87,8 @@ func (s *Store) recordElementsWithDeltas(ctx context.Context, collection, eid, f
 		return nil, nil, err
 	}
 	defer res.Close()
-	elemsRoot := s.opts.Namespace.Child(ds.NewKey(engineElemsNs)).String()
-	tombsRoot := s.opts.Namespace.Child(ds.NewKey(engineTombsNs)).String()
+	elemsRoot := s.layout().elems().String()
+	tombsRoot := s.layout().tombs().String()
 	deltas := map[string]*pb.Delta{}
 	var out []element
 	for r := range res.Next() {
@@ -218,11 +211,10 @@ func (s *Store) rebuildRecord(ctx context.Context, v *view, writers []string, co
 // blockDelta reads the delta of the block whose go-ds-crdt id is blockKey
 // (a multihash in datastore-key form), caching deltas by id.
 func (s *Store) blockDelta(ctx context.Context, blockKey string, cache map[string]*pb.Delta) (*pb.Delta, cid.Cid, error) {
-	mh, err := dshelp.DsKeyToMultihash(ds.NewKey(blockKey))
+	c, err := blockCid(blockKey)
 	if err != nil {
 		return nil, cid.Undef, err
 	}
-	c := cid.NewCidV1(cid.DagProtobuf, mh)
 	if d, ok := cache[blockKey]; ok {
 		return d, c, nil
 	}
@@ -230,14 +222,10 @@ func (s *Store) blockDelta(ctx context.Context, blockKey string, cache map[strin
 	if err != nil {
 		return nil, cid.Undef, err
 	}
-	pn, ok := nd.(*merkledag.ProtoNode)
-	if !ok {
-		return nil, cid.Undef, fmt.Errorf("block %s is not dag-pb", c)
-	}
-	var d pb.Delta
-	if err := proto.Unmarshal(pn.Data(), &d); err != nil {
+	d, err := decodeDelta(nd)
+	if err != nil {
 		return nil, cid.Undef, err
 	}
-	cache[blockKey] = &d
-	return &d, c, nil
+	cache[blockKey] = d
+	return d, c, nil
 }

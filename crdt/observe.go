@@ -47,9 +47,9 @@ type observedStore struct {
 }
 
 func newObservedStore(d ds.Batching, namespace ds.Key, changed func(string)) *observedStore {
-	return &observedStore{Batching: d, prefix: namespace.ChildString("s").ChildString("k").String(),
-		elemPrefix: namespace.ChildString("s").ChildString("s").String() + "/",
-		tombPrefix: namespace.ChildString("s").ChildString("t").String() + "/", changed: changed}
+	l := layout{ns: namespace}
+	return &observedStore{Batching: d, prefix: l.values().String(),
+		elemPrefix: prefix(l.elems()), tombPrefix: prefix(l.tombs()), changed: changed}
 }
 
 // elementOf returns the op key and block of an element entry

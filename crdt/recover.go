@@ -8,14 +8,9 @@ import (
 	"strings"
 	"time"
 
-	dshelp "github.com/ipfs/boxo/datastore/dshelp"
 	cid "github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
-	pb "github.com/ipfs/go-ds-crdt/pb"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/ipfs/boxo/ipld/merkledag"
 )
 
 // go-ds-crdt v0.6.8 merges a local delta (elements, then the processed mark)
@@ -24,7 +19,7 @@ import (
 // never announces them, and DAG repair (which walks down from the heads)
 // never finds them. recoverOrphans finds such blocks and makes them heads
 // again, so they are announced and, if their merge was cut short, repaired.
-// It reads go-ds-crdt's layout: heads under <ns>/h/<block> (uvarint
+// It reads go-ds-crdt's layout (engine.go): heads under <ns>/h/<block> (uvarint
 // height), processed marks under <ns>/b/<block>, elements under
 // <ns>/s/s/<op key>/<block>.
 
@@ -35,7 +30,7 @@ func (s *Store) recoverOrphans(ctx context.Context) ([]cid.Cid, error) {
 	if err != nil {
 		return nil, err
 	}
-	headsRoot := s.opts.Namespace.ChildString("h").String() + "/"
+	headsRoot := prefix(s.layout().heads())
 	var out []cid.Cid
 	for _, o := range found {
 		buf := make([]byte, binary.MaxVarintLen64)
@@ -83,17 +78,17 @@ type orphan struct {
 // findOrphans finds blocks merged (processed, or with elements) but not
 // reachable from the heads, and not below another such block.
 func (s *Store) findOrphans(ctx context.Context) ([]orphan, error) {
-	ns := s.opts.Namespace
-	headsRoot := ns.ChildString("h").String() + "/"
+	l := s.layout()
+	headsRoot := prefix(l.heads())
 	heads, err := s.listBlockKeys(ctx, headsRoot, false)
 	if err != nil {
 		return nil, fmt.Errorf("recover: heads: %w", err)
 	}
-	merged, err := s.listBlockKeys(ctx, ns.ChildString("b").String()+"/", false)
+	merged, err := s.listBlockKeys(ctx, prefix(l.processed()), false)
 	if err != nil {
 		return nil, fmt.Errorf("recover: processed blocks: %w", err)
 	}
-	partial, err := s.listBlockKeys(ctx, ns.ChildString(engineElemsNs).String()+"/", true)
+	partial, err := s.listBlockKeys(ctx, prefix(l.elems()), true)
 	if err != nil {
 		return nil, fmt.Errorf("recover: elements: %w", err)
 	}
@@ -192,14 +187,6 @@ func (s *Store) listBlockKeys(ctx context.Context, root string, last bool) (map[
 	return out, nil
 }
 
-func blockCid(key string) (cid.Cid, error) {
-	mh, err := dshelp.DsKeyToMultihash(ds.NewKey(key))
-	if err != nil {
-		return cid.Undef, err
-	}
-	return cid.NewCidV1(cid.DagProtobuf, mh), nil
-}
-
 // blockLinks reads a block held here: its links (as block ids) and its
 // height. It does not wait for the network.
 func (s *Store) blockLinks(ctx context.Context, key string) ([]string, uint64, error) {
@@ -213,17 +200,13 @@ func (s *Store) blockLinks(ctx context.Context, key string) ([]string, uint64, e
 	if err != nil {
 		return nil, 0, err
 	}
-	pn, ok := nd.(*merkledag.ProtoNode)
-	if !ok {
-		return nil, 0, fmt.Errorf("block %s is not dag-pb", c)
-	}
-	var d pb.Delta
-	if err := proto.Unmarshal(pn.Data(), &d); err != nil {
+	d, err := decodeDelta(nd)
+	if err != nil {
 		return nil, 0, err
 	}
 	var out []string
 	for _, l := range nd.Links() {
-		out = append(out, dshelp.MultihashToDsKey(l.Cid.Hash()).String()[1:])
+		out = append(out, blockKey(l.Cid))
 	}
 	return out, d.GetPriority(), nil
 }

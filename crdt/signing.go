@@ -249,7 +249,7 @@ func (s *Store) vetElements(ctx context.Context, b ds.Write, elems []elementRef)
 // hasOtherElement reports whether the op of e was merged from another
 // block already.
 func (s *Store) hasOtherElement(ctx context.Context, e elementRef) (bool, error) {
-	prefix := s.opts.Namespace.Child(ds.NewKey(engineElemsNs)).String() + e.key + "/"
+	prefix := s.layout().elems().String() + e.key + "/"
 	res, err := s.base.Query(ctx, query.Query{Prefix: prefix, KeysOnly: true})
 	if err != nil {
 		return false, err

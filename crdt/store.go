@@ -19,7 +19,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	dshelp "github.com/ipfs/boxo/datastore/dshelp"
 	cid "github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
@@ -193,7 +192,7 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 	}
 	s.clock = NewClock(opts.Now, last)
 
-	dirty, err := base.Has(ctx, opts.Namespace.ChildString("d"))
+	dirty, err := base.Has(ctx, layout{ns: opts.Namespace}.dirty())
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
@@ -336,7 +335,7 @@ func (s *Store) Stats(ctx context.Context) Stats {
 // Processed reports whether go-ds-crdt has merged block c (its children may
 // still be queued: see Stats.QueuedJobs).
 func (s *Store) Processed(ctx context.Context, c cid.Cid) (bool, error) {
-	return s.base.Has(ctx, s.opts.Namespace.ChildString("b").Child(dshelp.MultihashToDsKey(c.Hash())))
+	return s.base.Has(ctx, s.layout().processed().ChildString(blockKey(c)))
 }
 
 // Heads returns the current DAG heads, to announce to a peer.

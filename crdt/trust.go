@@ -141,7 +141,7 @@ func isLocalWrite(ctx context.Context) bool { return ctx.Value(localWrite{}) != 
 // badSigRoot is where operations whose signature failed are marked, inside
 // go-ds-crdt's namespace so that a snapshot (clean sync) carries the marks.
 func (s *Store) badSigRoot() string {
-	return s.opts.Namespace.ChildString("x").ChildString("badsig").String()
+	return s.layout().badSigs().String()
 }
 
 // loadBadSigs reads the marks of operations whose signature failed.
