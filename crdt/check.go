@@ -533,17 +533,38 @@ func (s *Store) republish(ctx context.Context, keys []string) (int, error) {
 			return 0, err
 		}
 	}
-	all := make([]string, 0, len(want))
+	// Deltas of about BatchOps ops, a write never split across two (each
+	// delta is verified write by write).
+	groups := map[string][]string{}
 	for k := range want {
-		all = append(all, k)
+		if kp, err := parseOpKey(k); err == nil {
+			w := kp.Collection + "/" + kp.EscapedID + "/" + kp.Op.String()
+			groups[w] = append(groups[w], k)
+		}
 	}
-	sort.Strings(all)
+	writes := make([]string, 0, len(groups))
+	for w := range groups {
+		writes = append(writes, w)
+	}
+	sort.Strings(writes)
+	var chunks [][]string
+	var cur []string
+	for _, w := range writes {
+		g := groups[w]
+		sort.Strings(g)
+		if len(cur) > 0 && len(cur)+len(g) > s.opts.BatchOps {
+			chunks = append(chunks, cur)
+			cur = nil
+		}
+		cur = append(cur, g...)
+	}
+	if len(cur) > 0 {
+		chunks = append(chunks, cur)
+	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	n := 0
-	for len(all) > 0 {
-		chunk := all[:min(len(all), s.opts.BatchOps)]
-		all = all[len(chunk):]
+	for _, chunk := range chunks {
 		b, err := s.openBatch(ctx)
 		if err != nil {
 			return n, err

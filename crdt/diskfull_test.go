@@ -384,3 +384,43 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 		t.Fatal("the peer does not know the block was declared lost")
 	}
 }
+
+// TestRepublishKeepsWritesWhole: values written again by a repair travel
+// write by write (a signature covers all the ops of a write): a peer
+// verifies every one of them, however many deltas the repair needs.
+func TestRepublishKeepsWritesWhole(t *testing.T) {
+	ctx := context.Background()
+	tn := newTrustNet(t, 2)
+	a, b := tn.replicas[0], tn.replicas[1]
+	tn.setOnline(1, false)
+	a.opts.BatchOps = 5 // writes of 3 ops: a split would cut one in two
+	var head cid.Cid
+	for i := range 4 {
+		mustPut(t, a, "contacts", fmt.Sprintf("w%d", i), map[string]any{"last_name": "L", "first_name": "F", "phone": fmt.Sprint(i)})
+		if i == 0 { // the first write's block goes: the 4 writes are written again
+			head = a.Stats(ctx).Heads[0]
+		}
+	}
+	if err := tn.blockFault.Unwrap().Delete(ctx, ds.NewKey("/blocks").Child(dshelp.MultihashToDsKey(head.Hash()))); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := a.Check(ctx, CheckOptions{Repair: true, DropLost: func(context.Context, []cid.Cid) bool { return true }, Declare: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK {
+		t.Fatalf("after repair: %v", rep.Problems)
+	}
+	t.Logf("repair: %v", rep.Repaired)
+	tn.setOnline(1, true)
+	tn.waitConverged(10 * time.Second)
+	if ig, _ := b.Ignored(ctx); len(ig) != 0 {
+		t.Fatalf("the peer ignores %d republished ops, e.g. %+v", len(ig), ig[0])
+	}
+	for i := range 4 {
+		rec := mustGet(t, b, "contacts", fmt.Sprintf("w%d", i))
+		if rec.Fields["phone"].Value != fmt.Sprint(i) || rec.Fields["first_name"].Value != "F" {
+			t.Fatalf("w%d on the peer: %v", i, rec.Values())
+		}
+	}
+}

@@ -81,7 +81,8 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 	}
 	defer b.end(ctx)
 	inBatch := map[string]bool{}
-	ops, bytes, done := 0, 0, 0
+	ops, bytes := 0, 0
+	queued := 0              // records in pending: Written once committed
 	var pending []*writePlan // planned, signed and staged at flush
 	flush := func() error {
 		if ops == 0 {
@@ -103,10 +104,11 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 			return fmt.Errorf("import %s: %w", collection, err)
 		}
 		res.Deltas++
-		ops, bytes = 0, 0
+		res.Written += queued
+		ops, bytes, queued = 0, 0, 0
 		clear(inBatch)
 		if progress != nil {
-			progress(done)
+			progress(res.Written + res.Unchanged)
 		}
 		return nil
 	}
@@ -135,7 +137,6 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 		}
 		if len(p.result.Fields) == 0 {
 			res.Unchanged++
-			done++
 			continue
 		}
 		if p.size > s.opts.BatchBytes {
@@ -152,14 +153,13 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 		bytes += p.size
 		inBatch[eid] = true
 		written[eid] = true
-		res.Written++
-		done++
+		queued++
 	}
 	if err := flush(); err != nil {
 		return res, err
 	}
 	if progress != nil {
-		progress(done)
+		progress(res.Written + res.Unchanged)
 	}
 	return res, nil
 }
