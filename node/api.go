@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ferry-crm/ferry/crdt"
@@ -158,6 +159,7 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/sync", n.handleSyncNow)
 	mux.HandleFunc("GET /v1/diff/{peer}", n.handleDiff)
 	mux.HandleFunc("POST /v1/import/{collection}", n.handleImport)
+	mux.HandleFunc("POST /v1/check", n.handleCheck)
 	n.registerMemberRoutes(mux)
 	return mux
 }
@@ -370,7 +372,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 // writeError maps errors to status codes: 404 for a missing record, 400 for
-// anything the caller got wrong, 500 otherwise.
+// anything the caller got wrong, 507 for a write refused or failed for want
+// of disk space (nothing of it was kept), 500 otherwise.
 func writeError(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
 	var fe *schema.FieldError
@@ -384,6 +387,8 @@ func writeError(w http.ResponseWriter, err error) {
 		code = http.StatusBadRequest
 	case errors.Is(err, crdt.ErrForbidden), errors.Is(err, crdt.ErrNotMember):
 		code = http.StatusForbidden
+	case errors.Is(err, ErrDiskLow), errors.Is(err, syscall.ENOSPC):
+		code = http.StatusInsufficientStorage
 	case errors.As(err, &fe), errors.As(err, &br),
 		errors.Is(err, schema.ErrUnknownCollection), errors.Is(err, schema.ErrInvalidSchema),
 		errors.Is(err, schema.ErrDestructiveChange), errors.Is(err, crdt.ErrTooLarge):
