@@ -61,7 +61,7 @@ type officeHeads struct {
 
 func newAckTracker(ctx context.Context, n *Node, bstore blockstore.Blockstore) *ackTracker {
 	a := &ackTracker{n: n, bstore: bstore, office: map[string]officeHeads{}}
-	if data, err := n.base.Get(ctx, officeHeadsKey); err == nil {
+	if data, err := n.guard.Get(ctx, officeHeadsKey); err == nil {
 		if err := json.Unmarshal(data, &a.office); err != nil {
 			n.log.Warn("ignoring stored office heads", "err", err)
 			a.office = map[string]officeHeads{}
@@ -91,7 +91,7 @@ func (a *ackTracker) heard(ctx context.Context, from peer.ID, payload []byte) {
 	data, err := json.Marshal(a.office)
 	a.mu.Unlock()
 	if err == nil {
-		if err := a.n.base.Put(ctx, officeHeadsKey, data); err != nil {
+		if err := a.n.guard.Put(ctx, officeHeadsKey, data); err != nil {
 			a.n.log.Warn("storing office heads", "err", err)
 		}
 	}

@@ -141,6 +141,7 @@ type Node struct {
 	log   *slog.Logger
 	self  peer.ID
 	base  *badger.Datastore
+	guard *guardedStore // base, for every write
 	store *crdt.Store
 
 	// network parts, nil when Config.Network is false
@@ -215,9 +216,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		reserve = *cfg.DiskReserve
 	}
 	n.disk = newDiskWatch(cfg.Dir, reserve)
-	var store ds.Batching = n.base
+	// Every write goes through the guard (see guardedStore): badger's value
+	// log must not go on after a write that failed part-way.
+	n.guard = newGuardedStore(n.base, n.log)
+	var store ds.Batching = n.guard
 	if path := os.Getenv(FaultDiskFullEnv); path != "" {
-		n.fault = diskfault.Wrap(n.base)
+		n.fault = diskfault.Wrap(n.guard)
 		n.fault.FullWhileExists(path)
 		store = n.fault
 		n.log.Warn("fault injection: every write fails while a file exists", "env", FaultDiskFullEnv, "path", path)
@@ -233,7 +237,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	dag := NewOfflineDAGService(bstore)
 	var bcast *Broadcaster
 	if cfg.Network {
-		if n.invites, err = loadInvites(ctx, n.base); err != nil {
+		if n.invites, err = loadInvites(ctx, n.guard); err != nil {
 			return nil, fmt.Errorf("start node: %w", err)
 		}
 		n.bandwidth = metrics.NewBandwidthCounter()
