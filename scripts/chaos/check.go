@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -116,8 +117,10 @@ func (c *cluster) readView(ctx context.Context, n *node) (*nodeView, error) {
 }
 
 // verify runs the checks on the converged cluster: every node lists the
-// same records and the same conflicts, and every acknowledged write is
-// accounted for on every node. It returns what it found wrong.
+// same records and the same conflicts, every acknowledged write is
+// accounted for on every node, no write refused on a full disk shows on
+// any node, and every record of an import cut by a full disk is whole or
+// absent. It returns what it found wrong.
 func (c *cluster) verify(ctx context.Context) []string {
 	var probs []string
 	add := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
@@ -142,6 +145,7 @@ func (c *cluster) verify(ctx context.Context) []string {
 			add("list --json differs between %s and %s%s: %s", views[0].n.name, v.n.name, why, firstDiff(views[0].listNorm, v.listNorm))
 		}
 	}
+	c.prefetchHistories(ctx, views)
 	// ferry diff compares digests over the sync protocol: from the office
 	// to every other node.
 	for _, n := range c.nodes[1:] {
@@ -165,6 +169,7 @@ func (c *cluster) verify(ctx context.Context) []string {
 	if lost > 25 {
 		add("%d more acknowledged writes not accounted for", lost-25)
 	}
+	c.verifyFailed(ctx, views, add)
 	open := 0
 	for _, cf := range views[0].conflicts {
 		if cf.Open {
@@ -174,6 +179,71 @@ func (c *cluster) verify(ctx context.Context) []string {
 	c.logf("checked %d acknowledged writes on %d nodes (%d write×node checks, %d failed); %d conflicts (%d open), %d records",
 		len(c.acked), len(views), checked, lost, len(views[0].conflicts), open, len(views[0].records))
 	return probs
+}
+
+// prefetchHistories reads, on every node at once (one command at a time
+// per node), the histories the checks below will need, so that they find
+// them in each view's cache: the checks themselves run one after the
+// other. A history that fails here is read again (and its error reported)
+// by the check that needs it.
+func (c *cluster) prefetchHistories(ctx context.Context, views []*nodeView) {
+	var wg sync.WaitGroup
+	for _, v := range views {
+		var ids []string
+		want := map[string]bool{}
+		need := func(id string) {
+			if !want[id] {
+				want[id] = true
+				ids = append(ids, id)
+			}
+		}
+		for _, w := range c.acked {
+			if needsHistory(v, w) {
+				need(w.id)
+			}
+		}
+		for _, w := range c.failed {
+			if c.failedNeedsHistory(views, w.id, w.sample) {
+				need(w.id)
+			}
+		}
+		for _, w := range c.cut {
+			if w.sample || c.touched[w.id] > 1 {
+				need(w.id)
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hist := map[string][]histEntry{}
+			for _, id := range ids {
+				if ctx.Err() != nil {
+					break
+				}
+				if h, err := c.history(ctx, v.n, id); err == nil {
+					hist[id] = h
+				}
+			}
+			v.hist = hist
+		}()
+	}
+	wg.Wait()
+}
+
+// needsHistory reports whether checkWrite reads the history of w's record
+// on v's node: for an operation it wrote, or a value without an op id that
+// the record does not show.
+func needsHistory(v *nodeView, w *ackedWrite) bool {
+	if len(w.fields) > 0 {
+		return true
+	}
+	rec := v.records[w.id]
+	for f, val := range w.same {
+		if rec == nil || !shows(rec, f, val) {
+			return true
+		}
+	}
+	return false
 }
 
 // verifyUntil runs verify until it finds nothing wrong or until the end of
@@ -422,20 +492,99 @@ func (c *cluster) selfCheck(ctx context.Context) {
 		}
 		fakes = append(fakes, &w)
 	}
-	saved := c.acked
-	c.acked = fakes
+	failedFakes := c.fakeFailed(ctx, writer)
+	// A record of a cut import written in part: a value that shows, with
+	// a field never written in the same operation.
+	var cutFakes []*cutRecord
+	for _, f := range failedFakes {
+		if f.kind == "selfcheck-visible" {
+			cutFakes = append(cutFakes, &cutRecord{step: -1, node: writer, id: f.id, fields: map[string]any{f.field: f.value, "selfcheck": "never written"}, sample: true})
+		}
+	}
+	saved, savedFailed, savedCut := c.acked, c.failed, c.cut
+	c.acked, c.failed, c.cut = fakes, failedFakes, cutFakes
 	probs := c.verify(ctx)
-	c.acked = saved
-	for _, f := range fakes {
-		found := false
+	c.acked, c.failed, c.cut = saved, savedFailed, savedCut
+	flagged := func(prefix string) bool {
 		for _, p := range probs {
-			if strings.Contains(p, "acknowledged "+f.kind+" ") {
-				found = true
+			if strings.Contains(p, prefix) {
+				return true
 			}
 		}
-		if !found {
+		return false
+	}
+	for _, f := range fakes {
+		if !flagged("acknowledged " + f.kind + " ") {
 			c.problem("self-check: the checks did not flag the fabricated write %s; they said: %v", f.kind, probs)
 		}
 	}
-	c.logf("self-check: %d fabricated writes, %d problems reported", len(fakes), len(probs))
+	for _, f := range failedFakes {
+		if !flagged("failed " + f.kind + " ") {
+			c.problem("self-check: the checks did not flag the fabricated failed write %s (%s/%s %s=%v, which shows); they said: %v", f.kind, collection, f.id, f.field, f.value, probs)
+		}
+	}
+	for _, f := range cutFakes {
+		if !flagged(fmt.Sprintf("record of an import cut by a full disk (step -1, on %s, %s/%s)", f.node.name, collection, f.id)) {
+			c.problem("self-check: the checks did not flag the fabricated partly written record %s/%s; they said: %v", collection, f.id, probs)
+		}
+	}
+	c.logf("self-check: %d fabricated writes, %d fabricated failed writes, %d fabricated partial records, %d problems reported", len(fakes), len(failedFakes), len(cutFakes), len(probs))
+}
+
+// fakeFailed fabricates failed writes whose value does show: a value
+// visible on the office (the name of a record, else any field), and one
+// that is only in a history (superseded), when there is one.
+func (c *cluster) fakeFailed(ctx context.Context, writer *node) []*failedWrite {
+	v, err := c.readView(ctx, c.nodes[0])
+	if err != nil {
+		c.problem("self-check: %v", err)
+		return nil
+	}
+	ids := make([]string, 0, len(v.records))
+	for id := range v.records {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var out []*failedWrite
+	for _, pass := range []bool{true, false} {
+		for _, id := range ids {
+			rec := v.records[id]
+			fields := make([]string, 0, len(rec.Fields))
+			for f := range rec.Fields {
+				fields = append(fields, f)
+			}
+			sort.Strings(fields)
+			for _, f := range fields {
+				if _, conflicted := rec.Conflicts[f]; conflicted || rec.Fields[f] == nil || (pass && f != markerField) {
+					continue
+				}
+				out = append(out, &failedWrite{kind: "selfcheck-visible", node: writer, id: id, field: f, value: rec.Fields[f], sample: true})
+				break
+			}
+			if len(out) > 0 {
+				break
+			}
+		}
+		if len(out) > 0 {
+			break
+		}
+	}
+	if len(out) == 0 {
+		c.problem("self-check: the office shows no value to fabricate a failed write with")
+	}
+	for _, id := range ids[:min(len(ids), 10)] {
+		hist, err := c.history(ctx, c.nodes[0], id)
+		if err != nil {
+			continue
+		}
+		i := slices.IndexFunc(hist, func(e histEntry) bool {
+			return !e.Visible && !e.Deleted && e.Field != recordField && e.Value != nil && !shows(v.records[id], e.Field, e.Value)
+		})
+		if i >= 0 {
+			e := hist[i]
+			out = append(out, &failedWrite{kind: "selfcheck-in-history", node: writer, id: id, field: e.Field, value: e.Value, sample: true})
+			break
+		}
+	}
+	return out
 }

@@ -22,6 +22,9 @@ import (
 const (
 	// clockOffsetEnv shifts the operation clock of a ferry process.
 	clockOffsetEnv = "FERRY_CLOCK_OFFSET"
+	// diskFullEnv names a file: while it exists, every write of the ferry
+	// process to its store fails with "no space left on device".
+	diskFullEnv = "FERRY_FAULT_DISK_FULL"
 	// cliTimeout bounds one CLI command.
 	cliTimeout = 30 * time.Second
 	// startWithin bounds a node's start (a restart after kill -9 re-walks
@@ -48,6 +51,19 @@ type node struct {
 	proc    *proc // nil while the node is down
 	offline bool  // last offline/online given
 	starts  int
+
+	// fullPath is the file that makes the node's disk full
+	// (FERRY_FAULT_DISK_FULL, outside the data dir); full: it exists now,
+	// until the start of step fullUntil (or the heal); fullSince: when it
+	// was created.
+	fullPath  string
+	full      bool
+	fullUntil int
+	fullSince time.Time
+	// repairPending: the disk was freed at freedAt while the node ran, and
+	// its repair (status not dirty) is not confirmed yet.
+	repairPending bool
+	freedAt       time.Time
 }
 
 func (n *node) running() bool { return n.proc != nil }
@@ -136,6 +152,9 @@ type cluster struct {
 
 	// problems found so far (the schedule fails if any).
 	problems []string
+	// mu serialises problems and the ops log (the checks read the nodes
+	// in parallel).
+	mu sync.Mutex
 
 	// converged: every node showed the same digest after the healing.
 	converged bool
@@ -143,23 +162,45 @@ type cluster struct {
 	acked       []*ackedWrite
 	importedIDs []string
 	stats       stats
+
+	// failed are writes refused on a full disk: they must show nowhere;
+	// cut are the records of imports cut short by a disk that filled
+	// while they ran: each is written whole or not at all.
+	failed  []*failedWrite
+	cut     []*cutRecord
+	markers int // unique values handed out so far
+	// touched counts the write commands run on each record id (whatever
+	// their outcome).
+	touched map[string]int
 }
 
 type stats struct {
 	ops, kills, restarts, partitions, skewed, acked, imports, resolves, conflicts, deletes int
 	converged                                                                              time.Duration
+
+	// Disk full: episodes (a file created), write commands refused (an
+	// import counts once), failed values checked absent (each record of a
+	// refused import counts), imports cut short by the disk filling, the
+	// longest time a node took to repair after its space came back, and
+	// `ferry check` runs.
+	diskFull, refused, failedValues, cutImports, checks int
+	repairMax                                           time.Duration
 }
 
 // problem records a failed check.
 func (c *cluster) problem(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
+	c.mu.Lock()
 	c.problems = append(c.problems, msg)
+	c.mu.Unlock()
 	c.logf("PROBLEM: %s", msg)
 }
 
 // logf writes a line to the schedule's ops log (and to stderr with -v).
 func (c *cluster) logf(format string, args ...any) {
 	line := fmt.Sprintf("[%7.3fs step %3d] %s\n", time.Since(c.started).Seconds(), c.step, fmt.Sprintf(format, args...))
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.opsLog != nil {
 		c.opsLog.WriteString(line)
 	}
@@ -173,6 +214,9 @@ func (c *cluster) envFor(n *node) []string {
 	env := append([]string(nil), c.h.env...)
 	if n.skew != 0 {
 		env = append(env, clockOffsetEnv+"="+n.skew.String())
+	}
+	if n.fullPath != "" {
+		env = append(env, diskFullEnv+"="+n.fullPath)
 	}
 	return env
 }
@@ -304,6 +348,8 @@ type statusJSON struct {
 	MalformedOps   uint64   `json:"malformed_ops"`
 	Digest         string   `json:"digest"`
 	DigestPending  bool     `json:"digest_pending"`
+	RepairReason   string   `json:"repair_reason"`
+	FailedWrites   uint64   `json:"failed_writes"`
 }
 
 func (c *cluster) status(ctx context.Context, n *node) (statusJSON, result, error) {
@@ -466,7 +512,11 @@ func (c *cluster) startNode(ctx context.Context, n *node) error {
 	if n.skew != 0 {
 		skew = n.skew.String()
 	}
-	fmt.Fprintf(logf, "=== chaos: start %d of %s at %s (step %d, %s=%s)\n", n.starts, n.name, time.Now().UTC().Format(time.RFC3339Nano), c.step, clockOffsetEnv, skew)
+	disk := "free"
+	if n.full {
+		disk = "FULL"
+	}
+	fmt.Fprintf(logf, "=== chaos: start %d of %s at %s (step %d, %s=%s, disk %s)\n", n.starts, n.name, time.Now().UTC().Format(time.RFC3339Nano), c.step, clockOffsetEnv, skew, disk)
 	cmd := exec.Command(c.h.bin, "--dir", n.dir, "node", "--log-level", nodeLogLevel)
 	cmd.Env = c.envFor(n)
 	out := &bannerWriter{log: logf}
@@ -483,7 +533,7 @@ func (c *cluster) startNode(ctx context.Context, n *node) error {
 		close(p.done)
 	}()
 	n.proc = p
-	c.logf("%s: node started (pid %d, start %d)", n.name, cmd.Process.Pid, n.starts)
+	c.logf("%s: node started (pid %d, start %d, disk %s)", n.name, cmd.Process.Pid, n.starts, disk)
 	// The banner first: a CLI command run before the node holds the store
 	// would open it itself and make the node fail to start.
 	err = poll(ctx, startWithin, func() (bool, string) {
@@ -558,6 +608,10 @@ func (c *cluster) kill(n *node, why string) {
 	n.proc = nil
 	c.stats.kills++
 	c.logf("%s: kill -9 (%s)", n.name, why)
+	if n.repairPending {
+		n.repairPending = false
+		c.logf("%s: killed before its repair after a full disk was confirmed: the convergence checks it", n.name)
+	}
 }
 
 // checkProcs records every node process that exited without being told to.
@@ -609,9 +663,18 @@ func (c *cluster) killAll() {
 	}
 }
 
-// heal restarts every node that is down and puts every node online.
+// heal frees every full disk, restarts every node that is down and puts
+// every node online.
 func (c *cluster) heal(ctx context.Context) error {
 	c.checkProcs()
+	c.checkRepairs(ctx, true)
+	for _, n := range c.nodes {
+		if n.full {
+			c.freeDisk(n, "heal")
+			// The convergence requires dirty=false of every node.
+			n.repairPending = false
+		}
+	}
 	for _, n := range c.nodes {
 		if n.offline {
 			if r := c.ferry(ctx, n, "online"); !r.ok() {

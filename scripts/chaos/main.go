@@ -4,9 +4,11 @@
 // field on different nodes, deletes, imports, conflict resolutions) while
 // injecting faults (partitions with offline/online, kill -9 at random
 // moments including mid-import and mid-sync, restarts, clock skew through
-// FERRY_CLOCK_OFFSET), then heals everything and checks that the nodes
-// converge, that no acknowledged write was lost, that no node died on its
-// own and that every node lists the same conflicts. See docs/chaos.md.
+// FERRY_CLOCK_OFFSET, full disks through FERRY_FAULT_DISK_FULL), then heals
+// everything and checks that the nodes converge, that no acknowledged
+// write was lost, that no write refused on a full disk shows anywhere, that
+// no node died on its own and that every node lists the same conflicts.
+// See docs/chaos.md.
 //
 //	go run ./scripts/chaos --schedules 3 --seed 1     # what CI runs
 //	scripts/chaos.sh --schedules 200                  # the long run
@@ -65,7 +67,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the data dirs of passing schedules too")
 	fs.StringVar(&o.ferry, "ferry", "", "use this ferry binary instead of building ./cmd/ferry")
 	fs.BoolVar(&o.verbose, "v", false, "print every step to stderr")
-	fs.BoolVar(&o.selfCheck, "self-check", false, "also check that the checks flag fabricated writes that were never made")
+	fs.BoolVar(&o.selfCheck, "self-check", false, "also check that the checks flag fabricated writes that were never made, and failed writes that show")
 	fs.StringVar(&o.root, "root", "", "parent dir of the schedules' data dirs (default: the system temp dir)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -120,8 +122,10 @@ func run() int {
 		fmt.Printf("seed not given: using 0x%x\n", opts.seed)
 	}
 	passed, failed := 0, 0
+	var total stats
 	for i := 0; i < opts.schedules && ctx.Err() == nil; i++ {
 		res := h.runSchedule(ctx, i, opts.seed+uint64(i))
+		total.add(res.stats)
 		if ctx.Err() != nil && res.interrupted {
 			fmt.Println(res.line())
 			fmt.Printf("interrupted; data dir kept: %s\n", res.root)
@@ -134,6 +138,10 @@ func run() int {
 		} else {
 			passed++
 		}
+	}
+	fmt.Println(total.summary())
+	if h.noCheck {
+		fmt.Println("note: this ferry has no `check` command: the `ferry check --json` check was skipped")
 	}
 	fmt.Printf("%d passed, %d failed\n", passed, failed)
 	if failed > 0 || ctx.Err() != nil {
@@ -152,6 +160,34 @@ type harness struct {
 	// joinMode: the binary has `ferry invite`, so laptops enroll with
 	// invite/join instead of --peer.
 	joinMode bool
+	// noCheck: the binary answered `ferry check` with "unknown command".
+	noCheck bool
+}
+
+// add sums the statistics of schedules.
+func (s *stats) add(o stats) {
+	s.ops += o.ops
+	s.kills += o.kills
+	s.restarts += o.restarts
+	s.partitions += o.partitions
+	s.skewed += o.skewed
+	s.acked += o.acked
+	s.imports += o.imports
+	s.resolves += o.resolves
+	s.conflicts += o.conflicts
+	s.deletes += o.deletes
+	s.diskFull += o.diskFull
+	s.refused += o.refused
+	s.failedValues += o.failedValues
+	s.cutImports += o.cutImports
+	s.checks += o.checks
+	s.repairMax = max(s.repairMax, o.repairMax)
+}
+
+// summary is the line of totals printed before "N passed, N failed".
+func (s stats) summary() string {
+	return fmt.Sprintf("totals: %d ops, %d kills, %d partitions, %d acknowledged writes, %d disk-full episodes, %d writes refused on a full disk (%d failed values checked absent on every node), %d imports cut by a full disk, longest repair after space came back %.1fs, %d ferry check runs",
+		s.ops, s.kills, s.partitions, s.acked, s.diskFull, s.refused, s.failedValues, s.cutImports, s.repairMax.Seconds(), s.checks)
 }
 
 func newHarness(ctx context.Context, opts options, tmp string) (*harness, error) {
@@ -182,7 +218,7 @@ func newHarness(ctx context.Context, opts options, tmp string) (*harness, error)
 		return nil, err
 	}
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "FERRY_DIR=") || strings.HasPrefix(kv, "HOME=") || strings.HasPrefix(kv, clockOffsetEnv+"=") {
+		if strings.HasPrefix(kv, "FERRY_DIR=") || strings.HasPrefix(kv, "HOME=") || strings.HasPrefix(kv, clockOffsetEnv+"=") || strings.HasPrefix(kv, diskFullEnv+"=") {
 			continue
 		}
 		h.env = append(h.env, kv)

@@ -21,7 +21,10 @@ type ackedWrite struct {
 	// kind: put, conflict, delete, import, resolve, and put-during-kill,
 	// import-during-kill for commands that exited 0 although their node
 	// was killed while they ran (they fell back to opening the store
-	// themselves, or had their answer before the kill).
+	// themselves, or had their answer before the kill); import-before-full
+	// for an import that completed before its node's disk filled; a
+	// -on-full-disk suffix for a command that exited 0 although its
+	// node's disk was full (already a problem; it must survive too).
 	kind string
 	step int
 	node *node
@@ -57,8 +60,8 @@ func (r scheduleResult) failed() bool { return len(r.problems) > 0 }
 
 func (r scheduleResult) line() string {
 	s := r.stats
-	out := fmt.Sprintf("schedule %d seed=0x%x nodes=%d ops=%d kills=%d partitions=%d skewed=%d acked=%d converged=%.1fs",
-		r.index, r.seed, r.nodes, s.ops, s.kills, s.partitions, s.skewed, s.acked, s.converged.Seconds())
+	out := fmt.Sprintf("schedule %d seed=0x%x nodes=%d ops=%d kills=%d partitions=%d skewed=%d diskfull=%d acked=%d refused=%d converged=%.1fs",
+		r.index, r.seed, r.nodes, s.ops, s.kills, s.partitions, s.skewed, s.diskFull, s.acked, s.refused, s.converged.Seconds())
 	switch {
 	case r.interrupted:
 		return out + " INTERRUPTED"
@@ -115,7 +118,7 @@ func (h *harness) runSchedule(ctx context.Context, index int, seed uint64) (res 
 		res.problems = []string{err.Error()}
 		return res
 	}
-	c := &cluster{h: h, index: index, seed: seed, root: root, started: time.Now()}
+	c := &cluster{h: h, index: index, seed: seed, root: root, started: time.Now(), touched: map[string]int{}}
 	res.root = root
 	res.opsLog = filepath.Join(root, "ops.log")
 	c.opsLog, err = os.Create(res.opsLog)
@@ -130,6 +133,8 @@ func (h *harness) runSchedule(ctx context.Context, index int, seed uint64) (res 
 			name = fmt.Sprintf("laptop%d", i)
 		}
 		n := &node{idx: i, name: name, dir: filepath.Join(root, name), office: i == 0}
+		// Outside the data dir, so that its creation is no write there.
+		n.fullPath = filepath.Join(root, name+".diskfull")
 		n.logPath = filepath.Join(n.dir, "node.log")
 		c.nodes = append(c.nodes, n)
 		res.logs = append(res.logs, n.logPath)
@@ -177,6 +182,7 @@ func (h *harness) runSchedule(ctx context.Context, index int, seed uint64) (res 
 	for step := 1; step <= h.opts.ops && ctx.Err() == nil; step++ {
 		c.step = step
 		c.checkProcs()
+		c.freeDue(ctx)
 		c.runStep(ctx, stepRand(seed, step))
 		c.stats.ops++
 	}
@@ -186,7 +192,7 @@ func (h *harness) runSchedule(ctx context.Context, index int, seed uint64) (res 
 
 	// Heal, converge, check.
 	c.step = -1
-	c.logf("heal: restart every node that is down, every node online")
+	c.logf("heal: free every full disk, restart every node that is down, every node online")
 	if err := c.heal(ctx); err != nil {
 		c.problem("heal: %v", err)
 		return res
@@ -205,6 +211,9 @@ func (h *harness) runSchedule(ctx context.Context, index int, seed uint64) (res 
 		// Checks that fail are repeated until the end of the deadline, and
 		// for at least 10 s.
 		c.verifyUntil(ctx, time.Now().Add(max(10*time.Second, h.opts.deadline-took)))
+		if c.stats.diskFull > 0 {
+			c.checkStores(ctx, time.Now().Add(10*time.Second))
+		}
 		if h.opts.selfCheck {
 			c.selfCheck(ctx)
 		}
@@ -212,8 +221,9 @@ func (h *harness) runSchedule(ctx context.Context, index int, seed uint64) (res 
 	c.stopAll()
 	c.scanLogs()
 	st := c.stats
-	c.logf("done: %d ops, %d acknowledged writes (%d imports, %d deletes, %d resolutions, %d conflict bursts), %d kills, %d restarts, %d partitions, %d problems",
-		st.ops, st.acked, st.imports, st.deletes, st.resolves, st.conflicts, st.kills, st.restarts, st.partitions, len(c.problems))
+	c.logf("done: %d ops, %d acknowledged writes (%d imports, %d deletes, %d resolutions, %d conflict bursts), %d kills, %d restarts, %d partitions, %d disk-full episodes (%d writes refused, %d failed values, %d imports cut, longest repair %s, %d ferry check), %d problems",
+		st.ops, st.acked, st.imports, st.deletes, st.resolves, st.conflicts, st.kills, st.restarts, st.partitions,
+		st.diskFull, st.refused, st.failedValues, st.cutImports, st.repairMax.Round(time.Millisecond), st.checks, len(c.problems))
 	return res
 }
 
@@ -221,26 +231,28 @@ func (h *harness) runSchedule(ctx context.Context, index int, seed uint64) (res 
 func (c *cluster) runStep(ctx context.Context, r *rand.Rand) {
 	x := r.IntN(100)
 	switch {
-	case x < 32:
+	case x < 28:
 		c.opPut(ctx, r, "put")
-	case x < 44:
+	case x < 40:
 		c.opConflict(ctx, r)
-	case x < 50:
+	case x < 46:
 		c.opDelete(ctx, r)
-	case x < 56:
+	case x < 52:
 		c.opImport(ctx, r)
-	case x < 63:
+	case x < 59:
 		c.opResolve(ctx, r)
-	case x < 66:
+	case x < 62:
 		c.opSync(ctx, r)
-	case x < 76:
+	case x < 72:
 		c.opPartition(ctx, r)
-	case x < 83:
+	case x < 79:
 		c.opKill(ctx, r)
-	case x < 92:
+	case x < 88:
 		c.opRestart(ctx, r)
-	default:
+	case x < 96:
 		c.opKillMidSync(ctx, r)
+	default:
+		c.opDiskFull(ctx, r)
 	}
 }
 
@@ -391,9 +403,7 @@ func (c *cluster) opPut(ctx context.Context, r *rand.Rand, kind string) {
 	n := c.anyNode(r)
 	id := c.pickID(r)
 	args, values := putArgs(r, id, "")
-	if res := c.ferry(ctx, n, args...); res.ok() {
-		c.ackPut(kind, n, id, values, res)
-	}
+	c.put(ctx, kind, n, id, args, values)
 }
 
 // opConflict writes the same field of the same record on 2 or 3 nodes in
@@ -424,9 +434,7 @@ func (c *cluster) opConflict(ctx context.Context, r *rand.Rand) {
 	for _, i := range perm[:k] {
 		n := c.nodes[i]
 		args, values := putArgs(r, id, field)
-		if res := c.ferry(ctx, n, args...); res.ok() {
-			c.ackPut("conflict", n, id, values, res)
-		}
+		c.put(ctx, "conflict", n, id, args, values)
 	}
 	if reconnect {
 		for _, n := range cut {
@@ -442,7 +450,15 @@ func (c *cluster) opConflict(ctx context.Context, r *rand.Rand) {
 func (c *cluster) opDelete(ctx context.Context, r *rand.Rand) {
 	n := c.anyNode(r)
 	id := c.pickID(r)
+	c.touched[id]++
 	res := c.ferry(ctx, n, "delete", collection, id)
+	if n.full {
+		if !res.ok() {
+			c.refusedOrNot(n, "delete", res)
+			return
+		}
+		c.acceptedOnFull(n, "delete", res)
+	}
 	if !res.ok() {
 		return
 	}
@@ -473,9 +489,15 @@ func (c *cluster) ownNewestOp(ctx context.Context, n *node, id, field string) st
 
 // importLines draws count records: fresh ids, and some hot records.
 func (c *cluster) importLines(r *rand.Rand, count int) (lines []map[string]any) {
+	return c.importLinesAs(r, count, fmt.Sprintf("i%d", c.step))
+}
+
+// importLinesAs is importLines with fresh ids PREFIX-k (PREFIX starts with
+// "i" and is unique to the import).
+func (c *cluster) importLinesAs(r *rand.Rand, count int, prefix string) (lines []map[string]any) {
 	seen := map[string]bool{}
 	for k := range count {
-		id := fmt.Sprintf("i%d-%d", c.step, k)
+		id := fmt.Sprintf("%s-%d", prefix, k)
 		if r.IntN(100) < 8 {
 			id = hotID(r, 10)
 		}
@@ -533,14 +555,16 @@ func (c *cluster) opImport(ctx context.Context, r *rand.Rand) {
 	// The CLI starts in ~10 ms and an import of 20-200 records takes some
 	// 20-80 ms more: most kills land while it runs.
 	delay := time.Duration(5+r.IntN(70)) * time.Millisecond
-	path, ok := c.prepareImport(lines)
-	if !ok {
+	if !killIt || !n.running() || len(c.downNodes()) >= c.maxDown() {
+		c.importOn(ctx, "import", n, lines)
 		return
 	}
-	if !killIt || !n.running() || len(c.downNodes()) >= c.maxDown() {
-		if res := c.ferry(ctx, n, "import", collection, path); res.ok() {
-			c.ackImport("import", n, lines)
-		}
+	full := n.full
+	if full {
+		c.markImport(lines)
+	}
+	path, ok := c.prepareImport(lines)
+	if !ok {
 		return
 	}
 	bg, err := c.ferryBackground(ctx, n, "import", collection, path)
@@ -552,7 +576,11 @@ func (c *cluster) opImport(ctx context.Context, r *rand.Rand) {
 	c.kill(n, fmt.Sprintf("mid-import, %s after it started", delay))
 	// Wait for the command before anything else touches the dir: a command
 	// that found no node opens the store itself.
-	if res := c.wait(bg); res.ok() {
+	res := c.wait(bg)
+	switch {
+	case full:
+		c.importOnFull("import-during-kill", n, lines, res, true)
+	case res.ok():
 		c.ackImport("import-during-kill", n, lines)
 	}
 }
@@ -620,7 +648,16 @@ func (c *cluster) opResolve(ctx context.Context, r *rand.Rand) {
 	}
 	cf := fieldConflicts[which%len(fieldConflicts)]
 	pick := 1 + pickDraw%len(cf.Candidates)
-	if res := c.ferry(ctx, n, "resolve", collection, cf.ID, cf.Field, "--pick", strconv.Itoa(pick)); !res.ok() {
+	c.touched[cf.ID]++
+	res := c.ferry(ctx, n, "resolve", collection, cf.ID, cf.Field, "--pick", strconv.Itoa(pick))
+	if n.full {
+		if !res.ok() {
+			c.refusedOrNot(n, "resolve", res)
+			return
+		}
+		c.acceptedOnFull(n, "resolve", res)
+	}
+	if !res.ok() {
 		return
 	}
 	c.stats.resolves++
@@ -698,6 +735,12 @@ func (c *cluster) opKill(ctx context.Context, r *rand.Rand) {
 		c.kill(n, "between commands")
 		return
 	}
+	full := n.full
+	m := ""
+	if full {
+		args, values, m = c.markPut(args, values)
+	}
+	c.touched[id]++
 	bg, err := c.ferryBackground(ctx, n, args...)
 	if err != nil {
 		c.problem("start put: %v", err)
@@ -705,7 +748,11 @@ func (c *cluster) opKill(ctx context.Context, r *rand.Rand) {
 	}
 	sleep(ctx, delay)
 	c.kill(n, fmt.Sprintf("mid-put, %s after it started", delay))
-	if res := c.wait(bg); res.ok() {
+	res := c.wait(bg)
+	switch {
+	case full:
+		c.putOnFull("put-during-kill", n, id, values, m, res, true)
+	case res.ok():
 		c.ackPut("put-during-kill", n, id, values, res)
 	}
 }
@@ -755,13 +802,7 @@ func (c *cluster) opKillMidSync(ctx context.Context, r *rand.Rand) {
 		return
 	}
 	w := writers[other%len(writers)]
-	path, ok := c.prepareImport(lines)
-	if !ok {
-		return
-	}
-	if res := c.ferry(ctx, w, "import", collection, path); res.ok() {
-		c.ackImport("import", w, lines)
-	}
+	c.importOn(ctx, "import", w, lines)
 	sleep(ctx, delay)
 	c.kill(n, fmt.Sprintf("mid-sync, %s after %s imported %d records", delay, w.name, len(lines)))
 }
@@ -779,7 +820,9 @@ func sleep(ctx context.Context, d time.Duration) {
 // not be written.
 func (c *cluster) prepareImport(lines []map[string]any) (string, bool) {
 	for _, l := range lines {
-		if id := l["id"].(string); strings.HasPrefix(id, "i") {
+		id := l["id"].(string)
+		c.touched[id]++
+		if strings.HasPrefix(id, "i") {
 			c.importedIDs = append(c.importedIDs, id)
 		}
 	}
