@@ -9,6 +9,7 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	pb "github.com/ipfs/go-ds-crdt/pb"
 	ipld "github.com/ipfs/go-ipld-format"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -67,4 +68,34 @@ func decodeDelta(nd ipld.Node) (*pb.Delta, error) {
 		return nil, fmt.Errorf("block %s: decode delta: %w", nd.Cid(), err)
 	}
 	return &d, nil
+}
+
+// deltaPriority reads only the priority (the DAG height) of the delta a
+// block carries, without decoding its elements: walks of the whole DAG
+// (check, recovery) read every block. pb.Delta: fields 1 and 2 repeated
+// elements and tombstones, 3 the priority.
+func deltaPriority(nd ipld.Node) (uint64, error) {
+	pn, ok := nd.(*merkledag.ProtoNode)
+	if !ok {
+		return 0, fmt.Errorf("block %s is not dag-pb", nd.Cid())
+	}
+	data := pn.Data()
+	var prio uint64
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 {
+			return 0, fmt.Errorf("block %s: bad delta", nd.Cid())
+		}
+		data = data[n:]
+		if num == 3 && typ == protowire.VarintType {
+			prio, n = protowire.ConsumeVarint(data)
+		} else {
+			n = protowire.ConsumeFieldValue(num, typ, data)
+		}
+		if n < 0 {
+			return 0, fmt.Errorf("block %s: bad delta", nd.Cid())
+		}
+		data = data[n:]
+	}
+	return prio, nil
 }

@@ -200,7 +200,7 @@ func (s *Store) blockLinks(ctx context.Context, key string) ([]string, uint64, e
 	if err != nil {
 		return nil, 0, err
 	}
-	d, err := decodeDelta(nd)
+	prio, err := deltaPriority(nd)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -208,5 +208,5 @@ func (s *Store) blockLinks(ctx context.Context, key string) ([]string, uint64, e
 	for _, l := range nd.Links() {
 		out = append(out, blockKey(l.Cid))
 	}
-	return out, d.GetPriority(), nil
+	return out, prio, nil
 }

@@ -5,6 +5,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ipfs/boxo/ipld/merkledag"
+	pb "github.com/ipfs/go-ds-crdt/pb"
+	"google.golang.org/protobuf/proto"
 )
 
 func TestClockIsMonotonicAndObserves(t *testing.T) {
@@ -171,4 +175,31 @@ func FuzzDecodeOp(f *testing.F) {
 			t.Fatalf("re-encoded op does not decode: %v", err)
 		}
 	})
+}
+
+// TestDeltaPriorityMatchesDecode: the priority read without decoding the
+// delta is the one the full decode gives.
+func TestDeltaPriorityMatchesDecode(t *testing.T) {
+	for _, d := range []*pb.Delta{
+		{Priority: 7},
+		{Priority: 1 << 40, Elements: []*pb.Element{{Key: "/a/b/c/d", Value: []byte("v")}}, Tombstones: []*pb.Element{{Key: "/x", Id: "y"}}},
+		{Elements: []*pb.Element{{Key: "/k"}}},
+	} {
+		data, err := proto.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd := merkledag.NodeWithData(data)
+		got, err := deltaPriority(nd)
+		if err != nil || got != d.GetPriority() {
+			t.Errorf("priority %d, %v; want %d", got, err, d.GetPriority())
+		}
+		full, err := decodeDelta(nd)
+		if err != nil || full.GetPriority() != got {
+			t.Errorf("decode: %v %v", full, err)
+		}
+	}
+	if _, err := deltaPriority(merkledag.NodeWithData([]byte{0xff})); err == nil {
+		t.Error("a truncated delta read without error")
+	}
 }

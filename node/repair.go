@@ -15,18 +15,21 @@ import (
 // that fills up and frees again heals without a person:
 //  1. the cheap part: blocks merged but out of reach of the heads become
 //     heads again, and go-ds-crdt re-walks the DAG from the heads;
-//  2. if that fails (blocks missing here), at most every fullCheckInterval,
-//     the whole check with repair: missing blocks are asked from peers,
-//     and on a laptop, branches that lead to blocks its office's history
-//     no longer contains (the office cut them, see crdt.Store.Check) are
-//     cut here too.
+//  2. if that fails (blocks missing here), the whole check with repair:
+//     missing blocks are asked from peers, and branches that lead to
+//     blocks an office declared lost (it cut them, see crdt.LostCollection)
+//     are cut here too.
 //
-// `ferry check --repair` runs step 2 at once; on an office it also cuts
-// branches whose missing blocks no connected peer has (lost for good), and
-// writes again the visible values they carried.
+// `ferry check --repair` runs step 2 at once; on an office it also declares
+// lost and cuts the branches whose missing blocks no connected peer has,
+// and writes again the visible values they carried.
 const (
-	repairInterval    = 5 * time.Second
-	fullCheckInterval = 15 * time.Second
+	repairInterval = 5 * time.Second
+	// The full check reads every block and key (about 6 s for 100,000
+	// contacts here): it runs at the first failed repair, 15 s later, then
+	// twice as late each time it does not help, up to every 10 minutes.
+	fullCheckFirst = 15 * time.Second
+	fullCheckMax   = 10 * time.Minute
 )
 
 // repairLoop runs until the node closes; now: repair at once (unclean start).
@@ -35,12 +38,14 @@ func (n *Node) repairLoop(now bool) {
 	t := time.NewTicker(repairInterval)
 	defer t.Stop()
 	var lastFull time.Time
+	wait := fullCheckFirst
 	for {
 		if now || n.store.Stats(n.ctx).Dirty {
 			now = false
 			err := n.store.Repair(n.ctx)
 			if err == nil {
 				n.log.Info("store repaired")
+				wait = fullCheckFirst
 				// What failed to merge meanwhile is asked again now, not
 				// at the next periodic exchange.
 				if n.host != nil {
@@ -48,7 +53,10 @@ func (n *Node) repairLoop(now bool) {
 				}
 			} else if n.ctx.Err() == nil {
 				n.log.Warn("repair did not complete; trying again", "err", err)
-				if time.Since(lastFull) > fullCheckInterval {
+				if time.Since(lastFull) > wait {
+					if !lastFull.IsZero() {
+						wait = min(2*wait, fullCheckMax)
+					}
 					lastFull = time.Now()
 					if r, err := n.store.Check(n.ctx, n.checkOptions(false)); err != nil {
 						n.log.Warn("check with repair", "err", err)
