@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	ds "github.com/ipfs/go-datastore"
+
+	"github.com/ferry-crm/ferry/internal/dsbatch"
 )
 
 // observedStore wraps the datastore given to go-ds-crdt and reports every
@@ -34,7 +36,7 @@ type observedStore struct {
 	tombPrefix string // <ns>/s/t/
 	// txn holds the writes of this node's open local write (nil: none).
 	txnMu   sync.Mutex
-	txn     []batchOp
+	txn     []dsbatch.Op
 	txnKeys []string
 	txnOpen bool
 	changed func(key string)
@@ -77,7 +79,7 @@ func (o *observedStore) valueKey(k ds.Key) (string, bool) {
 }
 
 func (o *observedStore) Put(ctx context.Context, k ds.Key, v []byte) error {
-	if isLocalWrite(ctx) && o.hold(batchOp{key: k, value: v}) {
+	if isLocalWrite(ctx) && o.hold(dsbatch.Op{Key: k, Value: v}) {
 		return nil
 	}
 	if _, ok := o.elementOf(k); ok && o.vet != nil && !isLocalWrite(ctx) {
@@ -103,7 +105,7 @@ func (o *observedStore) Put(ctx context.Context, k ds.Key, v []byte) error {
 }
 
 func (o *observedStore) Delete(ctx context.Context, k ds.Key) error {
-	if isLocalWrite(ctx) && o.hold(batchOp{key: k, del: true}) {
+	if isLocalWrite(ctx) && o.hold(dsbatch.Op{Key: k, Delete: true}) {
 		return nil
 	}
 	if err := o.Batching.Delete(ctx, k); err != nil {
@@ -123,14 +125,14 @@ func (o *observedStore) fail(op string, k ds.Key, err error) {
 }
 
 // hold adds a write to the open local write; false when none is open.
-func (o *observedStore) hold(ops ...batchOp) bool {
+func (o *observedStore) hold(ops ...dsbatch.Op) bool {
 	o.txnMu.Lock()
 	defer o.txnMu.Unlock()
 	if !o.txnOpen {
 		return false
 	}
 	for _, op := range ops {
-		if key, ok := o.valueKey(op.key); ok {
+		if key, ok := o.valueKey(op.Key); ok {
 			o.txnKeys = append(o.txnKeys, key)
 		}
 	}
@@ -155,7 +157,7 @@ func (o *observedStore) abort() {
 
 // commitTxn writes the open local write and extra in one batch, then
 // reports the visible values it changed. On error nothing was written.
-func (o *observedStore) commitTxn(ctx context.Context, extra ...batchOp) error {
+func (o *observedStore) commitTxn(ctx context.Context, extra ...dsbatch.Op) error {
 	o.txnMu.Lock()
 	ops, keys := append(o.txn, extra...), o.txnKeys
 	o.txn, o.txnKeys, o.txnOpen = nil, nil, false
@@ -219,65 +221,31 @@ func (b *observedBatch) Commit(ctx context.Context) error {
 	return nil
 }
 
-// batchOp is one write of a buffered batch.
-type batchOp struct {
-	key   ds.Key
-	value []byte
-	del   bool
-}
-
 // localBatch is a batch go-ds-crdt opens while merging this node's own
 // delta: its writes join the open local write (see observedStore), or, when
 // none is open, are committed together at Commit.
 type localBatch struct {
-	o   *observedStore
-	ops []batchOp
-}
-
-func (b *localBatch) Put(_ context.Context, k ds.Key, v []byte) error {
-	b.ops = append(b.ops, batchOp{key: k, value: v})
-	return nil
-}
-
-func (b *localBatch) Delete(_ context.Context, k ds.Key) error {
-	b.ops = append(b.ops, batchOp{key: k, del: true})
-	return nil
+	dsbatch.Buffer
+	o *observedStore
 }
 
 func (b *localBatch) Commit(ctx context.Context) error {
-	ops := b.ops
-	b.ops = nil
+	ops := b.Take()
 	if b.o.hold(ops...) {
 		return nil
 	}
 	var keys []string
 	for _, op := range ops {
-		if key, ok := b.o.valueKey(op.key); ok {
+		if key, ok := b.o.valueKey(op.Key); ok {
 			keys = append(keys, key)
 		}
 	}
 	return b.o.commitOps(ctx, ops, keys)
 }
 
-func (o *observedStore) commitOps(ctx context.Context, ops []batchOp, keys []string) error {
-	if len(ops) == 0 {
-		return nil
-	}
-	ub, err := o.Batching.Batch(ctx)
-	if err != nil {
-		return err
-	}
-	for _, op := range ops {
-		if op.del {
-			err = ub.Delete(ctx, op.key)
-		} else {
-			err = ub.Put(ctx, op.key, op.value)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if err := ub.Commit(ctx); err != nil {
+// commitOps writes ops in one batch, then reports the values they changed.
+func (o *observedStore) commitOps(ctx context.Context, ops []dsbatch.Op, keys []string) error {
+	if err := dsbatch.Apply(ctx, o.Batching, ops); err != nil {
 		return err
 	}
 	for _, k := range keys {

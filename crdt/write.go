@@ -9,6 +9,7 @@ import (
 
 	ds "github.com/ipfs/go-datastore"
 
+	"github.com/ferry-crm/ferry/internal/dsbatch"
 	"github.com/ferry-crm/ferry/schema"
 )
 
@@ -282,7 +283,7 @@ func (s *Store) commit(ctx context.Context, b *pendingDelta) error {
 	}
 	var clock [8]byte
 	binary.BigEndian.PutUint64(clock[:], uint64(s.clock.Last()))
-	if err := s.observed.commitTxn(ctx, batchOp{key: clockKey, value: clock[:]}); err != nil {
+	if err := s.observed.commitTxn(ctx, dsbatch.Op{Key: clockKey, Value: clock[:]}); err != nil {
 		s.bcast.release(ctx, false)
 		return s.discard(ctx, fmt.Errorf("write delta: %w", err))
 	}

@@ -15,6 +15,8 @@ import (
 	badgerdb "github.com/dgraph-io/badger"
 	ds "github.com/ipfs/go-datastore"
 	badger "github.com/ipfs/go-ds-badger"
+
+	"github.com/ferry-crm/ferry/internal/dsbatch"
 )
 
 // badger v1.6.2 (under go-ds-badger v0.3.4) appends values to its value log
@@ -91,53 +93,20 @@ func (g *guardedStore) after(err error) error {
 	return err
 }
 
+// guardedBatch buffers a batch and writes it at Commit, under the guard.
 type guardedBatch struct {
-	g   *guardedStore
-	ops []batchEntry
-}
-
-type batchEntry struct {
-	key   ds.Key
-	value []byte
-	del   bool
-}
-
-func (b *guardedBatch) Put(_ context.Context, k ds.Key, v []byte) error {
-	b.ops = append(b.ops, batchEntry{key: k, value: v})
-	return nil
-}
-
-func (b *guardedBatch) Delete(_ context.Context, k ds.Key) error {
-	b.ops = append(b.ops, batchEntry{key: k, del: true})
-	return nil
+	dsbatch.Buffer
+	g *guardedStore
 }
 
 func (b *guardedBatch) Commit(ctx context.Context) error {
-	ops := b.ops
-	b.ops = nil
+	ops := b.Take()
 	if len(ops) == 0 {
 		return nil
 	}
 	b.g.mu.Lock()
 	defer b.g.mu.Unlock()
-	ub, err := b.g.Datastore.Batch(ctx)
-	if err != nil {
-		return err
-	}
-	for _, op := range ops {
-		if op.del {
-			err = ub.Delete(ctx, op.key)
-		} else {
-			err = ub.Put(ctx, op.key, op.value)
-		}
-		if err != nil {
-			if c, ok := ub.(interface{ Cancel() error }); ok {
-				_ = c.Cancel()
-			}
-			return b.g.after(err)
-		}
-	}
-	return b.g.after(ub.Commit(ctx))
+	return b.g.after(dsbatch.Apply(ctx, b.g.Datastore, ops))
 }
 
 // rewindValueLog truncates badger's current value log file to the end

@@ -143,7 +143,7 @@ func TestDiskFullEnvFault(t *testing.T) {
 	full := filepath.Join(root, "disk-full")
 	port := freePort(t)
 	officeDir := initDir(t, root, "office", "--office", "--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port))
-	startNodeEnv(t, officeDir, node.FaultDiskFullEnv+"="+full)
+	startNode(t, officeDir, node.FaultDiskFullEnv+"="+full)
 	mustFerry(t, officeDir, "schema", "apply", schemaFile)
 	laptopDir := joinDir(t, root, "laptop", officeDir, "--listen", "/ip4/127.0.0.1/tcp/0")
 	startNode(t, laptopDir)
@@ -350,42 +350,6 @@ func appendConfig(t *testing.T, dir, text string) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// startNodeEnv is startNode with extra environment variables.
-func startNodeEnv(t *testing.T, dir string, env ...string) *nodeProc {
-	t.Helper()
-	n := &nodeProc{t: t, name: filepath.Base(dir), dir: dir, done: make(chan struct{})}
-	n.cmd = exec.Command(ferryBin, "--dir", dir, "node", "--log-level", "warn")
-	n.cmd.Env = append(append([]string{}, cliEnv()...), env...)
-	n.cmd.Stdout, n.cmd.Stderr = &n.stdout, &n.stderr
-	if err := n.cmd.Start(); err != nil {
-		t.Fatalf("start node %s: %v", n.name, err)
-	}
-	go func() {
-		n.err = n.cmd.Wait()
-		close(n.done)
-	}()
-	t.Cleanup(func() {
-		if !n.exited() {
-			_ = n.cmd.Process.Kill()
-			<-n.done
-		}
-		if t.Failed() {
-			t.Logf("node %s (pid %d) stdout:\n%s\nnode %s stderr:\n%s", n.name, n.cmd.Process.Pid, n.stdout.String(), n.name, n.stderr.String())
-		}
-	})
-	eventually(t, "node "+n.name+" prints its running banner", func() (bool, string) {
-		if n.exited() {
-			t.Fatalf("node %s exited during start (%v):\nstdout:\n%s\nstderr:\n%s", n.name, n.err, n.stdout.String(), n.stderr.String())
-		}
-		return strings.Contains(n.stdout.String(), " running\n"), n.stdout.String()
-	})
-	eventually(t, "node "+n.name+" is running", func() (bool, string) {
-		st, r := status(t, dir)
-		return r.Code == 0 && st.Running, r.String()
-	})
-	return n
 }
 
 // waitClean waits until the node says its store needs no repair.

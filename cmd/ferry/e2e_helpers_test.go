@@ -314,14 +314,15 @@ type nodeProc struct {
 	err    error         // cmd.Wait's answer, set before done closes
 }
 
-// spawnNode starts `ferry --dir DIR node --log-level warn` and returns at
-// once. The process is killed at the end of the test if it still runs; its
-// output is logged if the test failed.
-func spawnNode(t testing.TB, dir string) *nodeProc {
+// spawnNode starts `ferry --dir DIR node --log-level warn` (with env added
+// to the CLI's environment) and returns at once. The process is killed at
+// the end of the test if it still runs; its output is logged if the test
+// failed.
+func spawnNode(t testing.TB, dir string, env ...string) *nodeProc {
 	t.Helper()
 	n := &nodeProc{t: t, name: filepath.Base(dir), dir: dir, done: make(chan struct{})}
 	n.cmd = exec.Command(ferryBin, "--dir", dir, "node", "--log-level", "warn")
-	n.cmd.Env = cliEnv()
+	n.cmd.Env = append(append([]string{}, cliEnv()...), env...) // cliEnv is shared
 	n.cmd.Stdout, n.cmd.Stderr = &n.stdout, &n.stderr
 	if err := n.cmd.Start(); err != nil {
 		t.Fatalf("start node %s: %v", n.name, err)
@@ -343,9 +344,9 @@ func spawnNode(t testing.TB, dir string) *nodeProc {
 }
 
 // startNode spawns a node and waits until `status --json` says it runs.
-func startNode(t testing.TB, dir string) *nodeProc {
+func startNode(t testing.TB, dir string, env ...string) *nodeProc {
 	t.Helper()
-	n := spawnNode(t, dir)
+	n := spawnNode(t, dir, env...)
 	// First wait for the banner the node prints once it holds the store:
 	// a CLI command run before that opens the store itself and can make
 	// the starting node fail with "store is in use by another process"
