@@ -392,24 +392,7 @@ func mustCheckWhole(t *testing.T, dir string) {
 // it exits 0.
 func syncWait(t *testing.T, dir string) {
 	t.Helper()
-	args := []string{"--dir", dir, "sync", "--wait", "--timeout", "60s"}
-	ctx, cancel := context.WithTimeout(context.Background(), syncWithin)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, ferryBin, args...)
-	cmd.Env = cliEnv()
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := result{Args: args, Stdout: stdout.String(), Stderr: stderr.String()}
-	var ee *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		t.Fatalf("sync --wait still running after %s:\n%s", syncWithin, r)
-	case errors.As(err, &ee):
-		r.Code = ee.ExitCode()
-	case err != nil:
-		t.Fatal(err)
-	}
+	r := runFerryWithin(t, syncWithin, nil, "--dir", dir, "sync", "--wait", "--timeout", "60s")
 	if r.Code != 0 {
 		t.Fatalf("want exit 0:\n%s", r)
 	}

@@ -113,7 +113,13 @@ var cliEnv = sync.OnceValue(func() []string {
 // Only a command that cannot be run or outlives cliTimeout fails the test.
 func runFerry(t testing.TB, stdin io.Reader, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	return runFerryWithin(t, cliTimeout, stdin, args...)
+}
+
+// runFerryWithin is runFerry for a command that may run up to timeout.
+func runFerryWithin(t testing.TB, timeout time.Duration, stdin io.Reader, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, ferryBin, args...)
 	cmd.Env = cliEnv()
@@ -125,7 +131,7 @@ func runFerry(t testing.TB, stdin io.Reader, args ...string) result {
 	var ee *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
-		t.Fatalf("ferry %s: still running after %s\n%s", strings.Join(args, " "), cliTimeout, r)
+		t.Fatalf("ferry %s: still running after %s\n%s", strings.Join(args, " "), timeout, r)
 	case errors.As(err, &ee):
 		r.Code = ee.ExitCode()
 	case err != nil:
