@@ -39,16 +39,19 @@ func (h *health) get() healthState {
 	return healthState{needed: h.needed, reason: h.reason, since: h.since, failures: h.failures}
 }
 
-// fail records that repair is needed (the first reason is kept).
-func (h *health) fail(reason string, write bool) {
+// fail records that repair is needed (the first reason is kept). It
+// reports whether repair was not needed before.
+func (h *health) fail(reason string, write bool) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if write {
 		h.failures++
 	}
-	if !h.needed {
-		h.needed, h.reason, h.since = true, reason, time.Now()
+	if h.needed {
+		return false
 	}
+	h.needed, h.reason, h.since = true, reason, time.Now()
+	return true
 }
 
 // clear records a successful repair, unless a failure came after start.
@@ -72,8 +75,13 @@ func (s *Store) WriteFailed(what string, err error) {
 // writeFailed is told of every failed write of a merge or of go-ds-crdt's
 // bookkeeping (not of this node's own writes, which are all or nothing).
 func (s *Store) writeFailed(op string, key ds.Key, err error) {
-	s.log.Error("a write of a merge failed: the store needs repair", "op", op, "key", key, "err", err)
-	s.health.fail(fmt.Sprintf("a merge could not be written (%v)", err), true)
+	// Logged once until the store is repaired: on a full disk every merge
+	// and every repair attempt fails again.
+	if s.health.fail(fmt.Sprintf("a merge could not be written (%v)", err), true) {
+		s.log.Error("a write of a merge failed: the store needs repair", "op", op, "key", key, "err", err)
+	} else {
+		s.log.Debug("a write of a merge failed", "op", op, "key", key, "err", err)
+	}
 }
 
 // CheckRoom, when set in Options, is asked before each local write; an

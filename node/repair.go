@@ -39,20 +39,26 @@ func (n *Node) repairLoop(now bool) {
 	defer t.Stop()
 	var lastFull time.Time
 	wait := fullCheckFirst
+	failing := false // a repair failed since the last success: log quietly
 	for {
 		if now || n.store.Stats(n.ctx).Dirty {
 			now = false
 			err := n.store.Repair(n.ctx)
 			if err == nil {
 				n.log.Info("store repaired")
-				wait = fullCheckFirst
+				wait, failing = fullCheckFirst, false
 				// What failed to merge meanwhile is asked again now, not
 				// at the next periodic exchange.
 				if n.host != nil {
 					n.SyncNow(n.ctx)
 				}
 			} else if n.ctx.Err() == nil {
-				n.log.Warn("repair did not complete; trying again", "err", err)
+				if !failing {
+					n.log.Warn("repair did not complete; trying again every few seconds", "err", err)
+				} else {
+					n.log.Debug("repair did not complete", "err", err)
+				}
+				failing = true
 				if time.Since(lastFull) > wait {
 					if !lastFull.IsZero() {
 						wait = min(2*wait, fullCheckMax)
