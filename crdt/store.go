@@ -197,9 +197,13 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	if opts.Recover || dirty {
+		// A store that cannot be recovered now (a full disk) still opens,
+		// to be read: the repair, which recovers first, is tried again
+		// until it succeeds (Store.Repair).
 		orphans, err := s.recoverOrphans(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("open store: %w", err)
+			s.log.Error("recovering blocks merged before a crash failed: the store needs repair", "err", err)
+			s.health.fail(fmt.Sprintf("recovery after a crash could not be written (%v)", err), false)
 		}
 		if len(orphans) > 0 {
 			s.log.Warn("blocks merged before a crash but never made heads: heads again", "blocks", orphans)

@@ -428,3 +428,63 @@ func TestCleanSyncOnFullDisk(t *testing.T) {
 		}
 	}
 }
+
+// TestStartOnFullDisk: a node whose disk is full still starts when it has
+// written before (its data can be read; it merges once there is room), and
+// a start that fails (a fresh node that cannot write its first record)
+// keeps the open marker, so that the next start repairs the store.
+func TestStartOnFullDisk(t *testing.T) {
+	ctx := context.Background()
+	full := filepath.Join(t.TempDir(), "diskfull")
+	t.Setenv(FaultDiskFullEnv, full)
+	clock := &settableClock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}
+
+	// A fresh node cannot start on a full disk, and keeps its marker.
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	if err := os.WriteFile(full, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := nodeConfig(t, fresh, "fresh", RoleLaptop, nil, clock)
+	if n, err := Start(ctx, cfg); err == nil {
+		_ = n.Close()
+		t.Fatal("a node that never wrote started on a full disk")
+	} else if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("start on a full disk: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(fresh, runningMarker)); err != nil {
+		t.Fatalf("a failed start removed the open marker: %v", err)
+	}
+	if err := os.Remove(full); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("start with room again: %v", err)
+	}
+	waitFor(t, 10*time.Second, func() bool { return !n.Status(ctx).Dirty })
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A node that wrote before starts on a full disk, even when it has
+	// something to write at start (a new name), and says so.
+	if err := os.WriteFile(full, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Name = "renamed"
+	n, err = Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("a node that wrote before does not start on a full disk: %v", err)
+	}
+	defer n.Close()
+	if _, err := n.Store().Get(ctx, crdt.NodesCollection, n.ID().String()); err != nil {
+		t.Fatalf("its data cannot be read on a full disk: %v", err)
+	}
+	if err := n.Store().SetNodeInfo(ctx, "renamed again", RoleLaptop); !errors.Is(err, crdt.ErrNotWritten) {
+		t.Fatalf("a write on the full disk: %v, want ErrNotWritten", err)
+	}
+	if err := os.Remove(full); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, func() bool { return !n.Status(ctx).Dirty })
+}

@@ -174,6 +174,9 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// started: Start completed. A start that failed keeps the open marker
+	// (the store may have been left unclean, or was found unclean).
+	started   bool
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -314,7 +317,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.acks = newAckTracker(ctx, n, bstore)
 	if cfg.Network {
 		if err := n.store.SetNodeInfo(ctx, cfg.Name, cfg.Role); err != nil {
-			return nil, fmt.Errorf("start node: %w", err)
+			// On a full disk a node that has written before still starts
+			// (to be read, and to merge once there is room); a node that
+			// never wrote must not open its gate without a head of its own.
+			if !errors.Is(err, crdt.ErrNotWritten) || len(n.store.Stats(ctx).Heads) == 0 {
+				return nil, fmt.Errorf("start node: %w", err)
+			}
+			n.log.Warn("could not record this node's name and role; starting anyway", "err", err)
 		}
 		gate.Open()
 		// Blocks fetched in bulk are announced to bitswap: a peer may be
@@ -368,6 +377,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 		n.log.Info("node started", "peer", self, "role", cfg.Role, "addrs", n.Addrs())
 	}
+	n.started = true
 	return n, nil
 }
 
@@ -427,7 +437,7 @@ func (n *Node) Close() error {
 			if interrupted {
 				n.log.Warn("closed during a merge: the next start re-walks the DAG")
 			}
-			if len(errs) == 0 && !interrupted {
+			if len(errs) == 0 && !interrupted && n.started {
 				add("marker", markClosed(n.cfg.Dir))
 			}
 		}

@@ -292,6 +292,9 @@ type canceler interface{ Cancel() error }
 func (b *batch) Commit(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if len(b.ws) == 0 {
+		return nil // nothing to write: a full disk does not refuse it
+	}
 	if p, ok := b.s.reserve(b.ws); !ok {
 		b.s.refused.Add(1)
 		var n int64
