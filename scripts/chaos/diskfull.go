@@ -362,13 +362,8 @@ func (c *cluster) opDiskFull(ctx context.Context, r *rand.Rand) {
 		// in the command itself when x is down).
 		c.logf("disk full: on %s, %s into an import", x.name, delay)
 		c.markImport(lines)
-		path, ok := c.prepareImport(lines)
+		bg, ok := c.startImport(ctx, x, lines)
 		if !ok {
-			return
-		}
-		bg, err := c.ferryBackground(ctx, x, "import", collection, path)
-		if err != nil {
-			c.problem("start import: %v", err)
 			return
 		}
 		sleep(ctx, delay)

@@ -563,13 +563,8 @@ func (c *cluster) opImport(ctx context.Context, r *rand.Rand) {
 	if full {
 		c.markImport(lines)
 	}
-	path, ok := c.prepareImport(lines)
+	bg, ok := c.startImport(ctx, n, lines)
 	if !ok {
-		return
-	}
-	bg, err := c.ferryBackground(ctx, n, "import", collection, path)
-	if err != nil {
-		c.problem("start import: %v", err)
 		return
 	}
 	sleep(ctx, delay)
@@ -813,6 +808,21 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
+}
+
+// startImport prepares an import (prepareImport) and starts it on n in the
+// background; ok is false (and the problem recorded) when it could not.
+func (c *cluster) startImport(ctx context.Context, n *node, lines []map[string]any) (*bgCommand, bool) {
+	path, ok := c.prepareImport(lines)
+	if !ok {
+		return nil, false
+	}
+	bg, err := c.ferryBackground(ctx, n, "import", collection, path)
+	if err != nil {
+		c.problem("start import: %v", err)
+		return nil, false
+	}
+	return bg, true
 }
 
 // prepareImport notes the imported ids, writes the import file and counts
