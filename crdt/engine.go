@@ -1,6 +1,7 @@
 package crdt
 
 import (
+	"errors"
 	"fmt"
 
 	dshelp "github.com/ipfs/boxo/datastore/dshelp"
@@ -98,4 +99,131 @@ func deltaPriority(nd ipld.Node) (uint64, error) {
 		data = data[n:]
 	}
 	return prio, nil
+}
+
+// Block is what the node's protocols need of a DAG block without decoding
+// its operations: the blocks it links to (the heads its writer had) and its
+// priority (its height in the DAG).
+type Block struct {
+	Links    []cid.Cid
+	Priority uint64 // 0 when the block carries no go-ds-crdt delta
+}
+
+// ReadBlock reads the links and priority of a block's raw bytes. It never
+// fails: a block that is not dag-pb, or does not decode, has no links; one
+// whose data is not a delta has priority 0.
+func ReadBlock(c cid.Cid, raw []byte) Block {
+	var b Block
+	if c.Type() != cid.DagProtobuf {
+		return b
+	}
+	nd, err := merkledag.DecodeProtobuf(raw)
+	if err != nil {
+		return b
+	}
+	for _, l := range nd.Links() {
+		if l.Cid.Defined() {
+			b.Links = append(b.Links, l.Cid)
+		}
+	}
+	b.Priority = strictPriority(nd.Data())
+	return b
+}
+
+// strictPriority is the priority of a delta's bytes, or 0 if they are not
+// a delta (fields 1 and 2 repeated bytes, 3 the priority, nothing else).
+func strictPriority(data []byte) uint64 {
+	var prio uint64
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 {
+			return 0
+		}
+		data = data[n:]
+		switch {
+		case (num == 1 || num == 2) && typ == protowire.BytesType:
+			n = protowire.ConsumeFieldValue(num, typ, data)
+		case num == 3 && typ == protowire.VarintType:
+			prio, n = protowire.ConsumeVarint(data)
+		default:
+			return 0
+		}
+		if n < 0 {
+			return 0
+		}
+		data = data[n:]
+	}
+	return prio
+}
+
+// BlockOp is one operation a block adds.
+type BlockOp struct {
+	Collection string
+	EscapedID  string
+	Field      string
+	Op         OpID
+}
+
+// BlockOps lists the operations a block's delta adds (its elements; the
+// keys it deletes are not listed). Elements whose key is not an operation
+// key are skipped.
+func BlockOps(raw []byte) ([]BlockOp, error) {
+	nd, err := merkledag.DecodeProtobuf(raw)
+	if err != nil {
+		return nil, fmt.Errorf("decode block: %w", err)
+	}
+	d, err := decodeDelta(nd)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]BlockOp, 0, len(d.GetElements()))
+	for _, e := range d.GetElements() {
+		kp, err := parseOpKey(e.GetKey())
+		if err != nil {
+			continue
+		}
+		out = append(out, BlockOp(kp))
+	}
+	return out, nil
+}
+
+// EncodeHeads builds a heads payload in go-ds-crdt's broadcast format
+// (pb.CRDTBroadcast), the payload its Broadcaster carries.
+func EncodeHeads(heads []cid.Cid) ([]byte, error) {
+	msg := pb.CRDTBroadcast{Heads: make([]*pb.Head, 0, len(heads))}
+	for _, c := range heads {
+		if !c.Defined() {
+			return nil, errors.New("encode heads: undefined CID")
+		}
+		msg.Heads = append(msg.Heads, &pb.Head{Cid: c.Bytes()})
+	}
+	return proto.Marshal(&msg)
+}
+
+// DecodeHeads decodes a heads payload strictly: unknown fields (including
+// the legacy bare-CID format, which Ferry never sends) and invalid CIDs are
+// errors. A payload without heads is valid. Callers bound its size.
+func DecodeHeads(data []byte) ([]cid.Cid, error) {
+	var msg pb.CRDTBroadcast
+	if err := proto.Unmarshal(data, &msg); err != nil {
+		return nil, fmt.Errorf("decode heads payload: %w", err)
+	}
+	if len(msg.ProtoReflect().GetUnknown()) > 0 {
+		return nil, errors.New("decode heads payload: unknown fields")
+	}
+	heads := make([]cid.Cid, 0, len(msg.Heads))
+	for i, h := range msg.Heads {
+		if h == nil {
+			return nil, fmt.Errorf("head %d: empty", i)
+		}
+		if len(h.ProtoReflect().GetUnknown()) > 0 {
+			return nil, fmt.Errorf("head %d: unknown fields", i)
+		}
+		c, err := cid.Cast(h.Cid)
+		if err != nil {
+			return nil, fmt.Errorf("head %d: invalid CID: %w", i, err)
+		}
+		heads = append(heads, c)
+	}
+	return heads, nil
 }
