@@ -50,14 +50,20 @@ func TestClosedRefusesAndCloseTwice(t *testing.T) {
 
 func TestSecondCloseWaitsForFirst(t *testing.T) {
 	g := New()
-	release := make(chan struct{})
-	g.Go(func(ctx context.Context) { <-release })
-	first := make(chan struct{})
-	go func() { g.Close(func() { close(release) }); close(first) }()
-	g.Close()
+	inStop, release := make(chan struct{}), make(chan struct{})
+	go g.Close(func() { close(inStop); <-release })
+	<-inStop
+	second := make(chan struct{})
+	go func() { g.Close(); close(second) }()
 	select {
-	case <-first:
+	case <-second:
+		t.Fatal("second Close returned while the first was still stopping")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-second:
 	case <-time.After(5 * time.Second):
-		t.Fatal("first Close still running after the second returned")
+		t.Fatal("second Close did not return after the first finished")
 	}
 }
