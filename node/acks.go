@@ -4,21 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/ipfs/boxo/blockstore"
-	"github.com/ipfs/boxo/ipld/merkledag"
 	cid "github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
-	pb "github.com/ipfs/go-ds-crdt/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/ferry-crm/ferry/crdt"
+	"github.com/ferry-crm/ferry/node/apijson"
+	"github.com/ferry-crm/ferry/node/heads"
 )
 
 // Acknowledgements: an edit made here is acknowledged once an office node
@@ -30,27 +27,14 @@ import (
 
 var officeHeadsKey = ds.NewKey("/ferry/local/office-heads")
 
-// Unacked is what `ferry status` says about local edits the office does not
-// hold yet.
-type Unacked struct {
-	// Known is false when no office node ever announced its heads to this
-	// node: then every local edit counts as unacknowledged.
-	Known  bool      `json:"known"`
-	Count  int       `json:"count"`
-	Oldest time.Time `json:"oldest,omitzero"`
-	// AsOf is when an office node last announced its heads.
-	AsOf time.Time `json:"as_of,omitzero"`
-}
-
 type ackTracker struct {
-	n      *Node
-	bstore blockstore.Blockstore
+	n *Node
 
 	mu     sync.Mutex
 	office map[string]officeHeads // office peer id -> its last heads
 	cache  struct {
 		key string
-		val Unacked
+		val apijson.Unacked
 	}
 }
 
@@ -59,8 +43,8 @@ type officeHeads struct {
 	At    time.Time `json:"at"`
 }
 
-func newAckTracker(ctx context.Context, n *Node, bstore blockstore.Blockstore) *ackTracker {
-	a := &ackTracker{n: n, bstore: bstore, office: map[string]officeHeads{}}
+func newAckTracker(ctx context.Context, n *Node) *ackTracker {
+	a := &ackTracker{n: n, office: map[string]officeHeads{}}
 	if data, err := n.guard.Get(ctx, officeHeadsKey); err == nil {
 		if err := json.Unmarshal(data, &a.office); err != nil {
 			n.log.Warn("ignoring stored office heads", "err", err)
@@ -77,12 +61,12 @@ func (a *ackTracker) heard(ctx context.Context, from peer.ID, payload []byte) {
 	if a.n.roleOf(ctx, from) != RoleOffice {
 		return
 	}
-	heads, err := ValidateHeadsPayload(payload)
+	theirs, err := heads.Decode(payload)
 	if err != nil {
 		return
 	}
 	oh := officeHeads{At: time.Now().UTC()}
-	for _, h := range heads {
+	for _, h := range theirs {
 		oh.Heads = append(oh.Heads, h.String())
 	}
 	slices.Sort(oh.Heads)
@@ -98,17 +82,17 @@ func (a *ackTracker) heard(ctx context.Context, from peer.ID, payload []byte) {
 }
 
 // unacked counts this node's operations in blocks no office node holds.
-func (a *ackTracker) unacked(ctx context.Context) (Unacked, error) {
+func (a *ackTracker) unacked(ctx context.Context) (apijson.Unacked, error) {
 	if a.n.cfg.Role == RoleOffice {
-		return Unacked{Known: true, AsOf: time.Now().UTC()}, nil
+		return apijson.Unacked{Known: true, AsOf: time.Now().UTC()}, nil
 	}
 	ours, err := a.n.store.Heads(ctx)
 	if err != nil {
-		return Unacked{}, err
+		return apijson.Unacked{}, err
 	}
 	a.mu.Lock()
 	var officeCids []cid.Cid
-	var res Unacked
+	var res apijson.Unacked
 	keyParts := []string{}
 	for _, h := range ours {
 		keyParts = append(keyParts, h.String())
@@ -136,26 +120,27 @@ func (a *ackTracker) unacked(ctx context.Context) (Unacked, error) {
 
 	held := map[cid.Cid]bool{}
 	if err := a.walk(ctx, officeCids, held, nil); err != nil {
-		return Unacked{}, err
+		return apijson.Unacked{}, err
 	}
 	self := a.n.self.String()
 	var oldest crdt.Timestamp
-	err = a.walk(ctx, ours, held, func(delta *pb.Delta) {
-		for _, e := range delta.GetElements() {
-			// keys are /<collection>/<id>/<field>/<hlc>-<writer>
-			i := strings.LastIndex(e.GetKey(), "/")
-			op, err := crdt.ParseOpID(e.GetKey()[i+1:])
-			if err != nil || op.Writer != self || strings.HasPrefix(e.GetKey(), "/"+crdt.NodesCollection+"/") {
+	err = a.walk(ctx, ours, held, func(raw []byte) {
+		ops, err := crdt.BlockOps(raw)
+		if err != nil {
+			return
+		}
+		for _, op := range ops {
+			if op.Op.Writer != self || op.Collection == crdt.NodesCollection {
 				continue
 			}
 			res.Count++
-			if oldest == 0 || op.Time < oldest {
-				oldest = op.Time
+			if oldest == 0 || op.Op.Time < oldest {
+				oldest = op.Op.Time
 			}
 		}
 	})
 	if err != nil {
-		return Unacked{}, err
+		return apijson.Unacked{}, err
 	}
 	if oldest != 0 {
 		res.Oldest = oldest.Wall()
@@ -167,9 +152,9 @@ func (a *ackTracker) unacked(ctx context.Context) (Unacked, error) {
 }
 
 // walk visits every block reachable from roots that is not in seen (and
-// marks it), calling fn with each block's delta. Blocks missing locally are
-// skipped (not fetched yet).
-func (a *ackTracker) walk(ctx context.Context, roots []cid.Cid, seen map[cid.Cid]bool, fn func(*pb.Delta)) error {
+// marks it), calling fn with each block's raw bytes. Blocks missing locally
+// are skipped (not fetched yet).
+func (a *ackTracker) walk(ctx context.Context, roots []cid.Cid, seen map[cid.Cid]bool, fn func(raw []byte)) error {
 	stack := slices.Clone(roots)
 	for len(stack) > 0 {
 		if err := ctx.Err(); err != nil {
@@ -181,22 +166,13 @@ func (a *ackTracker) walk(ctx context.Context, roots []cid.Cid, seen map[cid.Cid
 			continue
 		}
 		seen[c] = true
-		blk, err := a.bstore.Get(ctx, c)
+		blk, err := a.n.bstore.Get(ctx, c)
 		if err != nil {
 			continue
 		}
-		nd, err := merkledag.DecodeProtobuf(blk.RawData())
-		if err != nil {
-			return fmt.Errorf("decode block %s: %w", c, err)
-		}
-		for _, l := range nd.Links() {
-			stack = append(stack, l.Cid)
-		}
+		stack = append(stack, crdt.ReadBlock(c, blk.RawData()).Links...)
 		if fn != nil {
-			var d pb.Delta
-			if err := proto.Unmarshal(nd.Data(), &d); err == nil {
-				fn(&d)
-			}
+			fn(blk.RawData())
 		}
 	}
 	return nil

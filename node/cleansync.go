@@ -11,6 +11,11 @@ import (
 	cid "github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/ferry-crm/ferry/node/apijson"
+	"github.com/ferry-crm/ferry/node/datadir"
+	"github.com/ferry-crm/ferry/node/p2p"
+	"github.com/ferry-crm/ferry/node/snapshot"
 )
 
 // Clean sync makes a node an exact copy of a configured peer's state (the
@@ -51,11 +56,11 @@ type CleanSyncResult struct {
 
 // CheckUnacked opens the stopped node of cfg.Dir without network and
 // returns its unacknowledged local edits (for clean sync's refusal).
-func CheckUnacked(ctx context.Context, cfg Config) (Unacked, error) {
+func CheckUnacked(ctx context.Context, cfg Config) (apijson.Unacked, error) {
 	cfg.Network = false
 	n, err := Start(ctx, cfg)
 	if err != nil {
-		return Unacked{}, err
+		return apijson.Unacked{}, err
 	}
 	defer n.Close()
 	return n.acks.unacked(ctx)
@@ -73,7 +78,7 @@ func CleanSync(ctx context.Context, cfg Config, force bool, progress func(CleanS
 	if len(cfg.Peers) == 0 {
 		return res, errors.New("clean sync: no peer configured to copy from (init with --peer)")
 	}
-	if _, err := os.Stat(filepath.Join(cfg.Dir, "store")); err == nil {
+	if _, err := os.Stat(filepath.Join(cfg.Dir, datadir.StoreDir)); err == nil {
 		u, err := CheckUnacked(ctx, cfg)
 		if err != nil {
 			return res, fmt.Errorf("clean sync: %w", err)
@@ -83,10 +88,10 @@ func CleanSync(ctx context.Context, cfg Config, force bool, progress func(CleanS
 				ErrUnackedEdits, u.Count, u.Oldest.Format(time.RFC3339))
 		}
 		res.Discarded = u.Count
-		if err := os.RemoveAll(filepath.Join(cfg.Dir, "store")); err != nil {
+		if err := os.RemoveAll(filepath.Join(cfg.Dir, datadir.StoreDir)); err != nil {
 			return res, fmt.Errorf("clean sync: discard the local store: %w", err)
 		}
-		if err := markClosed(cfg.Dir); err != nil {
+		if err := datadir.MarkClosed(cfg.Dir); err != nil {
 			return res, err
 		}
 	}
@@ -94,7 +99,7 @@ func CleanSync(ctx context.Context, cfg Config, force bool, progress func(CleanS
 	if res.Entries, res.Bytes, err = copySnapshot(ctx, cfg, progress); err != nil {
 		// Fall back to replaying the DAG: start from an empty store again.
 		cfg.Logger.Warn("clean sync: no snapshot copy, replaying the office's DAG instead", "err", err)
-		if err := os.RemoveAll(filepath.Join(cfg.Dir, "store")); err != nil {
+		if err := os.RemoveAll(filepath.Join(cfg.Dir, datadir.StoreDir)); err != nil {
 			return res, fmt.Errorf("clean sync: %w", err)
 		}
 	}
@@ -116,14 +121,14 @@ func CleanSync(ctx context.Context, cfg Config, force bool, progress func(CleanS
 	for {
 		p, phase := n.cleanSyncState(configured)
 		cp := CleanSyncProgress{Phase: phase, Peer: p}
-		if bs := n.blocks.Stats(); bs.InProgress {
+		if bs := n.net.blocks.Stats(); bs.InProgress {
 			cp.Phase, cp.Blocks, cp.Total, cp.Bytes = "fetching", bs.Current.Blocks, bs.Current.Total, bs.Current.Bytes
 		}
 		st := n.store.Stats(ctx)
 		cp.QueuedDAG = st.QueuedJobs
 		if p != "" && cp.Phase == "merging" && st.QueuedJobs == 0 && n.sameHeadsAs(p, st.Heads) {
 			res.Peer = p
-			res.Blocks = n.blocks.Stats().FetchedBlocks
+			res.Blocks = n.net.blocks.Stats().FetchedBlocks
 			res.Took = time.Since(start)
 			if d, ok, err := n.store.TryDigest(ctx); err == nil && ok {
 				res.Digest = d.String()
@@ -145,10 +150,10 @@ func CleanSync(ctx context.Context, cfg Config, force bool, progress func(CleanS
 // exchanged heads with.
 func (n *Node) cleanSyncState(configured []peer.ID) (peer.ID, string) {
 	for _, p := range configured {
-		if n.host.Network().Connectedness(p) != network.Connected {
+		if n.net.host.Network().Connectedness(p) != network.Connected {
 			continue
 		}
-		if _, ok := n.heads.LastExchange(p); ok {
+		if _, ok := n.net.heads.LastExchange(p); ok {
 			return p, "merging"
 		}
 		return p, "connecting"
@@ -160,11 +165,11 @@ func (n *Node) cleanSyncState(configured []peer.ID) (peer.ID, string) {
 // (empty) store of cfg.Dir, over a short-lived host with the node's
 // identity. The node itself is not running.
 func copySnapshot(ctx context.Context, cfg Config, progress func(CleanSyncProgress)) (int, int64, error) {
-	key, err := LoadOrCreateIdentity(filepath.Join(cfg.Dir, IdentityFile))
+	key, err := datadir.LoadOrCreateIdentity(filepath.Join(cfg.Dir, datadir.IdentityFile))
 	if err != nil {
 		return 0, 0, err
 	}
-	h, err := NewHost(HostConfig{Key: key, PSK: cfg.SwarmKey})
+	h, err := p2p.NewHost(p2p.HostConfig{Key: key, PSK: cfg.SwarmKey})
 	if err != nil {
 		return 0, 0, err
 	}
@@ -182,11 +187,12 @@ func copySnapshot(ctx context.Context, cfg Config, progress func(CleanSyncProgre
 			errs = append(errs, err)
 			continue
 		}
-		base, err := OpenDatastore(cfg.Dir)
+		base, err := datadir.OpenStore(cfg.Dir)
 		if err != nil {
 			return 0, 0, err
 		}
-		entries, bytes, err := fetchSnapshot(ctx, h, info.ID, base, func(entries int, bytes int64) {
+		layout := cfg.snapshotLayout()
+		entries, bytes, err := snapshot.Fetch(ctx, h, info.ID, base, layout, func(entries int, bytes int64) {
 			progress(CleanSyncProgress{Phase: "copying", Peer: info.ID, Entries: entries, CopyBytes: bytes})
 		})
 		if cerr := base.Close(); err == nil {
@@ -201,12 +207,8 @@ func copySnapshot(ctx context.Context, cfg Config, progress func(CleanSyncProgre
 // every block merged, the two nodes then hold the same DAG, so the same
 // state.
 func (n *Node) sameHeadsAs(p peer.ID, heads []cid.Cid) bool {
-	v, ok := n.peerHeads.Load(p)
-	if !ok {
-		return false
-	}
-	theirs := v.([]cid.Cid)
-	if len(theirs) != len(heads) {
+	theirs := n.net.heads.PeerHeads(p)
+	if theirs == nil || len(theirs) != len(heads) {
 		return false
 	}
 	set := make(map[cid.Cid]bool, len(heads))

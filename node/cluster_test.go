@@ -18,6 +18,7 @@ import (
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/ferry-crm/ferry/crdt"
+	"github.com/ferry-crm/ferry/node/datadir"
 	"github.com/ferry-crm/ferry/schema"
 )
 
@@ -83,7 +84,7 @@ func newCluster(t *testing.T, laptops int) *cluster {
 func newClusterWith(t *testing.T, laptops int, schemaYAML string, hook *HookConfig) *cluster {
 	t.Helper()
 	c := &cluster{t: t, officeLog: &recordingHandler{}}
-	psk, err := NewSwarmKey()
+	psk, err := datadir.NewSwarmKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +131,7 @@ func newClusterWith(t *testing.T, laptops int, schemaYAML string, hook *HookConf
 func (c *cluster) enrol(dir, name, role string, peers []multiaddr.Multiaddr, clock *settableClock) Config {
 	c.t.Helper()
 	cfg := nodeConfig(c.t, dir, name, role, peers, clock)
-	key, err := LoadOrCreateIdentity(filepath.Join(dir, IdentityFile))
+	key, err := datadir.LoadOrCreateIdentity(filepath.Join(dir, datadir.IdentityFile))
 	if err != nil {
 		c.t.Fatal(err)
 	}

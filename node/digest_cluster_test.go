@@ -14,7 +14,7 @@ func TestClusterDiffIdenticalAndDiverged(t *testing.T) {
 	office, laptop := c.nodes[0], c.nodes[1]
 	put(t, office, "c1", map[string]any{"last_name": "Smith"})
 	c.waitConverged()
-	res, err := laptop.Diff(ctx, office.ID())
+	res, err := laptop.Diff(ctx, office.ID().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,17 +28,17 @@ func TestClusterDiffIdenticalAndDiverged(t *testing.T) {
 	// Cut replication between them but keep the connection: the laptop no
 	// longer receives heads, the digest protocol still answers.
 	for _, n := range c.nodes {
-		if err := n.heads.Close(); err != nil {
+		if err := n.net.heads.Close(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := laptop.bcast.Close(); err != nil {
+	if err := laptop.net.bcast.Close(); err != nil {
 		t.Fatal(err)
 	}
 	put(t, office, "c2", map[string]any{"last_name": "Only at the office"})
 	put(t, office, "c1", map[string]any{"first_name": "Changed at the office"})
 	put(t, laptop, "c3", map[string]any{"last_name": "Only on the laptop"})
-	res, err = laptop.Diff(ctx, office.ID())
+	res, err = laptop.Diff(ctx, office.ID().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,16 +58,16 @@ func TestClusterDiffIdenticalAndDiverged(t *testing.T) {
 		}
 	}
 	// The other direction sees the same records.
-	back, err := office.Diff(ctx, laptop.ID())
+	back, err := office.Diff(ctx, laptop.ID().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if back.Identical || back.Digest != res.PeerDigest || back.PeerDigest != res.Digest {
 		t.Errorf("office's view: %+v", back)
 	}
-	_, peers, err := laptop.SyncState(ctx)
-	if err != nil || len(peers) != 1 || peers[0].InSync {
-		t.Errorf("sync state: %+v %v", peers, err)
+	st, err := laptop.SyncState(ctx)
+	if err != nil || len(st.Peers) != 1 || st.Peers[0].InSync {
+		t.Errorf("sync state: %+v %v", st, err)
 	}
 }
 

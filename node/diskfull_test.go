@@ -17,11 +17,14 @@ import (
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/ferry-crm/ferry/crdt"
+	"github.com/ferry-crm/ferry/node/apijson"
+	"github.com/ferry-crm/ferry/node/datadir"
+	"github.com/ferry-crm/ferry/node/disk"
 	"github.com/ferry-crm/ferry/schema"
 )
 
 // Full disks on real nodes (issue 10): the disk reserve refuses local
-// writes and nothing else, a node whose store writes fail (FaultDiskFullEnv)
+// writes and nothing else, a node whose store writes fail (disk.FaultFullEnv)
 // repairs itself once they succeed again, and a clean sync onto a disk that
 // refuses writes fails cleanly.
 
@@ -101,7 +104,7 @@ func TestDiskReserveRefusesLocalWrites(t *testing.T) {
 
 	// The office keeps a reserve larger than any disk: its own writes are
 	// refused, the laptop's (no reserve) are written and merged there.
-	c.restartWith(0, func(cfg *Config) { cfg.DiskReserve = &DiskReserve{Bytes: 1 << 60} })
+	c.restartWith(0, func(cfg *Config) { cfg.DiskReserve = &disk.Reserve{Bytes: 1 << 60} })
 	c.waitConnected(1)
 	c.waitConverged()
 	office, laptop := c.nodes[0], c.nodes[1]
@@ -146,8 +149,8 @@ func TestDiskReserveRefusesLocalWrites(t *testing.T) {
 			t.Errorf("%s under the reserve: no error", w.what)
 			continue
 		}
-		if !errors.Is(err, ErrDiskLow) || !errors.Is(err, crdt.ErrNotWritten) {
-			t.Errorf("%s under the reserve: %v, want ErrDiskLow and crdt.ErrNotWritten", w.what, err)
+		if !errors.Is(err, disk.ErrLow) || !errors.Is(err, crdt.ErrNotWritten) {
+			t.Errorf("%s under the reserve: %v, want disk.ErrLow and crdt.ErrNotWritten", w.what, err)
 		}
 		msg := err.Error()
 		if !strings.Contains(msg, office.dir) {
@@ -203,7 +206,7 @@ func TestDiskReserveRefusesLocalWrites(t *testing.T) {
 	}
 
 	// With no reserve, the same writes succeed.
-	c.restartWith(0, func(cfg *Config) { cfg.DiskReserve = &DiskReserve{} })
+	c.restartWith(0, func(cfg *Config) { cfg.DiskReserve = &disk.Reserve{} })
 	c.waitConnected(1)
 	office = c.nodes[0]
 	if st := office.Status(ctx); st.Disk == nil || st.Disk.Full {
@@ -232,7 +235,7 @@ func TestNodeRepairsAfterDiskFull(t *testing.T) {
 	ctx := context.Background()
 	full := filepath.Join(t.TempDir(), "laptop.diskfull")
 	// Only the laptop reads the variable: it is read when a node starts.
-	t.Setenv(FaultDiskFullEnv, full)
+	t.Setenv(disk.FaultFullEnv, full)
 	c.restart(1)
 	c.waitConnected(1)
 	c.waitConverged()
@@ -278,7 +281,7 @@ func TestNodeRepairsAfterDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	freed := time.Now()
-	var last Status
+	var last apijson.Status
 	var clean time.Duration // when the laptop first said it needs no repair
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -306,7 +309,7 @@ func TestNodeRepairsAfterDiskFull(t *testing.T) {
 	}
 	converged := time.Since(freed)
 	t.Logf("laptop not dirty %s and converged %s after the disk freed", clean.Round(time.Millisecond), converged.Round(time.Millisecond))
-	if ex, ok := laptop.heads.LastExchange(office.ID()); ok && ex.After(freed) {
+	if ex, ok := laptop.net.heads.LastExchange(office.ID()); ok && ex.After(freed) {
 		t.Logf("the laptop's last heads exchange with the office was %s after the disk freed", ex.Sub(freed).Round(time.Millisecond))
 	}
 
@@ -345,7 +348,7 @@ func TestCleanSyncOnFullDisk(t *testing.T) {
 	fresh := c.enrol(dir, "fresh", RoleLaptop, office.Addrs()[:1], &settableClock{t: time.Now()})
 
 	full := filepath.Join(t.TempDir(), "fresh.diskfull")
-	t.Setenv(FaultDiskFullEnv, full) // the office is running: it never reads it
+	t.Setenv(disk.FaultFullEnv, full) // the office is running: it never reads it
 	if err := os.WriteFile(full, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +369,7 @@ func TestCleanSyncOnFullDisk(t *testing.T) {
 		t.Errorf("clean sync on a full disk: %v, want an error saying the disk is full", err)
 	}
 	_, storeErr := os.Stat(filepath.Join(dir, "store"))
-	_, markerErr := os.Stat(filepath.Join(dir, runningMarker))
+	_, markerErr := os.Stat(filepath.Join(dir, datadir.OpenMarkerFile))
 	t.Logf("after the failed clean sync: store present %t, open marker present %t", storeErr == nil, markerErr == nil)
 
 	if err := os.Remove(full); err != nil {
@@ -437,7 +440,7 @@ func TestCleanSyncOnFullDisk(t *testing.T) {
 func TestStartOnFullDisk(t *testing.T) {
 	ctx := context.Background()
 	full := filepath.Join(t.TempDir(), "diskfull")
-	t.Setenv(FaultDiskFullEnv, full)
+	t.Setenv(disk.FaultFullEnv, full)
 	clock := &settableClock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}
 
 	// A fresh node cannot start on a full disk, and keeps its marker.
@@ -452,7 +455,7 @@ func TestStartOnFullDisk(t *testing.T) {
 	} else if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("start on a full disk: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(fresh, runningMarker)); err != nil {
+	if _, err := os.Stat(filepath.Join(fresh, datadir.OpenMarkerFile)); err != nil {
 		t.Fatalf("a failed start removed the open marker: %v", err)
 	}
 	if err := os.Remove(full); err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ferry-crm/ferry/crdt"
+	"github.com/ferry-crm/ferry/node/apijson"
 )
 
 // HookConfig configures the office's conflict hook: an executable (Command,
@@ -32,8 +33,8 @@ type HookConfig struct {
 
 // HookRequest is what the hook receives.
 type HookRequest struct {
-	Conflict ConflictJSON   `json:"conflict"`
-	Record   map[string]any `json:"record,omitempty"` // the record's visible values
+	Conflict apijson.Conflict `json:"conflict"`
+	Record   map[string]any   `json:"record,omitempty"` // the record's visible values
 }
 
 // HookAnswer is what the hook answers: Pick (1-based, as in
@@ -77,9 +78,8 @@ func (h *hookRunner) changed(collection, escapedID string) {
 	}
 }
 
-func (h *hookRunner) run() {
-	defer h.n.wg.Done()
-	ctx := h.n.ctx
+// run offers conflicts until ctx is done.
+func (h *hookRunner) run(ctx context.Context) {
 	// Conflicts that arrived while no hook ran.
 	err := h.n.store.Conflicts(ctx, nil, func(c crdt.Conflict) error {
 		if c.Open {
@@ -142,11 +142,9 @@ func (h *hookRunner) offer(ctx context.Context, collection, escapedID string) {
 			continue
 		}
 		if nodes == nil {
-			if nodes, err = h.n.store.Nodes(ctx); err != nil {
-				h.n.log.Warn("conflict hook: list nodes", "err", err)
-			}
+			nodes = h.n.Names(ctx)
 		}
-		req := HookRequest{Conflict: ConflictToJSON(c, nodes)}
+		req := HookRequest{Conflict: apijson.FromConflict(c, nodes)}
 		if rec, err := h.n.store.Get(ctx, collection, id); err == nil {
 			req.Record = rec.Values()
 		}

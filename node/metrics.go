@@ -48,7 +48,7 @@ func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	n := c.n
-	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(n.life.Context(), 10*time.Second)
 	defer cancel()
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
@@ -59,26 +59,24 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descQueued, float64(st.QueuedJobs))
 	gauge(descDirty, b2f(st.Dirty))
 	ch <- prometheus.MustNewConstMetric(descFailed, prometheus.CounterValue, float64(st.FailedWrites))
-	if sp, err := n.disk.space(); err == nil {
+	if sp, err := n.disk.Space(); err == nil {
 		gauge(descDiskFree, float64(sp.Free))
 		gauge(descDiskRes, float64(sp.Reserve))
 	}
 	ch <- prometheus.MustNewConstMetric(descMalformed, prometheus.CounterValue, float64(st.Malformed))
-	gauge(descOnline, b2f(n.host != nil && !n.Offline()))
-	if n.acks != nil {
-		if u, err := n.acks.unacked(ctx); err == nil {
-			gauge(descUnacked, float64(u.Count))
-			age := 0.0
-			if !u.Oldest.IsZero() {
-				age = time.Since(u.Oldest).Seconds()
-			}
-			gauge(descUnackedAge, age)
+	gauge(descOnline, b2f(!n.Offline()))
+	if u, err := n.acks.unacked(ctx); err == nil {
+		gauge(descUnacked, float64(u.Count))
+		age := 0.0
+		if !u.Oldest.IsZero() {
+			age = time.Since(u.Oldest).Seconds()
 		}
+		gauge(descUnackedAge, age)
 	}
-	if n.host == nil {
+	if !n.netUp() {
 		return
 	}
-	bs := n.blocks.Stats()
+	bs := n.net.blocks.Stats()
 	ch <- prometheus.MustNewConstMetric(descFetched, prometheus.CounterValue, float64(bs.FetchedBlocks))
 	ch <- prometheus.MustNewConstMetric(descFetchedBytes, prometheus.CounterValue, float64(bs.FetchedBytes))
 	remaining := 0
@@ -86,7 +84,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		remaining = max(0, bs.Current.Total-bs.Current.Blocks)
 	}
 	gauge(descRemaining, float64(remaining))
-	gauge(descConnected, float64(len(n.host.Network().Peers())))
+	gauge(descConnected, float64(len(n.net.host.Network().Peers())))
 	peers, err := n.Peers(ctx)
 	if err == nil {
 		for _, p := range peers {
@@ -95,7 +93,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
-	for p, s := range n.bandwidth.GetBandwidthByPeer() {
+	for p, s := range n.net.bandwidth.GetBandwidthByPeer() {
 		ch <- prometheus.MustNewConstMetric(descBytesIn, prometheus.CounterValue, float64(s.TotalIn), p.String())
 		ch <- prometheus.MustNewConstMetric(descBytesOut, prometheus.CounterValue, float64(s.TotalOut), p.String())
 	}
@@ -108,8 +106,8 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// metricsHandler serves the node's metrics and the Go runtime's.
-func (n *Node) metricsHandler() http.Handler {
+// Metrics serves the node's metrics and the Go runtime's (Prometheus).
+func (n *Node) Metrics() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(nodeCollector{n}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})

@@ -32,27 +32,24 @@ const (
 	fullCheckMax   = 10 * time.Minute
 )
 
-// repairLoop runs until the node closes; now: repair at once (unclean start).
-func (n *Node) repairLoop(now bool) {
-	defer n.wg.Done()
+// repairLoop runs until ctx is done; now: repair at once (unclean start).
+func (n *Node) repairLoop(ctx context.Context, now bool) {
 	t := time.NewTicker(repairInterval)
 	defer t.Stop()
 	var lastFull time.Time
 	wait := fullCheckFirst
 	failing := false // a repair failed since the last success: log quietly
 	for {
-		if now || n.store.Stats(n.ctx).Dirty {
+		if now || n.store.Stats(ctx).Dirty {
 			now = false
-			err := n.store.Repair(n.ctx)
+			err := n.store.Repair(ctx)
 			if err == nil {
 				n.log.Info("store repaired")
 				wait, failing = fullCheckFirst, false
 				// What failed to merge meanwhile is asked again now, not
 				// at the next periodic exchange.
-				if n.host != nil {
-					n.SyncNow(n.ctx)
-				}
-			} else if n.ctx.Err() == nil {
+				n.SyncNow(ctx)
+			} else if ctx.Err() == nil {
 				if !failing {
 					n.log.Warn("repair did not complete; trying again every few seconds", "err", err)
 				} else {
@@ -64,7 +61,7 @@ func (n *Node) repairLoop(now bool) {
 						wait = min(2*wait, fullCheckMax)
 					}
 					lastFull = time.Now()
-					if r, err := n.store.Check(n.ctx, n.checkOptions(false)); err != nil {
+					if r, err := n.store.Check(ctx, n.checkOptions(false)); err != nil {
 						n.log.Warn("check with repair", "err", err)
 					} else if !r.OK {
 						n.log.Warn("store still needs repair", "problems", r.Problems, "done", r.Repaired)
@@ -73,7 +70,7 @@ func (n *Node) repairLoop(now bool) {
 			}
 		}
 		select {
-		case <-n.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
@@ -93,7 +90,7 @@ func (n *Node) Check(ctx context.Context, repair bool) (*crdt.CheckReport, error
 // that no connected peer has lost for good.
 func (n *Node) checkOptions(explicit bool) crdt.CheckOptions {
 	opts := crdt.CheckOptions{Repair: true}
-	if n.bitswap != nil {
+	if n.net != nil {
 		opts.Fetch = n.fetchBlocks
 	}
 	opts.DropLost = func(ctx context.Context, missing []cid.Cid) bool {
@@ -108,7 +105,7 @@ func (n *Node) checkOptions(explicit bool) crdt.CheckOptions {
 
 // fetchBlocks asks connected peers for blocks (bitswap), each bounded.
 func (n *Node) fetchBlocks(ctx context.Context, missing []cid.Cid) error {
-	if n.host == nil || len(n.host.Network().Peers()) == 0 {
+	if n.net == nil || len(n.net.host.Network().Peers()) == 0 {
 		return nil
 	}
 	dag := n.dag

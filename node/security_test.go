@@ -18,6 +18,8 @@ import (
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/ferry-crm/ferry/crdt"
+	"github.com/ferry-crm/ferry/node/datadir"
+	"github.com/ferry-crm/ferry/node/p2p"
 )
 
 // The attacks of docs/security.md, each against real nodes on loopback.
@@ -55,7 +57,7 @@ func TestWrongSwarmKeyCannotConnect(t *testing.T) {
 	c := newCluster(t, 0)
 	office := c.nodes[0]
 	info := peer.AddrInfo{ID: office.ID(), Addrs: office.Host().Addrs()}
-	otherKey, err := NewSwarmKey()
+	otherKey, err := datadir.NewSwarmKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +66,7 @@ func TestWrongSwarmKeyCannotConnect(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h, err := NewHost(HostConfig{Key: key, ListenAddrs: []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/0")}, PSK: psk})
+		h, err := p2p.NewHost(p2p.HostConfig{Key: key, ListenAddrs: []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/0")}, PSK: psk})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,7 +110,7 @@ func TestStolenSwarmKeyCannotWrite(t *testing.T) {
 	}
 	defer thief.Close()
 	// Without an open invitation the office refuses the connection itself.
-	waitFor(t, 10*time.Second, func() bool { return thief.dialer.attempts.Load() >= 3 })
+	waitFor(t, 10*time.Second, func() bool { return thief.net.peering.DialAttempts() >= 3 })
 	if office.Host().Network().Connectedness(thief.ID()) == network.Connected {
 		t.Fatal("the office accepted a connection from a peer that is not a member")
 	}
@@ -116,7 +118,7 @@ func TestStolenSwarmKeyCannotWrite(t *testing.T) {
 	if _, err := office.Invite(ctx, "someone else", RoleLaptop, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() bool { return office.refused.Load() > 0 })
+	waitFor(t, 10*time.Second, func() bool { return office.net.admission.Refused() > 0 })
 	thief.SyncNow(ctx)
 	c.waitConverged()
 	for _, n := range c.nodes {
@@ -145,12 +147,12 @@ func rawWrite(t *testing.T, n *clusterNode, coll, id, field string, value any, w
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
-	base, err := OpenDatastore(n.dir)
+	base, err := datadir.OpenStore(n.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer base.Close()
-	eng, err := dscrdt.New(base, ds.NewKey("/ferry/crdt"), NewOfflineDAGService(NewBlockstore(base)), nil, dscrdt.DefaultOptions())
+	eng, err := dscrdt.New(base, ds.NewKey("/ferry/crdt"), p2p.NewOfflineDAGService(datadir.NewBlockstore(base)), nil, dscrdt.DefaultOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +197,7 @@ func rawWrite(t *testing.T, n *clusterNode, coll, id, field string, value any, w
 
 func identityOf(t *testing.T, n *clusterNode) crypto.PrivKey {
 	t.Helper()
-	key, err := LoadOrCreateIdentity(filepath.Join(n.dir, IdentityFile))
+	key, err := datadir.LoadOrCreateIdentity(filepath.Join(n.dir, datadir.IdentityFile))
 	if err != nil {
 		t.Fatal(err)
 	}

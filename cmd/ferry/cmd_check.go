@@ -44,7 +44,7 @@ not (the problems are listed); 1 the check itself failed; 2 usage.`,
 			}
 			var rep crdt.CheckReport
 			err := withClient(cmd.Context(), g.dir, func(c *client) error {
-				return c.do(cmd.Context(), "POST", path, nil, &rep)
+				return c.Do(cmd.Context(), "POST", path, nil, &rep)
 			})
 			if err != nil {
 				return err

@@ -14,6 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/api"
+	"github.com/ferry-crm/ferry/node/datadir"
 )
 
 func newCleanSyncCmd(g *globals) *cobra.Command {
@@ -31,10 +33,10 @@ and refuses while this node holds edits that no office has acknowledged,
 unless --force. Stop the node first; start it again afterwards.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if dialNode(g.dir) != nil {
+			if _, err := api.Dial(g.dir); err == nil {
 				return fmt.Errorf("a node is running in %s: stop it first, then run clean-sync", g.dir)
 			}
-			fc, err := loadConfig(g.dir)
+			fc, err := datadir.ReadSettings(g.dir)
 			if err != nil {
 				return err
 			}
@@ -71,8 +73,8 @@ func confirm(cmd *cobra.Command, question string) (bool, error) {
 }
 
 // runCleanSync copies the configured office into dir, with progress.
-func runCleanSync(cmd *cobra.Command, dir string, fc *fileConfig, force bool, timeout time.Duration) error {
-	cfg, err := fc.nodeConfig(dir)
+func runCleanSync(cmd *cobra.Command, dir string, fc *datadir.Settings, force bool, timeout time.Duration) error {
+	cfg, err := nodeConfig(dir, fc)
 	if err != nil {
 		return err
 	}

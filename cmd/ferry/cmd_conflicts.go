@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"net/url"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ferry-crm/ferry/crdt"
-	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/apijson"
 	"github.com/ferry-crm/ferry/schema"
 )
 
@@ -32,16 +29,13 @@ policy manual). --open lists only those. Resolve with 'ferry resolve'.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q := url.Values{}
+			collection := ""
 			if len(args) == 1 {
-				q.Set("collection", args[0])
-			}
-			if onlyOpen {
-				q.Set("open", "true")
+				collection = args[0]
 			}
 			return withClient(cmd.Context(), g.dir, func(c *client) error {
-				var cs []node.ConflictJSON
-				if err := c.do(cmd.Context(), "GET", "/v1/conflicts?"+q.Encode(), nil, &cs); err != nil {
+				cs, err := c.Conflicts(cmd.Context(), collection, onlyOpen)
+				if err != nil {
 					return err
 				}
 				if asJSON {
@@ -94,17 +88,12 @@ the record, picking an edit keeps it with all its fields.`,
 			return checkRecordArgs(cmd, args)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := node.ResolveRequest{Pick: pick}
+			req := apijson.ResolveRequest{Pick: pick}
 			if cmd.Flags().Changed("value") {
 				req.Pick, req.Text = 0, &value
 			}
-			body, err := json.Marshal(req)
-			if err != nil {
-				return err
-			}
-			path := "/v1/resolve/" + url.PathEscape(args[0]) + "/" + escapeSegment(args[1]) + "/" + url.PathEscape(args[2])
 			return withClient(cmd.Context(), g.dir, func(c *client) error {
-				if err := c.do(cmd.Context(), "POST", path, bytes.NewReader(body), nil); err != nil {
+				if _, err := c.Resolve(cmd.Context(), args[0], args[1], args[2], req); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "resolved %s/%s %s\n", args[0], args[1], args[2])
@@ -135,13 +124,13 @@ has; see docs/merge-rules.md.`,
 			return checkRecordArgs(cmd, args)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path := "/v1/history/" + url.PathEscape(args[0]) + "/" + escapeSegment(args[1])
+			field := ""
 			if len(args) == 3 {
-				path += "?field=" + url.QueryEscape(args[2])
+				field = args[2]
 			}
 			return withClient(cmd.Context(), g.dir, func(c *client) error {
-				var h []node.HistoryJSON
-				if err := c.do(cmd.Context(), "GET", path, nil, &h); err != nil {
+				h, err := c.History(cmd.Context(), args[0], args[1], field)
+				if err != nil {
 					return err
 				}
 				if asJSON {

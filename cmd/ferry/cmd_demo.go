@@ -17,6 +17,8 @@ import (
 
 	"github.com/ferry-crm/ferry/crdt"
 	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/apijson"
+	"github.com/ferry-crm/ferry/node/datadir"
 	"github.com/ferry-crm/ferry/schema"
 )
 
@@ -63,7 +65,7 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, keep bool) (e
 	}
 	// A private network founded by the office; the laptops join it with
 	// one-time invitations, as `ferry invite` / `ferry init --join` do.
-	psk, err := node.NewSwarmKey()
+	psk, err := datadir.NewSwarmKey()
 	if err != nil {
 		return err
 	}
@@ -72,7 +74,7 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, keep bool) (e
 		cfg.Name, cfg.Role, cfg.Peers, cfg.Logger = name, role, peers, log
 		cfg.ListenAddrs = []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/0")}
 		cfg.SwarmKey, cfg.Founder = psk, founder
-		key, err := node.LoadOrCreateIdentity(filepath.Join(cfg.Dir, node.IdentityFile))
+		key, err := datadir.LoadOrCreateIdentity(filepath.Join(cfg.Dir, datadir.IdentityFile))
 		if err != nil {
 			return nil, err
 		}
@@ -171,7 +173,7 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, keep bool) (e
 			return err
 		}
 		fmt.Fprintf(out, "\n[%s]\n", n.Config().Name)
-		printRecord(out, node.ToJSON(rec, nodes))
+		printRecord(out, apijson.FromRecord(rec, nodes))
 	}
 	return nil
 }

@@ -1,22 +1,19 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/ferry-crm/ferry/node/api"
+	"github.com/ferry-crm/ferry/node/apijson"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-
-	"github.com/ferry-crm/ferry/node"
 )
 
 // Import formats.
@@ -114,22 +111,8 @@ func postImport(cmd *cobra.Command, c *client, collection string, body io.Reader
 	if relocate == nil {
 		relocate = func(msg string) string { return msg }
 	}
-	resp, err := c.send(cmd.Context(), "POST", "/v1/import/"+url.PathEscape(collection), body)
-	if err != nil {
-		var ae *apiError
-		if errors.As(err, &ae) {
-			err = &apiError{Status: ae.Status, Msg: relocate(ae.Msg)}
-		}
-		return fmt.Errorf("import: %w", err)
-	}
-	defer resp.Body.Close()
 	var bar *progressbar.ProgressBar
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		var p node.ImportProgress
-		if err := json.Unmarshal(sc.Bytes(), &p); err != nil {
-			return fmt.Errorf("import: bad progress line: %w", err)
-		}
+	r, err := c.Import(cmd.Context(), collection, body, func(p apijson.ImportProgress) {
 		if bar == nil && !quiet && isTerminal(cmd.ErrOrStderr()) {
 			bar = progressbar.NewOptions(p.Total,
 				progressbar.OptionSetWriter(cmd.ErrOrStderr()),
@@ -143,20 +126,20 @@ func postImport(cmd *cobra.Command, c *client, collection string, body io.Reader
 		if bar != nil {
 			_ = bar.Set(p.Done)
 		}
-		if p.Error != "" {
-			return fmt.Errorf("import stopped after %d of %d records: %s", p.Done, p.Total, relocate(p.Error))
-		}
-		if p.Result != nil {
-			r := p.Result
-			fmt.Fprintf(cmd.OutOrStdout(), "imported %s into %s: %d written, %d unchanged, in %s\n",
-				plural(r.Records, "record"), collection, r.Written, r.Unchanged, plural(r.Deltas, "delta"))
-			return nil
-		}
-	}
-	if err := sc.Err(); err != nil {
+	})
+	var ae *api.Error
+	var ie *api.ImportError
+	switch {
+	case errors.As(err, &ie):
+		return fmt.Errorf("import stopped after %d of %d records: %s", ie.Done, ie.Total, relocate(ie.Msg))
+	case errors.As(err, &ae):
+		return fmt.Errorf("import: %w", &api.Error{Status: ae.Status, Msg: relocate(ae.Msg)})
+	case err != nil:
 		return fmt.Errorf("import: %w", err)
 	}
-	return fmt.Errorf("import: the node ended the answer without a result")
+	fmt.Fprintf(cmd.OutOrStdout(), "imported %s into %s: %d written, %d unchanged, in %s\n",
+		plural(r.Records, "record"), collection, r.Written, r.Unchanged, plural(r.Deltas, "delta"))
+	return nil
 }
 
 // isTerminal reports whether w (or r) is a terminal (progress bars and

@@ -6,14 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
 	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/datadir"
+	"github.com/ferry-crm/ferry/node/enrol"
 )
 
 // joinTimeout bounds `init --join`: reach the office, redeem the
@@ -56,17 +56,17 @@ multiaddr ending in /p2p/<peer id>, repeatable).`,
 			if office && join != "" {
 				return usagef("--office founds a network, --join joins one: give one of them")
 			}
-			var tok node.Token
+			var tok enrol.Token
 			if join != "" {
 				var err error
-				if tok, err = node.ParseToken(join); err != nil {
+				if tok, err = enrol.ParseToken(join); err != nil {
 					return usageError{err}
 				}
 			}
-			if _, err := parseAddrs(listen, false); err != nil {
+			if _, err := node.ParseAddrs(listen, false); err != nil {
 				return usageError{fmt.Errorf("--listen: %w", err)}
 			}
-			if _, err := parseAddrs(peers, true); err != nil {
+			if _, err := node.ParseAddrs(peers, true); err != nil {
 				return usageError{fmt.Errorf("--peer: %w", err)}
 			}
 			if from && len(peers) == 0 && join == "" {
@@ -74,9 +74,6 @@ multiaddr ending in /p2p/<peer id>, repeatable).`,
 			}
 			if (office || join != "") && hasQUIC(listen) {
 				return usagef("--listen: a private network works over TCP only (QUIC cannot carry its key)")
-			}
-			if _, err := os.Stat(filepath.Join(g.dir, configFile)); err == nil {
-				return fmt.Errorf("%s is already initialised", g.dir)
 			}
 			_, statErr := os.Stat(g.dir)
 			created := errors.Is(statErr, os.ErrNotExist)
@@ -86,55 +83,15 @@ multiaddr ending in /p2p/<peer id>, repeatable).`,
 					_ = os.RemoveAll(g.dir) // a failed init leaves nothing behind
 				}
 			}()
-			if err := os.MkdirAll(g.dir, 0o700); err != nil {
-				return fmt.Errorf("create data dir: %w", err)
+			opts := node.InitOptions{Name: name, Office: office, Listen: listen, Peers: peers, Topic: topic}
+			if join != "" {
+				opts.Join = &tok
 			}
-			if err := os.Chmod(g.dir, 0o700); err != nil {
-				return fmt.Errorf("create data dir: %w", err)
-			}
-			key, err := node.LoadOrCreateIdentity(filepath.Join(g.dir, node.IdentityFile))
+			fc, id, err := node.Init(g.dir, opts)
 			if err != nil {
 				return err
 			}
-			id, err := peer.IDFromPrivateKey(key)
-			if err != nil {
-				return err
-			}
-			role := node.RoleLaptop
-			if office {
-				role = node.RoleOffice
-			}
-			if name == "" {
-				name = filepath.Base(g.dir)
-			}
-			if len(listen) == 0 {
-				listen = []string{"/ip4/0.0.0.0/tcp/0"}
-				if !office && join == "" {
-					listen = append(listen, "/ip4/0.0.0.0/udp/0/quic-v1")
-				}
-			}
-			fc := &fileConfig{Name: name, Role: role, Listen: listen, Peers: peers, Topic: topic}
-			switch {
-			case office:
-				psk, err := node.NewSwarmKey()
-				if err != nil {
-					return err
-				}
-				if err := node.SaveSwarmKey(filepath.Join(g.dir, node.SwarmKeyFile), psk); err != nil {
-					return err
-				}
-				fc.Founder = id.String()
-			case join != "":
-				psk, _ := tok.PSK()
-				if err := node.SaveSwarmKey(filepath.Join(g.dir, node.SwarmKeyFile), psk); err != nil {
-					return err
-				}
-				fc.Founder, fc.Topic, fc.Role = tok.Founder, tok.Topic, tok.Role
-				fc.Peers = append(append([]string{}, tok.Addrs...), peers...)
-			}
-			if err := fc.save(g.dir); err != nil {
-				return err
-			}
+			name, listen = fc.Name, fc.Listen
 			out := cmd.OutOrStdout()
 			if join != "" {
 				member, err := runJoin(cmd.Context(), g.dir, fc, tok)
@@ -149,7 +106,7 @@ multiaddr ending in /p2p/<peer id>, repeatable).`,
 			}
 			switch {
 			case office:
-				fmt.Fprintf(out, "  network: new, private (swarm key in %s); invite machines with: ferry --dir %s invite --name NAME\n", node.SwarmKeyFile, g.dir)
+				fmt.Fprintf(out, "  network: new, private (swarm key in %s); invite machines with: ferry --dir %s invite --name NAME\n", datadir.SwarmKeyFile, g.dir)
 			case join == "":
 				fmt.Fprintf(out, "  network: open (no swarm key, nothing signed)\n")
 			}
@@ -176,8 +133,8 @@ multiaddr ending in /p2p/<peer id>, repeatable).`,
 
 // runJoin starts the new node just long enough to redeem its invitation
 // and receive its membership. It returns the name the office recorded.
-func runJoin(ctx context.Context, dir string, fc *fileConfig, tok node.Token) (string, error) {
-	cfg, err := fc.nodeConfig(dir)
+func runJoin(ctx context.Context, dir string, fc *datadir.Settings, tok enrol.Token) (string, error) {
+	cfg, err := nodeConfig(dir, fc)
 	if err != nil {
 		return "", err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/apijson"
 )
 
 func newInviteCmd(g *globals) *cobra.Command {
@@ -39,9 +40,9 @@ it like a password: whoever holds it can join.`,
 				return err
 			}
 			defer c.Close()
-			body, _ := json.Marshal(node.InviteRequest{Name: name, Role: role, Expires: expires})
-			var resp node.InviteResponse
-			if err := c.do(cmd.Context(), "POST", "/v1/invites", bytes.NewReader(body), &resp); err != nil {
+			body, _ := json.Marshal(apijson.InviteRequest{Name: name, Role: role, Expires: expires})
+			var resp apijson.InviteResponse
+			if err := c.Do(cmd.Context(), "POST", "/v1/invites", bytes.NewReader(body), &resp); err != nil {
 				return err
 			}
 			if asJSON {
@@ -70,8 +71,8 @@ func newMembersCmd(g *globals) *cobra.Command {
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withClient(cmd.Context(), g.dir, func(c *client) error {
-				var ms []node.MemberJSON
-				if err := c.do(cmd.Context(), "GET", "/v1/members", nil, &ms); err != nil {
+				var ms []apijson.Member
+				if err := c.Do(cmd.Context(), "GET", "/v1/members", nil, &ms); err != nil {
 					return err
 				}
 				if asJSON {
@@ -116,7 +117,7 @@ revoked. Enrol the machine again with a new invitation.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withClient(cmd.Context(), g.dir, func(c *client) error {
 				var out map[string]string
-				if err := c.do(cmd.Context(), "POST", "/v1/members/"+url.PathEscape(args[0])+"/revoke", nil, &out); err != nil {
+				if err := c.Do(cmd.Context(), "POST", "/v1/members/"+url.PathEscape(args[0])+"/revoke", nil, &out); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "revoked %s\n", out["revoked"])

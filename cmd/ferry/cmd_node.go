@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/datadir"
 )
 
 func newNodeCmd(g *globals) *cobra.Command {
@@ -26,11 +27,11 @@ func newNodeCmd(g *globals) *cobra.Command {
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return usagef("--log-level %q: want debug, info, warn or error", logLevel)
 			}
-			fc, err := loadConfig(g.dir)
+			fc, err := datadir.ReadSettings(g.dir)
 			if err != nil {
 				return err
 			}
-			cfg, err := fc.nodeConfig(g.dir)
+			cfg, err := nodeConfig(g.dir, fc)
 			if err != nil {
 				return err
 			}

@@ -4,12 +4,11 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"strings"
 
+	"github.com/ferry-crm/ferry/node/api"
+	"github.com/ferry-crm/ferry/node/apijson"
 	"github.com/spf13/cobra"
-
-	"github.com/ferry-crm/ferry/node"
 )
 
 func newPutCmd(g *globals) *cobra.Command {
@@ -28,7 +27,7 @@ true/false, enum values, RFC 3339 times or dates (2024-03-01), ids for refs.
 			return checkRecordArgs(cmd, args)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := node.PutRequest{Text: map[string]string{}, Fields: map[string]any{}}
+			req := apijson.PutRequest{Text: map[string]string{}, Fields: map[string]any{}}
 			for _, kv := range args[2:] {
 				k, v, ok := strings.Cut(kv, "=")
 				if !ok || k == "" {
@@ -45,13 +44,9 @@ true/false, enum values, RFC 3339 times or dates (2024-03-01), ids for refs.
 				}
 				req.Fields[k] = nil
 			}
-			body, err := json.Marshal(req)
-			if err != nil {
-				return err
-			}
 			return withClient(cmd.Context(), g.dir, func(c *client) error {
-				var res node.PutResponse
-				if err := c.do(cmd.Context(), "PUT", recordPath(args[0], args[1]), strings.NewReader(string(body)), &res); err != nil {
+				res, err := c.Put(cmd.Context(), args[0], args[1], req.Fields, req.Text)
+				if err != nil {
 					return err
 				}
 				if asJSON {
@@ -82,8 +77,8 @@ func newGetCmd(g *globals) *cobra.Command {
 		Args:  recordArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withClient(cmd.Context(), g.dir, func(c *client) error {
-				var rec node.RecordJSON
-				if err := c.do(cmd.Context(), "GET", recordPath(args[0], args[1]), nil, &rec); err != nil {
+				rec, err := c.Get(cmd.Context(), args[0], args[1])
+				if err != nil {
 					return err
 				}
 				if asJSON {
@@ -111,17 +106,13 @@ object per line). --where FIELD=VALUE keeps records whose field equals VALUE.`,
 			if where != "" && !strings.Contains(where, "=") {
 				return usagef("--where %q: want FIELD=VALUE", where)
 			}
-			path := "/v1/records/" + url.PathEscape(args[0])
-			if where != "" {
-				path += "?where=" + url.QueryEscape(where)
-			}
 			return withClient(cmd.Context(), g.dir, func(c *client) error {
-				return streamLines(c, cmd, path, func(line []byte) error {
+				return c.List(cmd.Context(), args[0], api.ListOptions{Where: where}, func(line []byte) error {
 					if asJSON {
 						_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s\n", line)
 						return err
 					}
-					var rec node.RecordJSON
+					var rec apijson.Record
 					if err := json.Unmarshal(line, &rec); err != nil {
 						return fmt.Errorf("decode record: %w", err)
 					}
@@ -136,31 +127,6 @@ object per line). --where FIELD=VALUE keeps records whose field equals VALUE.`,
 	return cmd
 }
 
-// streamLines reads a JSON Lines answer; a line {"error": ...} ends it with
-// that error.
-func streamLines(c *client, cmd *cobra.Command, path string, fn func([]byte) error) error {
-	resp, err := c.send(cmd.Context(), "GET", path, nil)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if len(line) > 9 && string(line[:9]) == `{"error":` {
-			var e node.ErrorResponse
-			if json.Unmarshal(line, &e) == nil {
-				return fmt.Errorf("%s", e.Error)
-			}
-		}
-		if err := fn(line); err != nil {
-			return err
-		}
-	}
-	return sc.Err()
-}
-
 func newDeleteCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "delete COLLECTION ID",
@@ -170,7 +136,7 @@ the delete) and newer than it brings the record back; see docs/merge-rules.md.`,
 		Args: recordArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withClient(cmd.Context(), g.dir, func(c *client) error {
-				if err := c.do(cmd.Context(), "DELETE", recordPath(args[0], args[1]), nil, nil); err != nil {
+				if _, err := c.Delete(cmd.Context(), args[0], args[1]); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "deleted %s/%s\n", args[0], args[1])
@@ -207,9 +173,9 @@ as 'ferry get' shows it; absent fields (and empty strings) are empty cells.
 			}
 			w := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
 			err = withClient(cmd.Context(), g.dir, func(c *client) error {
-				path := "/v1/records/" + url.PathEscape(args[0]) + "?format=export"
+				export := api.ListOptions{Export: true}
 				if format == formatJSONL {
-					return streamLines(c, cmd, path, func(line []byte) error {
+					return c.List(cmd.Context(), args[0], export, func(line []byte) error {
 						w.Write(line)
 						return w.WriteByte('\n')
 					})
@@ -219,7 +185,7 @@ as 'ferry get' shows it; absent fields (and empty strings) are empty cells.
 					return err
 				}
 				ex := newCSVExporter(w, coll, comma)
-				if err := streamLines(c, cmd, path, ex.writeLine); err != nil {
+				if err := c.List(cmd.Context(), args[0], export, ex.writeLine); err != nil {
 					return err
 				}
 				return ex.flush()

@@ -36,7 +36,7 @@ collections, new fields, new enum values. Anything else is refused.`,
 				var res struct {
 					Changed []string `json:"changed"`
 				}
-				if err := c.do(cmd.Context(), "POST", "/v1/schema", bytes.NewReader(data), &res); err != nil {
+				if err := c.Do(cmd.Context(), "POST", "/v1/schema", bytes.NewReader(data), &res); err != nil {
 					return err
 				}
 				if len(res.Changed) == 0 {
@@ -56,7 +56,7 @@ collections, new fields, new enum values. Anything else is refused.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withClient(cmd.Context(), g.dir, func(c *client) error {
 				var raw json.RawMessage
-				if err := c.do(cmd.Context(), "GET", "/v1/schema", nil, &raw); err != nil {
+				if err := c.Do(cmd.Context(), "GET", "/v1/schema", nil, &raw); err != nil {
 					return err
 				}
 				if asJSON {

@@ -10,7 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/api"
+	"github.com/ferry-crm/ferry/node/apijson"
+	"github.com/ferry-crm/ferry/node/datadir"
 )
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -21,8 +23,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withClient(cmd.Context(), g.dir, func(c *client) error {
-				var st node.Status
-				if err := c.do(cmd.Context(), "GET", "/v1/status", nil, &st); err != nil {
+				var st apijson.Status
+				if err := c.Do(cmd.Context(), "GET", "/v1/status", nil, &st); err != nil {
 					return err
 				}
 				if asJSON {
@@ -111,8 +113,8 @@ func newPeersCmd(g *globals) *cobra.Command {
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withClient(cmd.Context(), g.dir, func(c *client) error {
-				var peers []node.PeerInfo
-				if err := c.do(cmd.Context(), "GET", "/v1/peers", nil, &peers); err != nil {
+				var peers []apijson.PeerInfo
+				if err := c.Do(cmd.Context(), "GET", "/v1/peers", nil, &peers); err != nil {
 					return err
 				}
 				if asJSON {
@@ -147,16 +149,16 @@ func newOfflineCmd(g *globals, offline bool) *cobra.Command {
 		Short: short,
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fc, err := loadConfig(g.dir)
+			fc, err := datadir.ReadSettings(g.dir)
 			if err != nil {
 				return err
 			}
 			fc.Offline = offline
-			if err := fc.save(g.dir); err != nil {
+			if err := fc.Write(g.dir); err != nil {
 				return err
 			}
-			if c := dialNode(g.dir); c != nil {
-				if err := c.do(cmd.Context(), "POST", "/v1/"+use, nil, nil); err != nil {
+			if c, err := api.Dial(g.dir); err == nil {
+				if err := c.SetOffline(cmd.Context(), offline); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "node is %s\n", use)
@@ -169,7 +171,7 @@ func newOfflineCmd(g *globals, offline bool) *cobra.Command {
 }
 
 // howKnown says how this node knows a peer.
-func howKnown(p node.PeerInfo) string {
+func howKnown(p apijson.PeerInfo) string {
 	switch {
 	case p.Configured:
 		return "configured"

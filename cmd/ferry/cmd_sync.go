@@ -7,9 +7,8 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/ferry-crm/ferry/node/apijson"
 	"github.com/spf13/cobra"
-
-	"github.com/ferry-crm/ferry/node"
 )
 
 // Exit codes of sync and diff.
@@ -47,9 +46,9 @@ the timeout passes first (also when no peer is connected).`,
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
 			var res struct {
-				Peers []node.PeerSync `json:"peers"`
+				Peers []apijson.PeerSync `json:"peers"`
 			}
-			if err := c.do(ctx, "POST", "/v1/sync", nil, &res); err != nil {
+			if err := c.Do(ctx, "POST", "/v1/sync", nil, &res); err != nil {
 				return err
 			}
 			for _, p := range res.Peers {
@@ -66,8 +65,8 @@ the timeout passes first (also when no peer is connected).`,
 			last := ""
 			var lastErr error // the last failure to read the sync state, if any
 			for {
-				var st node.SyncStateJSON
-				err := c.do(ctx, "GET", "/v1/sync", nil, &st)
+				var st apijson.SyncState
+				err := c.Do(ctx, "GET", "/v1/sync", nil, &st)
 				if err != nil && ctx.Err() == nil {
 					lastErr = err
 				}
@@ -122,8 +121,8 @@ differ, list the records that differ. Exit code 0 when identical, 4 when not.`,
 			if err != nil {
 				return err
 			}
-			var res node.DiffResult
-			if err := c.do(cmd.Context(), "GET", "/v1/diff/"+url.PathEscape(args[0]), nil, &res); err != nil {
+			var res apijson.DiffResult
+			if err := c.Do(cmd.Context(), "GET", "/v1/diff/"+url.PathEscape(args[0]), nil, &res); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()

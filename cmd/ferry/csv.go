@@ -341,7 +341,7 @@ func (e *csvExporter) flush() error {
 // fetchCollection reads the schema of a collection from the node.
 func fetchCollection(ctx context.Context, c *client, name string) (*schema.Collection, error) {
 	var sc schema.Schema
-	if err := c.do(ctx, "GET", "/v1/schema", nil, &sc); err != nil {
+	if err := c.Do(ctx, "GET", "/v1/schema", nil, &sc); err != nil {
 		return nil, err
 	}
 	coll, err := sc.Collection(name)

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/apijson"
 )
 
 // FuzzCSVImport feeds arbitrary bytes to the CSV import conversion with the
@@ -78,7 +78,7 @@ func FuzzCSVImport(f *testing.F) {
 		if err := writeImportLines(&body, recs); err != nil {
 			t.Fatal(err)
 		}
-		sent, err := node.ReadJSONLines(&body)
+		sent, err := apijson.ReadLines(&body)
 		if err != nil {
 			t.Fatalf("the node refuses the lines: %v", err)
 		}

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/apijson"
 	"github.com/ferry-crm/ferry/schema"
 )
 
@@ -241,7 +241,7 @@ func TestCSVImportLines(t *testing.T) {
 	if err := writeImportLines(&buf, recs); err != nil {
 		t.Fatal(err)
 	}
-	got, err := node.ReadJSONLines(&buf)
+	got, err := apijson.ReadLines(&buf)
 	if err != nil {
 		t.Fatal(err)
 	}

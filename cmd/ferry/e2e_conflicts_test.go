@@ -17,6 +17,8 @@ import (
 	"testing"
 
 	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/apijson"
+	"github.com/ferry-crm/ferry/node/datadir"
 )
 
 // policySchema decides contacts.phone by policy manual and the other fields
@@ -50,7 +52,7 @@ func startPolicyCluster(t *testing.T, hook string) *cluster {
 	c := &cluster{}
 	c.officeDir = initDir(t, root, "office", "--office", "--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port))
 	if hook != "" {
-		f, err := os.OpenFile(filepath.Join(c.officeDir, configFile), os.O_APPEND|os.O_WRONLY, 0)
+		f, err := os.OpenFile(filepath.Join(c.officeDir, datadir.SettingsFile), os.O_APPEND|os.O_WRONLY, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,7 +141,7 @@ func whileApart(t testing.TB, c *cluster, writes func()) {
 
 // conflictsJSON runs `ferry conflicts --json ARGS...`; ok is false when the
 // command failed.
-func conflictsJSON(t testing.TB, dir string, args ...string) (cs []node.ConflictJSON, r result, ok bool) {
+func conflictsJSON(t testing.TB, dir string, args ...string) (cs []apijson.Conflict, r result, ok bool) {
 	t.Helper()
 	r = ferry(t, dir, append([]string{"conflicts", "--json"}, args...)...)
 	if r.Code != 0 {
@@ -155,7 +157,7 @@ func conflictsJSON(t testing.TB, dir string, args ...string) (cs []node.Conflict
 }
 
 // findConflict returns the conflict of collection/id/field in cs, or nil.
-func findConflict(cs []node.ConflictJSON, collection, id, field string) *node.ConflictJSON {
+func findConflict(cs []apijson.Conflict, collection, id, field string) *apijson.Conflict {
 	for i := range cs {
 		if cs[i].Collection == collection && cs[i].ID == id && cs[i].Field == field {
 			return &cs[i]
@@ -167,9 +169,9 @@ func findConflict(cs []node.ConflictJSON, collection, id, field string) *node.Co
 // waitConflicts waits until `conflicts --json` on dir lists exactly the
 // given conflicts ("collection/id/field"), each with two candidates whose
 // writers are named (node names replicate like records), and returns them.
-func waitConflicts(t testing.TB, dir string, want ...string) []node.ConflictJSON {
+func waitConflicts(t testing.TB, dir string, want ...string) []apijson.Conflict {
 	t.Helper()
-	var got []node.ConflictJSON
+	var got []apijson.Conflict
 	eventually(t, fmt.Sprintf("%s lists the conflicts %v", filepath.Base(dir), want), func() (bool, string) {
 		cs, r, ok := conflictsJSON(t, dir)
 		if !ok || len(cs) != len(want) {
@@ -229,7 +231,7 @@ func wantFailure(t testing.TB, dir string, args []string, mention ...string) {
 
 // checkCandidates asserts that cf has candidates numbered 1 and 2, one by
 // each laptop with the value it wrote (writer id, name, op id, time).
-func checkCandidates(t testing.TB, cf node.ConflictJSON, ids map[string]string, byWriter map[string]any) {
+func checkCandidates(t testing.TB, cf apijson.Conflict, ids map[string]string, byWriter map[string]any) {
 	t.Helper()
 	if len(cf.Candidates) != 2 {
 		t.Fatalf("%s/%s %s: want 2 candidates: %+v", cf.Collection, cf.ID, cf.Field, cf)
@@ -258,7 +260,7 @@ func checkCandidates(t testing.TB, cf node.ConflictJSON, ids map[string]string, 
 }
 
 // sameConflicts asserts that every node lists the same conflicts.
-func sameConflicts(t testing.TB, c *cluster, lists [][]node.ConflictJSON) {
+func sameConflicts(t testing.TB, c *cluster, lists [][]apijson.Conflict) {
 	t.Helper()
 	for i := 1; i < len(lists); i++ {
 		if !reflect.DeepEqual(lists[i], lists[0]) {
@@ -268,10 +270,10 @@ func sameConflicts(t testing.TB, c *cluster, lists [][]node.ConflictJSON) {
 }
 
 // historyJSON runs `ferry history ARGS... --json` and decodes it.
-func historyJSON(t testing.TB, dir string, args ...string) []node.HistoryJSON {
+func historyJSON(t testing.TB, dir string, args ...string) []apijson.History {
 	t.Helper()
 	r := mustFerry(t, dir, append(append([]string{"history"}, args...), "--json")...)
-	var h []node.HistoryJSON
+	var h []apijson.History
 	if err := json.Unmarshal([]byte(r.Stdout), &h); err != nil {
 		t.Fatalf("history --json is not a list of operations: %v\n%s", err, r)
 	}
@@ -295,7 +297,7 @@ func TestConflictManualResolve(t *testing.T) {
 		mustFerry(t, c.l1Dir, "put", "contacts", "c1", "phone=+41-1")
 		mustFerry(t, c.l2Dir, "put", "contacts", "c1", "phone=+41-2")
 	})
-	var lists [][]node.ConflictJSON
+	var lists [][]apijson.Conflict
 	for _, d := range c.dirs() {
 		lists = append(lists, waitConflicts(t, d, "contacts/c1/phone"))
 	}
@@ -420,7 +422,7 @@ func TestConflictNewestResolveValue(t *testing.T) {
 		mustFerry(t, c.l1Dir, "put", "contacts", "c1", "stage=qualified")
 		mustFerry(t, c.l2Dir, "put", "contacts", "c1", "stage=lost")
 	})
-	var lists [][]node.ConflictJSON
+	var lists [][]apijson.Conflict
 	for _, d := range c.dirs() {
 		lists = append(lists, waitConflicts(t, d, "contacts/c1/stage"))
 	}
@@ -581,14 +583,14 @@ func TestRecordConflict(t *testing.T) {
 		mustFerry(t, c.l2Dir, "put", "contacts", "c2", "first_name=Edited")
 		mustFerry(t, c.l2Dir, "put", "tickets", "t1", "status=fixed")
 	})
-	var lists [][]node.ConflictJSON
+	var lists [][]apijson.Conflict
 	for _, d := range c.dirs() {
 		lists = append(lists, waitConflicts(t, d, "contacts/c2/_record", "tickets/t1/_record"))
 	}
 	sameConflicts(t, c, lists)
 
 	// pickOf returns the number of the delete (or the edit) candidate.
-	pickOf := func(cf *node.ConflictJSON, deleted bool) int {
+	pickOf := func(cf *apijson.Conflict, deleted bool) int {
 		for _, cand := range cf.Candidates {
 			if cand.Deleted == deleted {
 				return cand.N
@@ -666,7 +668,7 @@ func TestRecordConflict(t *testing.T) {
 	// The history of the deleted contact ends with laptop2's delete, which
 	// superseded laptop1's.
 	h := historyJSON(t, c.officeDir, "contacts", "c2")
-	var dels []node.HistoryJSON
+	var dels []apijson.History
 	for _, e := range h {
 		if e.Deleted {
 			dels = append(dels, e)

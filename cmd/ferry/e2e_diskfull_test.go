@@ -26,7 +26,9 @@ import (
 	"time"
 
 	"github.com/ferry-crm/ferry/crdt"
-	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/api"
+	"github.com/ferry-crm/ferry/node/datadir"
+	"github.com/ferry-crm/ferry/node/disk"
 )
 
 // syncWithin bounds `sync --wait --timeout 60s` (runFerry's cliTimeout is
@@ -143,7 +145,7 @@ func TestDiskFullEnvFault(t *testing.T) {
 	full := filepath.Join(root, "disk-full")
 	port := freePort(t)
 	officeDir := initDir(t, root, "office", "--office", "--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port))
-	startNode(t, officeDir, node.FaultDiskFullEnv+"="+full)
+	startNode(t, officeDir, disk.FaultFullEnv+"="+full)
 	mustFerry(t, officeDir, "schema", "apply", schemaFile)
 	laptopDir := joinDir(t, root, "laptop", officeDir, "--listen", "/ip4/127.0.0.1/tcp/0")
 	startNode(t, laptopDir)
@@ -211,12 +213,12 @@ func TestCheckRepairsStoreBrokenByOldRelease(t *testing.T) {
 	root := t.TempDir()
 	unpackFixture(t, filepath.Join("testdata", "broken-office.tar.gz"), root)
 	officeDir := filepath.Join(root, "office")
-	fc, err := loadConfig(officeDir)
+	fc, err := datadir.ReadSettings(officeDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fc.Listen = []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", freePort(t))}
-	if err := fc.save(officeDir); err != nil {
+	if err := fc.Write(officeDir); err != nil {
 		t.Fatal(err)
 	}
 	// What the old release shows: the three writes and the 550 imported
@@ -286,19 +288,19 @@ func TestCheckUsage(t *testing.T) {
 	}
 	mustCheckWhole(t, dir)
 	startNode(t, dir)
-	c := dialNode(dir)
-	if c == nil {
-		t.Fatal("no node answers on the socket")
+	c, err := api.Dial(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, q := range []string{"?repair=yes please", "?repair=2", "?repair=1&repair=0", "?fix=1"} {
-		err := c.do(context.Background(), "POST", "/v1/check"+strings.ReplaceAll(q, " ", "%20"), nil, nil)
-		var ae *apiError
+		err := c.Do(context.Background(), "POST", "/v1/check"+strings.ReplaceAll(q, " ", "%20"), nil, nil)
+		var ae *api.Error
 		if !errors.As(err, &ae) || ae.Status != 400 || !strings.Contains(ae.Msg, "check: ") {
 			t.Errorf("POST /v1/check%s: want a 400 naming check, got %v", q, err)
 		}
 	}
 	var rep crdt.CheckReport
-	if err := c.do(context.Background(), "POST", "/v1/check?repair=1", nil, &rep); err != nil || !rep.OK {
+	if err := c.Do(context.Background(), "POST", "/v1/check?repair=1", nil, &rep); err != nil || !rep.OK {
 		t.Errorf("POST /v1/check?repair=1 on a fresh store: %+v, %v", rep, err)
 	}
 	r := mustFerry(t, dir, "check", "--repair")
@@ -339,7 +341,7 @@ func remountTmpfs(t *testing.T, dir, size string) {
 // appendConfig adds YAML lines to a data dir's config.yaml.
 func appendConfig(t *testing.T, dir, text string) {
 	t.Helper()
-	f, err := os.OpenFile(filepath.Join(dir, configFile), os.O_APPEND|os.O_WRONLY, 0)
+	f, err := os.OpenFile(filepath.Join(dir, datadir.SettingsFile), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

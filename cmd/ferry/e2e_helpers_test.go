@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/apijson"
 )
 
 const (
@@ -216,10 +216,10 @@ func freePort(t testing.TB) int {
 }
 
 // status runs `ferry status --json` (works with or without a running node).
-func status(t testing.TB, dir string) (node.Status, result) {
+func status(t testing.TB, dir string) (apijson.Status, result) {
 	t.Helper()
 	r := ferry(t, dir, "status", "--json")
-	var st node.Status
+	var st apijson.Status
 	if r.Code == 0 {
 		if err := json.Unmarshal([]byte(r.Stdout), &st); err != nil {
 			t.Fatalf("status --json is not a Status: %v\n%s", err, r)
@@ -228,7 +228,7 @@ func status(t testing.TB, dir string) (node.Status, result) {
 	return st, r
 }
 
-func mustStatus(t testing.TB, dir string) node.Status {
+func mustStatus(t testing.TB, dir string) apijson.Status {
 	t.Helper()
 	st, r := status(t, dir)
 	if r.Code != 0 {
@@ -239,7 +239,7 @@ func mustStatus(t testing.TB, dir string) node.Status {
 
 // getRecord runs `ferry get COLLECTION ID --json`; ok is false when the
 // command failed.
-func getRecord(t testing.TB, dir, collection, id string) (rec node.RecordJSON, raw map[string]any, r result, ok bool) {
+func getRecord(t testing.TB, dir, collection, id string) (rec apijson.Record, raw map[string]any, r result, ok bool) {
 	t.Helper()
 	r = ferry(t, dir, "get", collection, id, "--json")
 	if r.Code != 0 {
@@ -256,9 +256,9 @@ func getRecord(t testing.TB, dir, collection, id string) (rec node.RecordJSON, r
 
 // waitRecord waits until `get COLLECTION ID --json` on dir shows at least
 // the given field values, and no conflict, and returns the record.
-func waitRecord(t testing.TB, dir, collection, id string, want map[string]any) node.RecordJSON {
+func waitRecord(t testing.TB, dir, collection, id string, want map[string]any) apijson.Record {
 	t.Helper()
-	var got node.RecordJSON
+	var got apijson.Record
 	eventually(t, fmt.Sprintf("%s shows %s/%s with %v", filepath.Base(dir), collection, id, want), func() (bool, string) {
 		rec, raw, r, ok := getRecord(t, dir, collection, id)
 		if !ok {

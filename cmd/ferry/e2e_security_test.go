@@ -8,27 +8,28 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/apijson"
+	"github.com/ferry-crm/ferry/node/datadir"
 )
 
 // members runs `ferry members --json`.
-func members(t *testing.T, dir string) []node.MemberJSON {
+func members(t *testing.T, dir string) []apijson.Member {
 	t.Helper()
 	r := mustFerry(t, dir, "members", "--json")
-	var ms []node.MemberJSON
+	var ms []apijson.Member
 	if err := json.Unmarshal([]byte(r.Stdout), &ms); err != nil {
 		t.Fatalf("members --json: %v\n%s", err, r)
 	}
 	return ms
 }
 
-func memberNamed(ms []node.MemberJSON, name string) (node.MemberJSON, bool) {
+func memberNamed(ms []apijson.Member, name string) (apijson.Member, bool) {
 	for _, m := range ms {
 		if m.Name == name {
 			return m, true
 		}
 	}
-	return node.MemberJSON{}, false
+	return apijson.Member{}, false
 }
 
 // TestEnrolmentAndRevocation runs the security features through the
@@ -140,7 +141,7 @@ func TestSecretsAndAPIOwnerOnly(t *testing.T) {
 	root := t.TempDir()
 	dir := initDir(t, root, "office", "--office", "--listen", "/ip4/127.0.0.1/tcp/0")
 	n := startNode(t, dir)
-	for name, want := range map[string]os.FileMode{"": 0o700, node.IdentityFile: 0o600, node.SwarmKeyFile: 0o600, node.SocketFile: 0o600, configFile: 0o600} {
+	for name, want := range map[string]os.FileMode{"": 0o700, datadir.IdentityFile: 0o600, datadir.SwarmKeyFile: 0o600, datadir.SocketFile: 0o600, datadir.SettingsFile: 0o600} {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)
@@ -149,8 +150,8 @@ func TestSecretsAndAPIOwnerOnly(t *testing.T) {
 			t.Errorf("%s: mode %o, want %o", filepath.Join(dir, name), got, want)
 		}
 	}
-	if fi, _ := os.Stat(filepath.Join(dir, node.SocketFile)); fi.Mode()&os.ModeSocket == 0 {
-		t.Errorf("%s is not a Unix socket", node.SocketFile)
+	if fi, _ := os.Stat(filepath.Join(dir, datadir.SocketFile)); fi.Mode()&os.ModeSocket == 0 {
+		t.Errorf("%s is not a Unix socket", datadir.SocketFile)
 	}
 	// The node announces its libp2p address only (the API is the socket).
 	st := mustStatus(t, dir)

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/apijson"
 )
 
 // sync --wait, diff and clean-sync through the binary.
@@ -21,7 +21,7 @@ func TestSyncWaitDiffAndCleanSync(t *testing.T) {
 	// Right after, the office shows the laptop's record and the digests agree.
 	waitRecord(t, c.officeDir, "contacts", "c1", map[string]any{"last_name": "Smith"})
 	r = mustFerry(t, c.l1Dir, "diff", "office", "--json")
-	var d node.DiffResult
+	var d apijson.DiffResult
 	if err := json.Unmarshal([]byte(r.Stdout), &d); err != nil || !d.Identical || d.Digest != mustStatus(t, c.officeDir).Digest {
 		t.Fatalf("diff with the office: %+v %v\n%s", d, err, r)
 	}

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/apijson"
 )
 
 // TestQuickStart follows the quick start by hand: an office and two laptops,
@@ -57,7 +57,7 @@ func TestQuickStart(t *testing.T) {
 		if len(lines) != 1 {
 			return false, r.String()
 		}
-		var got node.RecordJSON
+		var got apijson.Record
 		if err := json.Unmarshal([]byte(lines[0]), &got); err != nil {
 			t.Fatalf("list --json line is not a record: %v\n%s", err, r)
 		}
@@ -81,7 +81,7 @@ func TestQuickStart(t *testing.T) {
 	officeID := mustStatus(t, c.officeDir).PeerID
 	eventually(t, "laptop1 lists the office as a connected peer", func() (bool, string) {
 		r := ferry(t, c.l1Dir, "peers", "--json")
-		var peers []node.PeerInfo
+		var peers []apijson.PeerInfo
 		if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &peers) != nil {
 			return false, r.String()
 		}

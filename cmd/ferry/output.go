@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/ferry-crm/ferry/crdt"
-	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/apijson"
 	"github.com/ferry-crm/ferry/schema"
 )
 
@@ -32,7 +32,7 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // printRecord renders one record as text; conflicted fields are marked with
 // "!" and their candidates listed under them (the one shown first).
-func printRecord(w io.Writer, r node.RecordJSON) {
+func printRecord(w io.Writer, r apijson.Record) {
 	fmt.Fprintf(w, "%s/%s  (updated %s by %s)\n", r.Collection, r.ID, r.UpdatedAt.Format(time.RFC3339), writerName(r.UpdatedBy, r.UpdatedByName))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	names := map[string]bool{}
@@ -71,7 +71,7 @@ func conflictState(policy string, open bool) string {
 	return "conflict decided by policy " + policy
 }
 
-func printCandidates(w io.Writer, cands []node.CandidateJSON) {
+func printCandidates(w io.Writer, cands []apijson.Candidate) {
 	for _, c := range cands {
 		shown := " "
 		if c.N == 1 {
@@ -82,7 +82,7 @@ func printCandidates(w io.Writer, cands []node.CandidateJSON) {
 }
 
 // candidateText renders a candidate's value (or what a record candidate did).
-func candidateText(c node.CandidateJSON) string {
+func candidateText(c apijson.Candidate) string {
 	switch {
 	case c.Deleted:
 		return "(deleted the record)"
@@ -101,7 +101,7 @@ func writerName(id, name string) string {
 }
 
 // recordLine renders a record on one line: id, then field=value pairs.
-func recordLine(r node.RecordJSON) string {
+func recordLine(r apijson.Record) string {
 	var b strings.Builder
 	b.WriteString(r.ID)
 	for _, k := range sortedKeys(r.Fields) {

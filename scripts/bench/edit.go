@@ -13,12 +13,12 @@ import (
 	badger "github.com/ipfs/go-ds-badger"
 
 	"github.com/ferry-crm/ferry/crdt"
-	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/datadir"
 )
 
 // benchEdit: durable single-field edits through Store.Put on a node store,
 // against raw go-ds-badger puts with the same durability (SyncWrites=false
-// and one Sync per put, as node.OpenDatastore + crdt's commit do), and, for
+// and one Sync per put, as datadir.OpenStore + crdt's commit do), and, for
 // information, badger's default SyncWrites=true.
 func (e *env) benchEdit(ctx context.Context) (result, error) {
 	c := e.cfg
@@ -55,7 +55,7 @@ func (e *env) benchEdit(ctx context.Context) (result, error) {
 			{"durable single-field edit, rate vs badger SyncWrites=true (info)", fmtRate(fr, "edits/s"), fmtRate(wr, "puts/s") + " (badger default: O_DSYNC write per put)", fmtRatio(fr, wr)},
 		},
 		notes: []string{
-			fmt.Sprintf("Edit: each Store.Put changes one field of an existing contact (node.Start without network, crm schema, %d contacts imported first) and returns after its single fsync; every edit changes the value, so each is one delta. Baseline: the same %d keys /contacts/<id>/<field> (JSON values) put into a go-ds-badger store opened by node.OpenDatastore (SyncWrites=false) and preloaded with the same contacts, each Put followed by Sync. Final Ferry state checked against the expected one.", len(base), n),
+			fmt.Sprintf("Edit: each Store.Put changes one field of an existing contact (node.Start without network, crm schema, %d contacts imported first) and returns after its single fsync; every edit changes the value, so each is one delta. Baseline: the same %d keys /contacts/<id>/<field> (JSON values) put into a go-ds-badger store opened by datadir.OpenStore (SyncWrites=false) and preloaded with the same contacts, each Put followed by Sync. Final Ferry state checked against the expected one.", len(base), n),
 		},
 	}, nil
 }
@@ -107,11 +107,11 @@ func (e *env) ferryEdits(ctx context.Context, base []crdt.ImportRecord, eds []ed
 }
 
 // openBadger opens a go-ds-badger store in dir/store: exactly like the node
-// (node.OpenDatastore, SyncWrites=false) or with badger's default options
+// (datadir.OpenStore, SyncWrites=false) or with badger's default options
 // (SyncWrites=true, an fsync in every write).
 func openBadger(dir string, syncWrites bool) (*badger.Datastore, error) {
 	if !syncWrites {
-		return node.OpenDatastore(dir)
+		return datadir.OpenStore(dir)
 	}
 	path := filepath.Join(dir, "store")
 	if err := os.MkdirAll(path, 0o700); err != nil {

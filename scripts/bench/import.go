@@ -42,7 +42,7 @@ func (e *env) benchImport(ctx context.Context) (result, error) {
 			{"bulk import, total time", fmtDur(fd), fmtDur(bd), fmtRatio(float64(fd), float64(bd))},
 		},
 		notes: []string{
-			fmt.Sprintf("Import: Store.Import of %d contacts into an empty node store (crm schema applied; validation and unique-email check included): %d deltas, each synced. Baseline: the same %d values as keys /contacts/<id>/<field> = JSON in go-ds-badger (node.OpenDatastore) batches of %d keys, %d batches, each committed then synced.", len(recs), deltas, values, c.baselineBatch, batches),
+			fmt.Sprintf("Import: Store.Import of %d contacts into an empty node store (crm schema applied; validation and unique-email check included): %d deltas, each synced. Baseline: the same %d values as keys /contacts/<id>/<field> = JSON in go-ds-badger (datadir.OpenStore) batches of %d keys, %d batches, each committed then synced.", len(recs), deltas, values, c.baselineBatch, batches),
 		},
 	}, nil
 }

@@ -39,9 +39,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferry-crm/ferry/node/datadir"
 	"github.com/libp2p/go-libp2p/core/pnet"
-
-	"github.com/ferry-crm/ferry/node"
 )
 
 //go:embed crm.yaml
@@ -242,7 +241,7 @@ func run() (err error) {
 		}
 	}
 	if cfg.secured {
-		if e.swarmKey, err = node.NewSwarmKey(); err != nil {
+		if e.swarmKey, err = datadir.NewSwarmKey(); err != nil {
 			return err
 		}
 	}

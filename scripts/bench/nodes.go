@@ -20,6 +20,7 @@ import (
 
 	"github.com/ferry-crm/ferry/crdt"
 	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/datadir"
 	"github.com/ferry-crm/ferry/schema"
 )
 
@@ -129,7 +130,7 @@ func (e *env) peerID(name string) (peer.ID, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	key, err := node.LoadOrCreateIdentity(filepath.Join(dir, node.IdentityFile))
+	key, err := datadir.LoadOrCreateIdentity(filepath.Join(dir, datadir.IdentityFile))
 	if err != nil {
 		return "", err
 	}

@@ -15,14 +15,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ferry-crm/ferry/node"
+	"github.com/ferry-crm/ferry/node/apijson"
+	"github.com/ferry-crm/ferry/node/datadir"
 )
 
 // benchRSS: an office node run as the real binary (`ferry node`, its own
 // process) gets the crm schema and the contacts through the CLI (`ferry
 // import`); its peak RSS (VmHWM) and the size of its data dir are measured.
 // Baselines in the same run: the same JSONL imported into raw go-ds-badger
-// (node.OpenDatastore, batches committed and synced) by a child process of
+// (datadir.OpenStore, batches committed and synced) by a child process of
 // this program, its peak RSS and store size; and the JSONL file's size.
 func (e *env) benchRSS(ctx context.Context) (res result, err error) {
 	c := e.cfg
@@ -172,7 +173,7 @@ func (e *env) benchRSS(ctx context.Context) (res result, err error) {
 				"The node's RSS was %s before the import (schema applied) and %s at the end (VmRSS). Not rusage's maxrss: on Linux a child started by Go's os/exec (clone with CLONE_VM, then exec) inherits the parent's peak RSS in it, so it read this program's own peak. "+
 				"Disk: the stopped node's data dir walked, apparent file sizes summed (%d files; the badger store alone %s), and allocated blocks (st_blocks × 512) beside it.",
 				n, fmtBytes(jsonlSize), fmtDur(importTook), fmtRate(rate(n, importTook), "records/s"), fmtBytes(idle.rss), fmtBytes(peak.rss), disk.files, fmtBytes(storeDisk.bytes)),
-			fmt.Sprintf("RSS baseline: a child process of this program reads the same JSONL file (node.ReadJSONLines, as the node's import endpoint does), writes its %d values as keys /contacts/<id>/<field> = JSON into go-ds-badger opened by node.OpenDatastore, in batches of %d keys, each committed then synced (%s), closes the store, reads its own VmHWM and exits. So both processes hold the parsed file and badger with the same options; the node also runs libp2p, GossipSub, go-ds-crdt and the digest. Disk baseline: that raw store's files, the same way as Ferry's, and the JSONL file.",
+			fmt.Sprintf("RSS baseline: a child process of this program reads the same JSONL file (apijson.ReadLines, as the node's import endpoint does), writes its %d values as keys /contacts/<id>/<field> = JSON into go-ds-badger opened by datadir.OpenStore, in batches of %d keys, each committed then synced (%s), closes the store, reads its own VmHWM and exits. So both processes hold the parsed file and badger with the same options; the node also runs libp2p, GossipSub, go-ds-crdt and the digest. Disk baseline: that raw store's files, the same way as Ferry's, and the JSONL file.",
 				base.Values, c.baselineBatch, fmtDur(time.Duration(base.TookNS))),
 			fmt.Sprintf("Restart (info): the same node restarted on its data dir built its first digest (it reads the whole store) %s after the process started; its peak RSS by then was %s (VmHWM).",
 				fmtDur(restartTook), fmtBytes(restart.hwm)),
@@ -222,7 +223,7 @@ func startFerryNode(ctx context.Context, bin, dir, logPath string) (*ferryProc, 
 		lf.Close()
 		return nil, err
 	}
-	sock := filepath.Join(dir, node.SocketFile)
+	sock := filepath.Join(dir, datadir.SocketFile)
 	p := &ferryProc{cmd: cmd, dir: dir, done: make(chan struct{}), log: lf,
 		http: &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -256,8 +257,8 @@ func startFerryNode(ctx context.Context, bin, dir, logPath string) (*ferryProc, 
 func (p *ferryProc) pid() int { return p.cmd.Process.Pid }
 
 // status is GET /v1/status on the node's socket.
-func (p *ferryProc) status(ctx context.Context) (node.Status, error) {
-	var st node.Status
+func (p *ferryProc) status(ctx context.Context) (apijson.Status, error) {
+	var st apijson.Status
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://ferry/v1/status", nil)
 	if err != nil {
 		return st, err
@@ -396,12 +397,12 @@ func runChildBadgerImport(args []string) error {
 	if err != nil {
 		return err
 	}
-	recs, err := node.ReadJSONLines(f)
+	recs, err := apijson.ReadLines(f)
 	f.Close()
 	if err != nil {
 		return err
 	}
-	d, err := node.OpenDatastore(args[1])
+	d, err := datadir.OpenStore(args[1])
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ferry-crm/ferry/node/disk"
 )
 
 const (
@@ -24,7 +26,7 @@ const (
 	clockOffsetEnv = "FERRY_CLOCK_OFFSET"
 	// diskFullEnv names a file: while it exists, every write of the ferry
 	// process to its store fails with "no space left on device".
-	diskFullEnv = "FERRY_FAULT_DISK_FULL"
+	diskFullEnv = disk.FaultFullEnv
 	// cliTimeout bounds one CLI command.
 	cliTimeout = 30 * time.Second
 	// startWithin bounds a node's start (a restart after kill -9 re-walks

@@ -1,0 +1,36 @@
+package apijson
+
+// SyncState answers GET /v1/sync: this node's digest and, per connected
+// Ferry peer, whether it shows the same state.
+type SyncState struct {
+	Digest string     `json:"digest"`
+	Online bool       `json:"online"`
+	Peers  []PeerSync `json:"peers"`
+}
+
+// PeerSync is a connected peer's sync state.
+type PeerSync struct {
+	Peer   string `json:"peer_id"`
+	Name   string `json:"name,omitempty"`
+	InSync bool   `json:"in_sync"`
+	Digest string `json:"digest,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// DiffRecord is a record that differs between this node and a peer.
+type DiffRecord struct {
+	Collection string `json:"collection"`
+	ID         string `json:"id"`
+	Here       bool   `json:"here"`  // this node has it
+	There      bool   `json:"there"` // the peer has it
+}
+
+// DiffResult compares this node's visible state with a peer's.
+type DiffResult struct {
+	Peer       string       `json:"peer_id"`
+	PeerName   string       `json:"peer_name,omitempty"`
+	Identical  bool         `json:"identical"`
+	Digest     string       `json:"digest"`
+	PeerDigest string       `json:"peer_digest"`
+	Records    []DiffRecord `json:"records"`
+}

@@ -1,0 +1,88 @@
+package datadir
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// SettingsFile is the node's settings inside the data dir (Settings, in
+// YAML).
+const SettingsFile = "config.yaml"
+
+// Settings is the YAML form of a node's settings, the content of
+// config.yaml. Values are kept as written (durations, sizes and addresses
+// as strings); turning them into a node's configuration, and checking
+// them, is the reader's job.
+type Settings struct {
+	Name string `yaml:"name"`
+	Role string `yaml:"role"`
+	// Listen: the multiaddrs the node listens on.
+	Listen []string `yaml:"listen"`
+	// Peers: multiaddrs of the peers to dial, each ending in /p2p/<id>.
+	Peers []string `yaml:"peers,omitempty"`
+	Topic string   `yaml:"topic"`
+	// Founder is the peer id of the office that created the network:
+	// operations are signed and only members' count (docs/security.md).
+	// Empty: an open network (data dirs made before enrolment existed).
+	Founder string `yaml:"founder,omitempty"`
+	Offline bool   `yaml:"offline,omitempty"`
+	// SyncInterval is how often heads are exchanged with every peer (a Go
+	// duration, default 30s).
+	SyncInterval string `yaml:"sync_interval,omitempty"`
+	// MDNS finds nodes of the same topic on the LAN (default off: any
+	// node on the LAN with the same topic would sync with this one).
+	MDNS bool `yaml:"mdns,omitempty"`
+	// DiskReserve is the free space kept on the data dir's disk: below it
+	// local writes are refused ("256MiB", "1%", "1%,256MiB" for the
+	// smaller of both, "0" for none; default 1%, at most 256 MiB). See
+	// disk.ParseReserve.
+	DiskReserve string `yaml:"disk_reserve,omitempty"`
+	// ConflictHook (office only) is offered every open conflict.
+	ConflictHook *Hook `yaml:"conflict_hook,omitempty"`
+}
+
+// Hook is the YAML form of the conflict hook's settings (node.HookConfig):
+// a command or a URL.
+type Hook struct {
+	Command []string `yaml:"command,omitempty"`
+	URL     string   `yaml:"url,omitempty"`
+	Timeout string   `yaml:"timeout,omitempty"` // a Go duration, default 10s
+}
+
+// ReadSettings reads dir's config.yaml. A dir without one is not a data
+// dir: the error says to run ferry init.
+func ReadSettings(dir string) (*Settings, error) {
+	data, err := os.ReadFile(filepath.Join(dir, SettingsFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s is not a Ferry data dir (no %s): run 'ferry --dir %s init' first", dir, SettingsFile, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	var s Settings
+	if err := yaml.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("read config %s: %w", filepath.Join(dir, SettingsFile), err)
+	}
+	return &s, nil
+}
+
+// Write replaces dir's config.yaml with s (mode 0600), through a temporary
+// file renamed into place.
+func (s *Settings) Write(dir string) error {
+	data, err := yaml.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	tmp := filepath.Join(dir, SettingsFile+".tmp")
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, SettingsFile)); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}

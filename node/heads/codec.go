@@ -1,0 +1,43 @@
+package heads
+
+import (
+	"fmt"
+
+	cid "github.com/ipfs/go-cid"
+
+	"github.com/ferry-crm/ferry/crdt"
+)
+
+// Limits on a heads payload (pubsub broadcast or heads exchange).
+const (
+	// MaxHeads is the largest number of heads accepted in one payload.
+	MaxHeads = 1024
+	// MaxPayload is the largest heads payload accepted, in bytes.
+	MaxPayload = 256 << 10
+)
+
+// Encode builds a heads payload in go-ds-crdt's broadcast format. It does
+// not apply the limits: Broadcaster.Broadcast splits a payload with more
+// than MaxHeads heads, the exchange sends at most MaxHeads.
+func Encode(heads []cid.Cid) ([]byte, error) {
+	return crdt.EncodeHeads(heads)
+}
+
+// Decode validates a heads payload (go-ds-crdt's broadcast format) and
+// returns its heads. It fails if the payload is larger than MaxPayload,
+// does not decode strictly (see crdt.DecodeHeads: unknown fields, including
+// the legacy bare-CID format, and invalid CIDs are errors) or has more than
+// MaxHeads heads. A payload without heads is valid.
+func Decode(payload []byte) ([]cid.Cid, error) {
+	if len(payload) > MaxPayload {
+		return nil, fmt.Errorf("heads payload too large: %d bytes (max %d)", len(payload), MaxPayload)
+	}
+	heads, err := crdt.DecodeHeads(payload)
+	if err != nil {
+		return nil, err
+	}
+	if len(heads) > MaxHeads {
+		return nil, fmt.Errorf("too many heads: %d (max %d)", len(heads), MaxHeads)
+	}
+	return heads, nil
+}

@@ -1,0 +1,182 @@
+package heads
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	cid "github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	mh "github.com/multiformats/go-multihash"
+)
+
+// testLogger discards logs unless FERRY_TEST_LOG is set.
+func testLogger() *slog.Logger {
+	if os.Getenv("FERRY_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// newTestHost is a libp2p host on a loopback TCP port.
+func newTestHost(t testing.TB) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
+// connect dials b from a.
+func connect(t testing.TB, a, b host.Host) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
+		t.Fatalf("connect %s -> %s: %v", a.ID(), b.ID(), err)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after timeout.
+func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// testCids makes n distinct dag-pb CIDs derived from seed.
+func testCids(t testing.TB, seed string, n int) []cid.Cid {
+	t.Helper()
+	out := make([]cid.Cid, n)
+	for i := range out {
+		h, err := mh.Sum(fmt.Appendf(nil, "%s-%d", seed, i), mh.SHA2_256, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = cid.NewCidV1(cid.DagProtobuf, h)
+	}
+	return out
+}
+
+func mustEncode(t testing.TB, heads []cid.Cid) []byte {
+	t.Helper()
+	data, err := Encode(heads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func sameCids(a, b []cid.Cid) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !a[i].Equals(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// recorder records what a Config.Receive gets.
+type recorder struct {
+	mu  sync.Mutex
+	got map[peer.ID][][]cid.Cid
+}
+
+func newRecorder() *recorder { return &recorder{got: make(map[peer.ID][][]cid.Cid)} }
+
+func (r *recorder) receive(t testing.TB) func(context.Context, peer.ID, []byte) {
+	return func(_ context.Context, from peer.ID, payload []byte) {
+		heads, err := Decode(payload)
+		if err != nil {
+			t.Errorf("Receive got an invalid payload: %v", err)
+			return
+		}
+		r.mu.Lock()
+		r.got[from] = append(r.got[from], heads)
+		r.mu.Unlock()
+	}
+}
+
+func (r *recorder) count(from peer.ID) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.got[from])
+}
+
+func (r *recorder) total() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, v := range r.got {
+		n += len(v)
+	}
+	return n
+}
+
+func (r *recorder) last(from peer.ID) []cid.Cid {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := r.got[from]
+	if len(l) == 0 {
+		return nil
+	}
+	return l[len(l)-1]
+}
+
+// mutableHeads is a Config.Heads whose answer the test changes.
+type mutableHeads struct {
+	mu    sync.Mutex
+	heads []cid.Cid
+	err   error
+}
+
+func (m *mutableHeads) set(heads []cid.Cid) {
+	m.mu.Lock()
+	m.heads = heads
+	m.mu.Unlock()
+}
+
+func (m *mutableHeads) get(context.Context) ([]cid.Cid, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.heads, m.err
+}
+
+func fixedHeads(heads []cid.Cid) func(context.Context) ([]cid.Cid, error) {
+	return func(context.Context) ([]cid.Cid, error) { return heads, nil }
+}
+
+// newTestService starts a Service with fixed heads, Receive recording into
+// rec, no periodic exchange and no fallback heads check (unless cfg says
+// otherwise), closed at cleanup.
+func newTestService(t testing.TB, h host.Host, cfg Config, rec *recorder, log *slog.Logger) *Service {
+	t.Helper()
+	if log == nil {
+		log = testLogger()
+	}
+	if cfg.Receive == nil && rec != nil {
+		cfg.Receive = rec.receive(t)
+	}
+	if cfg.AnnounceCheck == 0 {
+		cfg.AnnounceCheck = -1
+	}
+	s := New(h, cfg, log)
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}

@@ -1,0 +1,217 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/ipfs/boxo/blockstore"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
+
+	"github.com/ferry-crm/ferry/node/blocksync"
+	"github.com/ferry-crm/ferry/node/datadir"
+	"github.com/ferry-crm/ferry/node/digestsync"
+	"github.com/ferry-crm/ferry/node/enrol"
+	"github.com/ferry-crm/ferry/node/heads"
+	"github.com/ferry-crm/ferry/node/p2p"
+	"github.com/ferry-crm/ferry/node/peering"
+	"github.com/ferry-crm/ferry/node/snapshot"
+)
+
+// netParts is a node's part of the network: the transport go-ds-crdt needs
+// (host, GossipSub broadcaster, bitswap) and Ferry's protocols on it.
+type netParts struct {
+	raw  host.Host // the libp2p host; only enrolment is served on it
+	host host.Host // raw, admitting members only when the network is secured
+	book *enrol.Book
+	// admission is nil in an open network: every peer is admitted.
+	admission *enrol.Admission
+	bandwidth *metrics.BandwidthCounter
+
+	bcast   *heads.Broadcaster // GossipSub: go-ds-crdt's own announcements
+	gate    *heads.Gate        // holds go-ds-crdt's receive loop until the store is ready
+	bitswap *p2p.Bitswap
+
+	heads     *heads.Service      // heads exchange: on connect, on change, periodic, sync-now
+	blocks    *blocksync.Syncer   // bulk catch-up of missing blocks
+	peering   *peering.Peering    // configured, learned and mDNS peers; offline mode
+	digests   *digestsync.Service // visible-state comparison (ferry sync, diff)
+	snapshots *snapshot.Server    // clean-sync copies
+	office    *enrol.Office       // redeems invitations (office nodes of a secured network)
+	hook      *hookRunner         // the office's conflict hook, if configured
+	// up: every protocol above is set (the store's merge hooks read them).
+	up atomic.Bool
+}
+
+// startTransport builds the host, GossipSub broadcaster and bitswap: what
+// the crdt store is opened over.
+func (n *Node) startTransport(ctx context.Context) (*netParts, error) {
+	cfg := n.cfg
+	net := &netParts{bandwidth: metrics.NewBandwidthCounter()}
+	var err error
+	if net.book, err = enrol.LoadBook(ctx, n.guard); err != nil {
+		return net, err
+	}
+	hcfg := p2p.HostConfig{Key: n.key, ListenAddrs: cfg.ListenAddrs, Reporter: net.bandwidth, PSK: cfg.SwarmKey}
+	if cfg.secured() {
+		net.admission = enrol.NewAdmission(n.self, cfg.Founder, cfg.Peers, net.book, n.log)
+		hcfg.Gater = net.admission.Gater()
+	}
+	if net.raw, err = p2p.NewHost(hcfg); err != nil {
+		return net, err
+	}
+	net.host = net.raw
+	if net.admission != nil {
+		net.host = net.admission.Host(net.raw)
+	}
+	ps, err := heads.NewPubSub(n.life.Context(), net.host)
+	if err != nil {
+		return net, err
+	}
+	if net.bcast, err = heads.NewBroadcaster(ctx, ps, n.self, cfg.Topic, n.log); err != nil {
+		return net, err
+	}
+	if net.admission != nil {
+		net.bcast.SetAdmit(net.admission.Admit)
+	}
+	net.gate = heads.NewGate(net.bcast)
+	if n.dag, net.bitswap, err = p2p.NewDAGService(n.life.Context(), net.host, n.bstore, cfg.Store.DAGSyncerTimeout); err != nil {
+		return net, err
+	}
+	return net, nil
+}
+
+// startProtocols opens the gate to go-ds-crdt and starts Ferry's
+// protocols, once the store is open.
+func (n *Node) startProtocols(ctx context.Context) error {
+	cfg, net := n.cfg, n.net
+	if net.admission != nil {
+		net.admission.SetStore(n.store)
+	}
+	if err := n.recordNodeInfo(ctx); err != nil {
+		return err
+	}
+	net.gate.Open()
+	// Blocks fetched in bulk are announced to bitswap: a peer may be
+	// waiting for one of them already (its GossipSub message overtook us).
+	net.blocks = blocksync.New(net.host, net.bitswap.Notifying(n.bstore), n.store.Heads, n.log)
+	net.heads = heads.New(net.host, heads.Config{Heads: n.store.Heads, Receive: n.receiveHeads, Interval: cfg.SyncInterval}, n.log)
+	var err error
+	pcfg := peering.Config{Peers: cfg.Peers, DialMin: cfg.DialMin, DialMax: cfg.DialMax, MDNS: cfg.MDNS, Topic: cfg.Topic,
+		ExchangeInterval: cfg.PeerExchangeInterval, Share: heads.Protocol, Offline: cfg.Offline}
+	if net.peering, err = peering.New(net.host, pcfg, n.log); err != nil {
+		return err
+	}
+	net.digests = digestsync.New(net.host, n.store, n.log)
+	net.snapshots = snapshot.NewServer(net.host, n.base, cfg.snapshotLayout(), n.log)
+	if net.admission != nil {
+		if cfg.Role == RoleOffice {
+			net.office = enrol.NewOffice(net.raw, net.book, n.store.AddMember, n.log)
+		}
+		net.admission.Enforce(net.raw)
+	}
+	// A first digest reads the whole store: build it now, not when the
+	// first `ferry status` asks.
+	n.life.Go(func(ctx context.Context) {
+		if _, err := n.store.Digest(ctx); err != nil && ctx.Err() == nil {
+			n.log.Warn("digest", "err", err)
+		}
+	})
+	if cfg.ConflictHook != nil {
+		net.hook = newHookRunner(n, *cfg.ConflictHook)
+		n.life.Go(net.hook.run)
+	}
+	net.up.Store(true)
+	return nil
+}
+
+// snapshotLayout is what a clean-sync snapshot carries: go-ds-crdt's
+// namespace and the blockstore.
+func (c *Config) snapshotLayout() snapshot.Layout {
+	return snapshot.Layout{
+		Prefixes: []string{c.Store.Namespace.String() + "/", datadir.BlockNamespace.String() + "/"},
+		Blocks:   datadir.BlockNamespace.Child(blockstore.BlockPrefix).String() + "/",
+	}
+}
+
+// closeProtocols stops what talks to peers, outside-in: no new
+// connections (peering), no new sync (heads, block sync), the request
+// servers, then the broadcaster, so that go-ds-crdt's receive loop
+// returns before the store closes.
+func (net *netParts) closeProtocols() error {
+	var errs []error
+	add := func(what string, c interface{ Close() error }) {
+		if err := c.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", what, err))
+		}
+	}
+	if net.peering != nil {
+		add("peering", net.peering)
+	}
+	if net.heads != nil {
+		add("heads exchange", net.heads)
+	}
+	if net.blocks != nil {
+		add("block sync", net.blocks)
+	}
+	if net.digests != nil {
+		add("digest", net.digests)
+	}
+	if net.snapshots != nil {
+		add("snapshot", net.snapshots)
+	}
+	if net.office != nil {
+		add("enrolment", net.office)
+	}
+	if net.admission != nil {
+		add("admission", net.admission)
+	}
+	if net.bcast != nil {
+		add("broadcaster", net.bcast)
+	}
+	return errors.Join(errs...)
+}
+
+// closeTransport stops bitswap, then the host (after the store).
+func (net *netParts) closeTransport() error {
+	var errs []error
+	if net.bitswap != nil {
+		if err := net.bitswap.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("bitswap: %w", err))
+		}
+	}
+	if net.raw != nil {
+		if err := net.raw.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("host: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Host returns the libp2p host (nil without network).
+func (n *Node) Host() host.Host {
+	if n.net == nil {
+		return nil
+	}
+	return n.net.host
+}
+
+// SetOffline takes the node off the network (all connections closed, no
+// dialing) or back on; coming back, configured and learned peers are
+// dialed at once and heads are exchanged on every new connection.
+func (n *Node) SetOffline(offline bool) error {
+	if !n.netUp() {
+		return errNoNetwork
+	}
+	n.net.peering.SetOffline(offline)
+	return nil
+}
+
+// Offline reports whether the node is offline (always, without network).
+func (n *Node) Offline() bool { return !n.netUp() || n.net.peering.Offline() }
+
+// netUp reports whether the node's protocols are up (a node opened with
+// network is still starting before: the repair loop may already run).
+func (n *Node) netUp() bool { return n.net != nil && n.net.up.Load() }

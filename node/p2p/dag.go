@@ -1,0 +1,164 @@
+package p2p
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/ipfs/boxo/bitswap"
+	"github.com/ipfs/boxo/bitswap/network/bsnet"
+	"github.com/ipfs/boxo/blockservice"
+	"github.com/ipfs/boxo/blockstore"
+	offline "github.com/ipfs/boxo/exchange/offline"
+	"github.com/ipfs/boxo/ipld/merkledag"
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/libp2p/go-libp2p/core/host"
+)
+
+// sessionMaker is what go-ds-crdt looks for (crdt.SessionDAGService) to use
+// one bitswap session per DAG walk.
+type sessionMaker interface {
+	Session(context.Context) ipld.NodeGetter
+}
+
+// NewDAGService builds the DAG syncer used by go-ds-crdt: bitswap over h (no
+// content routing: blocks are only asked from connected peers), a block
+// service over bstore with bitswap as its exchange, and a merkledag DAG
+// service. Every Get and GetMany, on the service and on its sessions, is
+// bounded by timeout (no bound if timeout <= 0). The returned io.Closer stops
+// bitswap (safe to call more than once); close it after the crdt store.
+// ctx bounds bitswap's lifetime as well.
+func NewDAGService(ctx context.Context, h host.Host, bstore blockstore.Blockstore, timeout time.Duration) (ipld.DAGService, *Bitswap, error) {
+	net := bsnet.NewFromIpfsHost(h)
+	bs := bitswap.New(ctx, net, nil, bstore)
+	bserv := blockservice.New(bstore, bs)
+	dag := merkledag.NewDAGService(bserv)
+	return &timeoutDAG{DAGService: dag, timeout: timeout}, &Bitswap{bs: bs}, nil
+}
+
+// Bitswap stops bitswap (Close, safe to call twice) and tells it of
+// blocks written to the blockstore behind its back, so that peers waiting
+// for them get them.
+type Bitswap struct {
+	bs   *bitswap.Bitswap
+	once sync.Once
+}
+
+// Close stops bitswap.
+func (b *Bitswap) Close() error {
+	var err error
+	b.once.Do(func() { err = b.bs.Close() })
+	return err
+}
+
+// NotifyNewBlocks announces blocks that were written to the blockstore
+// directly (the bulk block sync does): bitswap answers peers that want them.
+func (b *Bitswap) NotifyNewBlocks(ctx context.Context, blks ...blocks.Block) error {
+	return b.bs.NotifyNewBlocks(ctx, blks...)
+}
+
+// Notifying returns bstore telling bitswap of every block put through it
+// (blocks fetched in bulk: a peer may be waiting for one of them already).
+func (b *Bitswap) Notifying(bstore blockstore.Blockstore) blockstore.Blockstore {
+	return notifyingBlockstore{Blockstore: bstore, bitswap: b}
+}
+
+type notifyingBlockstore struct {
+	blockstore.Blockstore
+	bitswap *Bitswap
+}
+
+func (b notifyingBlockstore) Put(ctx context.Context, blk blocks.Block) error {
+	if err := b.Blockstore.Put(ctx, blk); err != nil {
+		return err
+	}
+	return b.bitswap.NotifyNewBlocks(ctx, blk)
+}
+
+func (b notifyingBlockstore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	if err := b.Blockstore.PutMany(ctx, blks); err != nil {
+		return err
+	}
+	return b.bitswap.NotifyNewBlocks(ctx, blks...)
+}
+
+// NewOfflineDAGService returns a DAG service over bstore without network (an
+// offline exchange): blocks missing locally are not found. For CLI use
+// without a running node, and tests.
+func NewOfflineDAGService(bstore blockstore.Blockstore) ipld.DAGService {
+	return merkledag.NewDAGService(blockservice.New(bstore, offline.Exchange(bstore)))
+}
+
+// timeoutDAG bounds every fetch. go-ds-crdt v0.6.8's priority lookup for a
+// replica without heads has no timeout of its own.
+type timeoutDAG struct {
+	ipld.DAGService
+	timeout time.Duration
+}
+
+func (d *timeoutDAG) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
+	return timeoutGet(ctx, d.DAGService, d.timeout, c)
+}
+
+func (d *timeoutDAG) GetMany(ctx context.Context, keys []cid.Cid) <-chan *ipld.NodeOption {
+	return timeoutGetMany(ctx, d.DAGService, d.timeout, keys)
+}
+
+// Session returns a session NodeGetter (one bitswap session) whose fetches
+// are bounded like the service's.
+func (d *timeoutDAG) Session(ctx context.Context) ipld.NodeGetter {
+	var ng ipld.NodeGetter = d.DAGService
+	if sm, ok := d.DAGService.(sessionMaker); ok {
+		ng = sm.Session(ctx)
+	}
+	return &timeoutGetter{ng: ng, timeout: d.timeout}
+}
+
+type timeoutGetter struct {
+	ng      ipld.NodeGetter
+	timeout time.Duration
+}
+
+func (g *timeoutGetter) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
+	return timeoutGet(ctx, g.ng, g.timeout, c)
+}
+
+func (g *timeoutGetter) GetMany(ctx context.Context, keys []cid.Cid) <-chan *ipld.NodeOption {
+	return timeoutGetMany(ctx, g.ng, g.timeout, keys)
+}
+
+func timeoutGet(ctx context.Context, ng ipld.NodeGetter, timeout time.Duration, c cid.Cid) (ipld.Node, error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	return ng.Get(ctx, c)
+}
+
+// timeoutGetMany bounds the whole batch by timeout. The results are relayed
+// through a channel buffered for every possible result, so the relay never
+// blocks and never leaks even if the caller stops reading.
+func timeoutGetMany(ctx context.Context, ng ipld.NodeGetter, timeout time.Duration, keys []cid.Cid) <-chan *ipld.NodeOption {
+	if timeout <= 0 {
+		return ng.GetMany(ctx, keys)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	in := ng.GetMany(ctx, keys)
+	out := make(chan *ipld.NodeOption, len(keys)+1)
+	go func() {
+		defer cancel()
+		defer close(out)
+		for opt := range in {
+			select {
+			case out <- opt:
+			default:
+				// More results than keys: only possible after an
+				// error was already delivered; drop the extra.
+			}
+		}
+	}()
+	return out
+}

@@ -1,0 +1,133 @@
+package p2p
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/ipfs/boxo/blockstore"
+	"github.com/ipfs/boxo/ipld/merkledag"
+	cid "github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/libp2p/go-libp2p/core/host"
+)
+
+func newTestBlockstore() blockstore.Blockstore {
+	return blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore()))
+}
+
+func newTestDAG(t testing.TB, h host.Host, timeout time.Duration) ipld.DAGService {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	dag, closer, err := NewDAGService(ctx, h, newTestBlockstore(), timeout)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	// Registered after the host's cleanup, so it runs before it.
+	t.Cleanup(func() {
+		_ = closer.Close()
+		_ = closer.Close()
+		cancel()
+	})
+	return dag
+}
+
+func TestDAGServiceFetch(t *testing.T) {
+	hA, hB := newTestHost(t), newTestHost(t)
+	dagA := newTestDAG(t, hA, 20*time.Second)
+	dagB := newTestDAG(t, hB, 20*time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	child := merkledag.NodeWithData([]byte("child"))
+	root := merkledag.NodeWithData([]byte("root"))
+	if err := root.AddNodeLink("child", child); err != nil {
+		t.Fatal(err)
+	}
+	other := merkledag.NodeWithData([]byte("other"))
+	if err := dagA.AddMany(ctx, []ipld.Node{child, root, other}); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, hB, hA)
+
+	got, err := dagB.Get(ctx, root.Cid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.RawData(), root.RawData()) {
+		t.Fatal("fetched node differs")
+	}
+
+	// Sessions are kept (go-ds-crdt uses them) and bounded too.
+	sm, ok := dagB.(interface {
+		Session(context.Context) ipld.NodeGetter
+	})
+	if !ok {
+		t.Fatal("DAG service has no Session method")
+	}
+	ses := sm.Session(ctx)
+	n := 0
+	for opt := range ses.GetMany(ctx, []cid.Cid{child.Cid(), other.Cid()}) {
+		if opt.Err != nil {
+			t.Fatal(opt.Err)
+		}
+		n++
+	}
+	if n != 2 {
+		t.Fatalf("GetMany returned %d nodes", n)
+	}
+}
+
+func TestDAGServiceTimeout(t *testing.T) {
+	hA, hB := newTestHost(t), newTestHost(t)
+	newTestDAG(t, hA, time.Minute)
+	dagB := newTestDAG(t, hB, 300*time.Millisecond)
+	connect(t, hB, hA)
+	missing := merkledag.NodeWithData([]byte("nobody has this")).Cid()
+
+	ctx := context.Background() // no deadline: the service bounds it
+	start := time.Now()
+	if _, err := dagB.Get(ctx, missing); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Get: %v", err)
+	}
+	sm := dagB.(interface {
+		Session(context.Context) ipld.NodeGetter
+	})
+	if _, err := sm.Session(ctx).Get(ctx, missing); err == nil {
+		t.Error("session Get succeeded")
+	}
+	var errs int
+	for opt := range dagB.GetMany(ctx, []cid.Cid{missing}) {
+		if opt.Err != nil {
+			errs++
+		}
+	}
+	if errs == 0 {
+		t.Error("GetMany reported no error")
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Errorf("fetches took %s", el)
+	}
+}
+
+func TestOfflineDAGService(t *testing.T) {
+	ctx := context.Background()
+	bs := newTestBlockstore()
+	dag := NewOfflineDAGService(bs)
+	nd := merkledag.NodeWithData([]byte("local"))
+	if err := dag.Add(ctx, nd); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewOfflineDAGService(bs).Get(ctx, nd.Cid()); err != nil {
+		t.Fatal(err)
+	}
+	missing := merkledag.NodeWithData([]byte("missing")).Cid()
+	if _, err := dag.Get(ctx, missing); !ipld.IsNotFound(err) {
+		t.Errorf("missing: %v", err)
+	}
+}

@@ -1,0 +1,5 @@
+// Package p2p builds a node's libp2p parts that carry no Ferry protocol of
+// their own: the host (TCP and QUIC, Noise, an optional private-network
+// key and connection gater) and bitswap as go-ds-crdt's DAG syncer, with a
+// timeout on every fetch.
+package p2p

@@ -1,0 +1,148 @@
+package p2p
+
+import (
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+)
+
+// waitFor polls cond until it returns true, failing the test after timeout.
+func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// testLogger discards logs unless FERRY_TEST_LOG is set.
+func testLogger() *slog.Logger {
+	if os.Getenv("FERRY_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func testKey(t testing.TB) crypto.PrivKey {
+	t.Helper()
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func mustAddrs(t testing.TB, addrs ...string) []multiaddr.Multiaddr {
+	t.Helper()
+	out := make([]multiaddr.Multiaddr, 0, len(addrs))
+	for _, s := range addrs {
+		a, err := multiaddr.NewMultiaddr(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// newTestHostWithKey starts a host closed at the end of the test.
+func newTestHostWithKey(t testing.TB, key crypto.PrivKey, addrs ...string) host.Host {
+	t.Helper()
+	if len(addrs) == 0 {
+		addrs = []string{"/ip4/127.0.0.1/tcp/0"}
+	}
+	h, err := NewHost(HostConfig{Key: key, ListenAddrs: mustAddrs(t, addrs...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
+func newTestHost(t testing.TB, addrs ...string) host.Host {
+	t.Helper()
+	return newTestHostWithKey(t, testKey(t), addrs...)
+}
+
+func connect(t testing.TB, a, b host.Host) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
+		t.Fatalf("connect %s -> %s: %v", a.ID(), b.ID(), err)
+	}
+}
+
+func TestHostTCP(t *testing.T) {
+	a := newTestHost(t, "/ip4/127.0.0.1/tcp/0")
+	b := newTestHost(t, "/ip4/127.0.0.1/tcp/0")
+	connect(t, a, b)
+	if got := a.Network().Connectedness(b.ID()); got != network.Connected {
+		t.Fatalf("connectedness = %s", got)
+	}
+	conns := a.Network().ConnsToPeer(b.ID())
+	if len(conns) == 0 {
+		t.Fatal("no connection")
+	}
+	if sec := conns[0].ConnState().Security; sec != "/noise" {
+		t.Errorf("security = %q, want /noise", sec)
+	}
+	if _, err := conns[0].RemoteMultiaddr().ValueForProtocol(multiaddr.P_TCP); err != nil {
+		t.Errorf("not a TCP connection: %s", conns[0].RemoteMultiaddr())
+	}
+}
+
+func TestHostQUIC(t *testing.T) {
+	a := newTestHost(t, "/ip4/127.0.0.1/udp/0/quic-v1")
+	b := newTestHost(t, "/ip4/127.0.0.1/udp/0/quic-v1")
+	connect(t, a, b)
+	conns := a.Network().ConnsToPeer(b.ID())
+	if len(conns) == 0 {
+		t.Fatal("no connection")
+	}
+	if _, err := conns[0].RemoteMultiaddr().ValueForProtocol(multiaddr.P_QUIC_V1); err != nil {
+		t.Errorf("not a QUIC connection: %s", conns[0].RemoteMultiaddr())
+	}
+}
+
+func TestHostListenErrorNamesAddress(t *testing.T) {
+	a := newTestHost(t, "/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1")
+	for _, proto := range []int{multiaddr.P_TCP, multiaddr.P_QUIC_V1} {
+		var taken string
+		for _, ma := range a.Network().ListenAddresses() {
+			if _, err := ma.ValueForProtocol(proto); err == nil {
+				taken = ma.String()
+			}
+		}
+		if taken == "" {
+			t.Fatalf("no listen address for protocol %d", proto)
+		}
+		h, err := NewHost(HostConfig{Key: testKey(t), ListenAddrs: mustAddrs(t, "/ip4/127.0.0.1/tcp/0", taken)})
+		if err == nil {
+			_ = h.Close()
+			t.Fatalf("listening twice on %s succeeded", taken)
+		}
+		if !strings.Contains(err.Error(), taken) {
+			t.Errorf("error %q does not name %s", err, taken)
+		}
+	}
+	if _, err := NewHost(HostConfig{}); err == nil {
+		t.Error("NewHost without key succeeded")
+	}
+}
