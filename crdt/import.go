@@ -44,12 +44,15 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 
-	// One scan tells which records exist and indexes unique values.
+	// One scan tells which records exist; unique values are checked
+	// against the store's unique index, with the claims of earlier records
+	// of the import on top.
 	unique := uniqueFields(coll)
-	ix, err := s.indexCollection(ctx, collection, unique)
+	ix, err := s.scanExistence(ctx, collection)
 	if err != nil {
 		return res, fmt.Errorf("import %s: %w", collection, err)
 	}
+	claims := s.newClaims(coll)
 
 	// Validation pass: nothing is written unless every record is good.
 	eids := make([]string, len(recs))
@@ -65,7 +68,7 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 		}
 		for _, f := range unique {
 			if v, ok := norm[f]; ok {
-				if err := ix.unique.claim(coll, f, r.ID, v); err != nil {
+				if err := claims.claim(ctx, f, r.ID, v); err != nil {
 					return res, fmt.Errorf("line %d: %w", r.Line, err)
 				}
 			}
@@ -162,4 +165,35 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 		progress(res.Written + res.Unchanged)
 	}
 	return res, nil
+}
+
+// existence is what one scan of a collection tells an import.
+type existence struct {
+	exists map[string]bool // records that exist
+	known  map[string]bool // records with any visible operation (deleted ones too)
+}
+
+// scanExistence scans a collection once: which records exist or have
+// operations.
+func (s *Store) scanExistence(ctx context.Context, collection string) (*existence, error) {
+	ix := &existence{exists: map[string]bool{}, known: map[string]bool{}}
+	ru, err := s.rulesFor(ctx, collection)
+	if err != nil {
+		return nil, err
+	}
+	err = s.scanRecords(ctx, collection, func(ops *recordOps) error {
+		id, err := UnescapeID(ops.escapedID)
+		if err != nil {
+			return nil
+		}
+		ix.known[id] = true
+		if exists, _ := ops.exists(ru); exists {
+			ix.exists[id] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scan %s: %w", collection, err)
+	}
+	return ix, nil
 }

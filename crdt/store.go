@@ -156,6 +156,7 @@ type Store struct {
 	badSig sync.Map
 
 	digest digestState
+	unique uniqueState
 
 	malformed atomic.Uint64
 	loggedBad sync.Map
@@ -256,6 +257,7 @@ func (s *Store) keyChanged(k string) {
 	}
 	s.clock.Observe(kp.Op.Time)
 	s.digest.markDirty(kp.Collection, kp.EscapedID)
+	s.unique.markDirty(kp.Collection, kp.EscapedID)
 	switch kp.Collection {
 	case SchemaCollection:
 		s.schemaStale.Store(true)

@@ -24,11 +24,33 @@ type PutResult struct {
 	Fields []string
 }
 
+// ErrNoFields: a write gave no field to write.
+var ErrNoFields = errors.New("no fields to write")
+
 // Put writes fields of a record in one atomic delta, after validating them
 // against the replicated schema. Values are Go values as produced by
 // schema.ParseText or decoded from JSON; nil clears a field. It returns once
-// the write is durable on disk.
+// the write is durable on disk. Unlike PutText, it accepts an empty write
+// (which writes nothing, or fails on a new record with required fields).
 func (s *Store) Put(ctx context.Context, collection, id string, fields map[string]any) (PutResult, error) {
+	return s.put(ctx, collection, id, fields, nil)
+}
+
+// PutText is Put for values given in two forms: fields holds Go values as
+// for Put, text holds values typed as text, parsed by the field's type
+// (schema.Collection.ParseText). Both are validated in one pass; a field
+// may not be given in both. A write with no field at all is refused
+// (ErrNoFields). Validation errors are *schema.FieldError naming the record.
+func (s *Store) PutText(ctx context.Context, collection, id string, fields map[string]any, text map[string]string) (PutResult, error) {
+	if len(fields) == 0 && len(text) == 0 {
+		return PutResult{}, fmt.Errorf("put %s/%s: %w", collection, id, ErrNoFields)
+	}
+	return s.put(ctx, collection, id, fields, text)
+}
+
+// put validates (typed and text values in one pass, unique values against
+// the unique index) and writes one record.
+func (s *Store) put(ctx context.Context, collection, id string, fields map[string]any, text map[string]string) (PutResult, error) {
 	eid, err := EscapeID(id)
 	if err != nil {
 		return PutResult{}, fmt.Errorf("put %s: %w", collection, err)
@@ -52,12 +74,15 @@ func (s *Store) Put(ctx context.Context, collection, id string, fields map[strin
 		return PutResult{}, fmt.Errorf("put %s/%s: %w", collection, id, err)
 	}
 	exists, _ := cur.exists(ru)
-	norm, err := coll.ValidateWrite(id, fields, !exists)
+	norm, err := coll.ValidateWriteText(id, fields, text, !exists)
 	if err != nil {
 		return PutResult{}, err
 	}
 	if err := s.checkUnique(ctx, coll, id, norm); err != nil {
-		return PutResult{}, err
+		if _, ok := err.(*schema.FieldError); ok {
+			return PutResult{}, err // it names the record already
+		}
+		return PutResult{}, fmt.Errorf("put %s/%s: %w", collection, id, err)
 	}
 	return s.writeRecord(ctx, collection, eid, cur, norm, ru)
 }
@@ -297,7 +322,7 @@ func (s *Store) commit(ctx context.Context, b *pendingDelta) error {
 	return nil
 }
 
-// collectionOf finds// collectionOf finds a collection of the schema; with no schema at all, the
+// collectionOf finds a collection of the schema; with no schema at all, the
 // error says how to get one.
 func collectionOf(sc *schema.Schema, collection string) (*schema.Collection, error) {
 	c, err := sc.Collection(collection)

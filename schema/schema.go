@@ -2,8 +2,9 @@
 // which fields their records have and what values those fields accept.
 //
 // A schema is written in YAML (or JSON) and parsed with Parse. Every write of
-// a record goes through Collection.ValidateWrite, which rejects unknown
-// fields and bad values and returns the values in canonical form. Schema
+// a record goes through Collection.ValidateWrite (or ValidateWriteText, for
+// values typed as text), which rejects unknown fields and bad values and
+// returns the values in canonical form. Schema
 // changes must be additive (see CheckAdditive) so that peers on older and
 // newer schemas can keep replicating.
 package schema

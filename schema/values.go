@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -283,9 +284,39 @@ func FormatText(v any) string {
 // checked in name order and the first problem is returned as a *FieldError.
 // Unique fields are not checked here: that needs the store.
 func (c *Collection) ValidateWrite(id string, fields map[string]any, creating bool) (map[string]any, error) {
-	out := make(map[string]any, len(fields))
-	for _, name := range sortedKeys(fields) {
-		v, err := c.Normalize(name, fields[name])
+	return c.ValidateWriteText(id, fields, nil, creating)
+}
+
+// ValidateWriteText is ValidateWrite for a write whose values come in two
+// forms: fields holds values decoded from JSON or made in Go (checked by
+// Normalize) and text holds values typed as text (parsed by ParseText). Both
+// are checked in one pass, in field-name order, so the first problem is the
+// same whichever form a value came in. A field given in both forms is
+// refused: which one was meant cannot be told. Every *FieldError carries id.
+func (c *Collection) ValidateWriteText(id string, fields map[string]any, text map[string]string, creating bool) (map[string]any, error) {
+	out := make(map[string]any, len(fields)+len(text))
+	names := make([]string, 0, len(fields)+len(text))
+	for name := range fields {
+		names = append(names, name)
+	}
+	for name := range text {
+		if _, dup := fields[name]; !dup {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		v, isValue := fields[name]
+		t, isText := text[name]
+		var err error
+		switch {
+		case isValue && isText:
+			err = c.badValue(name, t, "given both as a value and as text (give it once)")
+		case isText:
+			v, err = c.ParseText(name, t)
+		default:
+			v, err = c.Normalize(name, v)
+		}
 		if err != nil {
 			var fe *FieldError
 			if errors.As(err, &fe) {
