@@ -151,13 +151,16 @@ func (s *Store) readForResolve(ctx context.Context, collection, id string) (*rec
 }
 
 // Resolution says how to end a conflict: Pick is a 1-based index into the
-// conflict's candidates (as Conflicts lists them); otherwise Value is the
-// new value (fields only). Expect, if set, must list the candidates' op ids
+// conflict's candidates (as Conflicts lists them); otherwise Value (or
+// Text) is the new value (fields only). Expect, if set, must list the candidates' op ids
 // in order: the resolution is refused when the conflict changed since it
 // was looked at.
 type Resolution struct {
-	Pick   int
-	Value  any
+	Pick  int
+	Value any
+	// Text, if set instead of Value, is the new value as typed on a command
+	// line, parsed by the field's type in the same pass that validates it.
+	Text   *string
 	Expect []OpID
 }
 
@@ -223,7 +226,11 @@ func (s *Store) Resolve(ctx context.Context, collection, id, field string, res R
 	if err != nil {
 		return OpID{}, err
 	}
-	norm, err := coll.ValidateWrite(id, map[string]any{field: value}, false)
+	typed, text := map[string]any{field: value}, map[string]string(nil)
+	if chosen == nil && res.Text != nil {
+		typed, text = nil, map[string]string{field: *res.Text}
+	}
+	norm, err := coll.ValidateWriteText(id, typed, text, false)
 	if err != nil {
 		return OpID{}, err
 	}

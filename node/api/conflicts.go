@@ -45,18 +45,7 @@ func (s *Server) resolve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, BadRequest(fmt.Errorf("resolve %s/%s: a record conflict (%s) is resolved with --pick", collection, id, field)))
 		return
 	}
-	res := crdt.Resolution{Pick: req.Pick, Value: req.Value}
-	if req.Text != nil { // TEMPORARY until crdt.Resolution.Text
-		c, err := s.b.Store().Collection(r.Context(), collection)
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		if res.Value, err = c.ParseText(field, *req.Text); err != nil {
-			writeError(w, err)
-			return
-		}
-	}
+	res := crdt.Resolution{Pick: req.Pick, Value: req.Value, Text: req.Text}
 	for _, s := range req.Expect {
 		op, err := crdt.ParseOpID(s)
 		if err != nil {

@@ -21,7 +21,7 @@ func isBadRequest(err error) bool {
 	var fe *schema.FieldError
 	var br badRequestError
 	return errors.As(err, &fe) || errors.As(err, &br) ||
-		errors.Is(err, crdt.ErrBadResolution) || errors.Is(err, crdt.ErrTooLarge) ||
+		errors.Is(err, crdt.ErrBadResolution) || errors.Is(err, crdt.ErrTooLarge) || errors.Is(err, crdt.ErrNoFields) ||
 		errors.Is(err, schema.ErrUnknownCollection) || errors.Is(err, schema.ErrInvalidSchema) ||
 		errors.Is(err, schema.ErrDestructiveChange)
 }

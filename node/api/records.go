@@ -2,9 +2,7 @@ package api
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -64,11 +62,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if len(req.Fields)+len(req.Text) == 0 {
-		writeError(w, BadRequest(errors.New("no fields to write")))
-		return
-	}
-	res, err := putText(r.Context(), s.b.Store(), collection, id, req.Fields, req.Text)
+	res, err := s.b.Store().PutText(r.Context(), collection, id, req.Fields, req.Text)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -177,30 +171,4 @@ func (s *Server) importLines(w http.ResponseWriter, r *http.Request) {
 	default:
 		emit(apijson.ImportProgress{Done: len(recs), Total: len(recs), Result: &res})
 	}
-}
-
-// putText is crdt.Store.PutText until it lands (TEMPORARY).
-func putText(ctx context.Context, st *crdt.Store, collection, id string, typed map[string]any, text map[string]string) (crdt.PutResult, error) {
-	fields := make(map[string]any, len(typed)+len(text))
-	for k, v := range typed {
-		fields[k] = v
-	}
-	if len(text) > 0 {
-		c, err := st.Collection(ctx, collection)
-		if err != nil {
-			return crdt.PutResult{}, err
-		}
-		for k, t := range text {
-			v, err := c.ParseText(k, t)
-			if err != nil {
-				var fe *schema.FieldError
-				if errors.As(err, &fe) {
-					fe.ID = id
-				}
-				return crdt.PutResult{}, err
-			}
-			fields[k] = v
-		}
-	}
-	return st.Put(ctx, collection, id, fields)
 }

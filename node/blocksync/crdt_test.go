@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-crm/ferry/node/heads"
 	"github.com/ipfs/boxo/bitswap"
 	"github.com/ipfs/boxo/bitswap/network/bsnet"
 	"github.com/ipfs/boxo/blockservice"
@@ -136,17 +137,17 @@ func catchUp(t *testing.T, n int, useSyncer bool, deadline time.Duration) (fetch
 	connect(t, b.h, a.h)
 
 	start := time.Now()
-	heads := a.store.InternalStats(ctx).Heads
+	theirs := a.store.InternalStats(ctx).Heads
 	if useSyncer {
 		var err error
 		res, err = b.sync.Fetch(ctx, a.h.ID(), b.store.InternalStats(ctx).Heads, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		heads = res.Heads
+		theirs = res.Heads
 	}
 	fetch = time.Since(start)
-	payload, err := encodeHeads(heads)
+	payload, err := heads.Encode(theirs)
 	if err != nil {
 		t.Fatal(err)
 	}

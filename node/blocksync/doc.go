@@ -18,7 +18,7 @@
 //
 // Every message is a frame: a uvarint length n (n >= 1), then n bytes whose
 // first byte is the frame type. A "heads list" below is a go-ds-crdt broadcast
-// payload (pb.CRDTBroadcast, see crdt.EncodeHeads), so at most 1,024 CIDs in
+// payload (see heads.Encode), so at most 1,024 CIDs in
 // at most 256 KiB (the limits of the node's heads payloads).
 //
 //	requester -> responder

@@ -8,6 +8,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/ferry-crm/ferry/node/heads"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -98,11 +99,11 @@ func (s *Syncer) report(call *fetchCall, prog Progress) {
 // fetch is the requester side.
 func (s *Syncer) fetch(ctx context.Context, call *fetchCall, p peer.ID, ourHeads []cid.Cid) (Result, error) {
 	start := time.Now()
-	if len(ourHeads) > maxHeads {
-		s.log.Warn("block sync: too many heads for one request, sending a subset", "heads", len(ourHeads), "max", maxHeads)
-		ourHeads = ourHeads[:maxHeads]
+	if len(ourHeads) > heads.MaxHeads {
+		s.log.Warn("block sync: too many heads for one request, sending a subset", "heads", len(ourHeads), "max", heads.MaxHeads)
+		ourHeads = ourHeads[:heads.MaxHeads]
 	}
-	req, err := encodeHeads(ourHeads)
+	req, err := heads.Encode(ourHeads)
 	if err != nil {
 		return Result{}, err
 	}
@@ -148,7 +149,7 @@ func (s *Syncer) fetch(ctx context.Context, call *fetchCall, p peer.ID, ourHeads
 		return fail(err)
 	}
 	if typ == frameNeedLocator {
-		unknown, err := decodeHeads(body)
+		unknown, err := heads.Decode(body)
 		if err != nil {
 			return fail(violation("bad locator request: %v", err))
 		}
@@ -156,7 +157,7 @@ func (s *Syncer) fetch(ctx context.Context, call *fetchCall, p peer.ID, ourHeads
 		if err != nil {
 			return fail(err)
 		}
-		payload, err := encodeHeads(loc)
+		payload, err := heads.Encode(loc)
 		if err != nil {
 			return fail(err)
 		}

@@ -8,7 +8,7 @@ import (
 	"io"
 	"slices"
 
-	"github.com/ferry-crm/ferry/crdt"
+	"github.com/ferry-crm/ferry/node/heads"
 	"github.com/ipfs/boxo/verifcid"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
@@ -25,17 +25,13 @@ const (
 )
 
 const (
-	// maxHeads and maxHeadsPayload bound a heads list: the limits of the
-	// node's heads payloads (node.MaxHeads, node.MaxHeadsPayload).
-	maxHeads        = 1024
-	maxHeadsPayload = 256 << 10
 	// maxCIDLen bounds an encoded CID in a BLOCK frame (verifcid allows
 	// digests up to 128 bytes).
 	maxCIDLen = 256
 	// maxAnnounced bounds the block count of a HEADER.
 	maxAnnounced = 1 << 26
 	// Frame size limits.
-	maxRequestFrame  = 1 + maxHeadsPayload
+	maxRequestFrame  = 1 + heads.MaxPayload
 	maxResponseFrame = 1 + binary.MaxVarintLen64 + maxCIDLen + MaxBlockSize
 )
 
@@ -47,24 +43,6 @@ var (
 // violation returns an error wrapping ErrViolation.
 func violation(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrViolation, fmt.Sprintf(format, args...))
-}
-
-// encodeHeads builds a heads list.
-func encodeHeads(heads []cid.Cid) ([]byte, error) { return crdt.EncodeHeads(heads) }
-
-// decodeHeads decodes a heads list strictly and checks its limits.
-func decodeHeads(data []byte) ([]cid.Cid, error) {
-	if len(data) > maxHeadsPayload {
-		return nil, fmt.Errorf("heads payload too large: %d bytes (max %d)", len(data), maxHeadsPayload)
-	}
-	heads, err := crdt.DecodeHeads(data)
-	if err != nil {
-		return nil, err
-	}
-	if len(heads) > maxHeads {
-		return nil, fmt.Errorf("too many heads: %d (max %d)", len(heads), maxHeads)
-	}
-	return heads, nil
 }
 
 // writeFrame writes one frame: uvarint length, type, parts. Unless w is
@@ -119,7 +97,7 @@ func readFrame(r *bufio.Reader, max int) (byte, []byte, error) {
 }
 
 // parseHeader decodes a HEADER frame body.
-func parseHeader(body []byte) (blocks int, bytes int64, heads []cid.Cid, err error) {
+func parseHeader(body []byte) (blocks int, bytes int64, theirs []cid.Cid, err error) {
 	nb, n := binary.Uvarint(body)
 	if n <= 0 {
 		return 0, 0, nil, violation("header: bad block count")
@@ -136,11 +114,11 @@ func parseHeader(body []byte) (blocks int, bytes int64, heads []cid.Cid, err err
 	if ns > nb*MaxBlockSize {
 		return 0, 0, nil, violation("header: %d bytes announced for %d blocks", ns, nb)
 	}
-	heads, err = decodeHeads(body)
+	theirs, err = heads.Decode(body)
 	if err != nil {
 		return 0, 0, nil, violation("header: %v", err)
 	}
-	return int(nb), int64(ns), heads, nil
+	return int(nb), int64(ns), theirs, nil
 }
 
 // parseBlock decodes a BLOCK frame body and verifies the block.

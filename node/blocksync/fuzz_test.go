@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"github.com/ferry-crm/ferry/node/heads"
 	blocks "github.com/ipfs/go-block-format"
 )
 
@@ -19,8 +20,8 @@ func FuzzFrames(f *testing.F) {
 	body = append(body, blk.RawData()...)
 	_ = writeFrame(&frame, 'B', body)
 	f.Add(frame.Bytes())
-	heads := mustEncode(f, testCids(f, "fuzz", 2))
-	f.Add(append(binary.AppendUvarint(binary.AppendUvarint(nil, 2), 100), heads...))
+	payload := mustEncode(f, testCids(f, "fuzz", 2))
+	f.Add(append(binary.AppendUvarint(binary.AppendUvarint(nil, 2), 100), payload...))
 	f.Add([]byte{0x05, 0x01, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bufio.NewReader(bytes.NewReader(data))
@@ -34,7 +35,7 @@ func FuzzFrames(f *testing.F) {
 				t.Fatalf("accepted block does not verify: %v", err)
 			}
 		}
-		if n, size, hs, err := parseHeader(data); err == nil && (n < 0 || size < 0 || len(hs) > maxHeads) {
+		if n, size, hs, err := parseHeader(data); err == nil && (n < 0 || size < 0 || len(hs) > heads.MaxHeads) {
 			t.Fatalf("header accepted: %d blocks, %d bytes, %d heads", n, size, len(hs))
 		}
 	})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ferry-crm/ferry/crdt"
+	"github.com/ferry-crm/ferry/node/heads"
 	"github.com/ipfs/boxo/blockstore"
 	"github.com/ipfs/boxo/ipld/merkledag"
 	blocks "github.com/ipfs/go-block-format"
@@ -121,9 +122,9 @@ func testCids(t testing.TB, seed string, n int) []cid.Cid {
 	return out
 }
 
-func mustEncode(t testing.TB, heads []cid.Cid) []byte {
+func mustEncode(t testing.TB, cids []cid.Cid) []byte {
 	t.Helper()
-	data, err := encodeHeads(heads)
+	data, err := heads.Encode(cids)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,8 +363,8 @@ func serveEvil(t testing.TB, h host.Host, serve func(w io.Writer)) {
 	})
 }
 
-func headerFrame(w io.Writer, n, size uint64, heads []cid.Cid) {
-	payload, _ := encodeHeads(heads)
+func headerFrame(w io.Writer, n, size uint64, cids []cid.Cid) {
+	payload, _ := heads.Encode(cids)
 	_ = writeFrame(w, frameHeader, binary.AppendUvarint(binary.AppendUvarint(nil, n), size), payload)
 }
 

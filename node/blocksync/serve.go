@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/ferry-crm/ferry/node/heads"
 	cid "github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 )
@@ -76,9 +77,9 @@ func (s *Syncer) handle(str network.Stream) {
 		case typ != want:
 			err = fmt.Errorf("frame type %#x, want %#x", typ, want)
 		default:
-			var heads []cid.Cid
-			if heads, err = decodeHeads(body); err == nil {
-				return heads, true
+			var got []cid.Cid
+			if got, err = heads.Decode(body); err == nil {
+				return got, true
 			}
 		}
 		fail(slog.LevelWarn, "block sync: dropping malformed "+what, err)
@@ -93,8 +94,8 @@ func (s *Syncer) handle(str network.Stream) {
 		fail(slog.LevelWarn, "block sync: cannot list our heads", err)
 		return
 	}
-	if len(ours) > maxHeads {
-		ours = ours[:maxHeads]
+	if len(ours) > heads.MaxHeads {
+		ours = ours[:heads.MaxHeads]
 	}
 	w := bufio.NewWriterSize(str, 64<<10)
 	write := func(typ byte, parts ...[]byte) error {
@@ -114,7 +115,7 @@ func (s *Syncer) handle(str network.Stream) {
 		}
 	}
 	if len(unknown) > 0 && len(ours) > 0 {
-		payload, err := encodeHeads(unknown)
+		payload, err := heads.Encode(unknown)
 		if err == nil {
 			err = write(frameNeedLocator, payload)
 		}
@@ -147,7 +148,7 @@ func (s *Syncer) handle(str network.Stream) {
 			plan.bytes += int64(r.size)
 		}
 	}
-	headsPayload, err := encodeHeads(ours)
+	headsPayload, err := heads.Encode(ours)
 	if err != nil {
 		fail(slog.LevelWarn, "block sync: encode heads", err)
 		return
@@ -201,7 +202,7 @@ func (s *Syncer) handle(str network.Stream) {
 // the blocks (at most locatorPerDepth) at depths 1, 2, ..., 16,
 // then about every 1/8 more (18, 20, 22, 24, 27, 30, ...), and the deepest
 // level reached when the walk ends (DAG exhausted or budget spent); at most
-// maxHeads CIDs. The responder then resends at most the blocks between
+// heads.MaxHeads CIDs. The responder then resends at most the blocks between
 // where the DAGs fork and the next locator depth below: about 1/8 of the
 // fork's depth, unless it lies deeper than the walk budget. The requester
 // sends it when the responder asks (NEED_LOCATOR).
@@ -218,14 +219,14 @@ func (s *Syncer) locator(ctx context.Context, from []cid.Cid) ([]cid.Cid, error)
 	taken := false // level was taken already
 	take := func(lvl []cid.Cid) {
 		for _, c := range lvl[:min(len(lvl), locatorPerDepth)] {
-			if len(out) < maxHeads {
+			if len(out) < heads.MaxHeads {
 				out = append(out, c)
 			}
 		}
 		taken = true
 	}
 	visits, depth, next := 0, 0, 1
-	for len(out) < maxHeads {
+	for len(out) < heads.MaxHeads {
 		var below []cid.Cid
 		for _, c := range level {
 			if visits >= s.cfg.locatorBudget {

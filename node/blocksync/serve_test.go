@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-crm/ferry/node/heads"
 	"github.com/ipfs/boxo/ipld/merkledag"
 	cid "github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
@@ -188,11 +189,11 @@ func TestMaliciousRequester(t *testing.T) {
 		},
 		"bad heads": func(w io.Writer) error { return writeFrame(w, frameRequest, []byte("garbage")) },
 		"too many heads": func(w io.Writer) error {
-			return writeFrame(w, frameRequest, mustEncode(t, testCids(t, "many", maxHeads+1)))
+			return writeFrame(w, frameRequest, mustEncode(t, testCids(t, "many", heads.MaxHeads+1)))
 		},
 		"wrong frame type": func(w io.Writer) error { return writeFrame(w, frameLocator, mustEncode(t, nil)) },
 		"oversized frame": func(w io.Writer) error {
-			return writeFrame(w, frameRequest, make([]byte, maxHeadsPayload+1))
+			return writeFrame(w, frameRequest, make([]byte, heads.MaxPayload+1))
 		},
 		"huge length": func(w io.Writer) error { _, err := w.Write(binary.AppendUvarint(nil, 1<<60)); return err },
 		"truncated":   func(w io.Writer) error { _, err := w.Write([]byte{100, 1, 2, 3}); return err },
