@@ -270,7 +270,6 @@ func commandsDuringStart(t *testing.T, dir string, ed *edits, round int, command
 
 	// The test asks for the status too, until the node answers with its
 	// first digest built.
-	sawPending := false
 	deadline := time.Now().Add(startWithin)
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()
@@ -278,12 +277,19 @@ func commandsDuringStart(t *testing.T, dir string, ed *edits, round int, command
 		if n.exited() {
 			t.Fatalf("the node exited while CLI commands ran (%v):\nstderr:\n%s", n.err, n.stderr.String())
 		}
+		phase := tally.phase.Load()
+		began := time.Now()
 		st, r := status(t, dir)
-		tally.add(r, st.Running)
+		tally.add(fired{result: r, took: time.Since(began)}, phase, st.Running)
 		if r.Code != 0 {
 			t.Errorf("status while the node starts:\n%s", r)
 		}
-		sawPending = sawPending || (st.Running && st.DigestPending)
+		switch {
+		case st.Running && st.Digest != "":
+			tally.phase.Store(phaseUp)
+		case st.Running:
+			tally.phase.Store(phaseDigest)
+		}
 		if st.Running && st.Digest != "" {
 			break
 		}
@@ -303,8 +309,8 @@ func commandsDuringStart(t *testing.T, dir string, ed *edits, round int, command
 	if pid, err := markerPID(dir); pid != n.cmd.Process.Pid {
 		t.Errorf("the running node's store is marked open by pid %d (%v), the node is %d", pid, err, n.cmd.Process.Pid)
 	}
-	t.Logf("round %d: node answering with its digest %s after it was spawned (digest seen pending: %t); %s",
-		round, running.Round(time.Millisecond), sawPending, tally.String())
+	t.Logf("round %d: node answering with its digest %s after it was spawned; %s",
+		round, running.Round(time.Millisecond), tally.String())
 
 	// The edits made so far, through the running node.
 	for id, v := range ed.snapshot() {
@@ -329,6 +335,7 @@ func startWorker(t *testing.T, dir string, ed *edits, tl *tally, w int, stop <-c
 			}
 		}
 		var f fired
+		phase := tl.phase.Load()
 		switch (i + 2*w) % 4 {
 		case 0:
 			f = fire(dir, "status", "--json")
@@ -336,7 +343,7 @@ func startWorker(t *testing.T, dir string, ed *edits, tl *tally, w int, stop <-c
 			if f.ok(t) && json.Unmarshal([]byte(f.Stdout), &st) != nil {
 				t.Errorf("status --json is not a Status:\n%s", f)
 			}
-			tl.add(f.result, st.Running)
+			tl.add(f, phase, st.Running)
 		case 1:
 			id, want := ed.pick()
 			f = fire(dir, "get", "contacts", id, "--json")
@@ -346,7 +353,7 @@ func startWorker(t *testing.T, dir string, ed *edits, tl *tally, w int, stop <-c
 					t.Errorf("get %s: want first_name %q:\n%s", id, want, f)
 				}
 			}
-			tl.add(f.result, false)
+			tl.add(f, phase, false)
 		case 2:
 			id, v := ed.next()
 			f = fire(dir, "put", "contacts", id, "first_name="+v)
@@ -357,7 +364,7 @@ func startWorker(t *testing.T, dir string, ed *edits, tl *tally, w int, stop <-c
 					ed.done(id, v)
 				}
 			}
-			tl.add(f.result, false)
+			tl.add(f, phase, false)
 		case 3:
 			f = fire(dir, "list", "contacts", "--where", "stage=won")
 			if f.ok(t) {
@@ -365,7 +372,7 @@ func startWorker(t *testing.T, dir string, ed *edits, tl *tally, w int, stop <-c
 					t.Errorf("list --where stage=won gave %d lines, want %d:\n%s", got, bigWon, f.Stderr)
 				}
 			}
-			tl.add(f.result, false)
+			tl.add(f, phase, false)
 		}
 	}
 }
@@ -406,7 +413,7 @@ func stopWhileUsed(t *testing.T, n *nodeProc, dir string, ed *edits) {
 			} else {
 				f = fire(dir, "status")
 			}
-			during.add(f.result, false)
+			during.add(f, phaseUp, false)
 			// A command that met the node as it closed its socket may
 			// fail, saying so; it must not hang, crash or fail otherwise.
 			switch {
@@ -441,7 +448,7 @@ func stopWhileUsed(t *testing.T, n *nodeProc, dir string, ed *edits) {
 	if _, err := os.Stat(filepath.Join(dir, datadir.OpenMarkerFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the store is still marked open after the node and the commands closed it: %v", err)
 	}
-	t.Logf("node stopped cleanly in %s; %s during the stop (%d failed saying why)", took.Round(time.Millisecond), during.String(), clearErrors.Load())
+	t.Logf("node stopped cleanly in %s; commands fired around the stop: %v (%d failed saying why)", took.Round(time.Millisecond), during.byPhase[phaseUp], clearErrors.Load())
 }
 
 // waitRunning waits until status says the node runs, failing if it exits.
@@ -522,28 +529,44 @@ func (e *edits) snapshot() map[string]string {
 	return out
 }
 
-// tally counts commands by verb, and statuses answered by the node.
+// tally counts the commands of a phase of the node's life: by the
+// node's state when each started, and by verb.
 type tally struct {
-	mu     sync.Mutex
-	byVerb map[string]int
-	byNode int // status answered by the running node (not in-process)
-	n      int
+	phase atomic.Int32 // the node's state now, set by the test goroutine
+
+	mu      sync.Mutex
+	n       int
+	byPhase [len(phaseNames)]map[string]int
+	byNode  int // statuses answered by the running node (not in-process)
+	slowest fired
 }
 
-func (tl *tally) add(r result, byNode bool) {
+// The node's states while it starts, as the test sees them.
+const (
+	phaseNoAnswer = iota // not answering on its socket (yet)
+	phaseDigest          // answering, first digest pending
+	phaseUp              // answering, digest built
+)
+
+var phaseNames = [...]string{"before the node answered", "while its first digest was pending", "after"}
+
+func (tl *tally) add(f fired, phase int32, byNode bool) {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
-	if tl.byVerb == nil {
-		tl.byVerb = map[string]int{}
+	if tl.byPhase[phase] == nil {
+		tl.byPhase[phase] = map[string]int{}
 	}
 	verb := "?"
-	if len(r.Args) > 2 {
-		verb = r.Args[2]
+	if len(f.Args) > 2 {
+		verb = f.Args[2]
 	}
-	tl.byVerb[verb]++
+	tl.byPhase[phase][verb]++
 	tl.n++
 	if byNode {
 		tl.byNode++
+	}
+	if f.took > tl.slowest.took {
+		tl.slowest = f
 	}
 }
 
@@ -556,7 +579,17 @@ func (tl *tally) total() int {
 func (tl *tally) String() string {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
-	return fmt.Sprintf("%d commands %v (%d statuses answered by the node)", tl.n, tl.byVerb, tl.byNode)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d commands (%d statuses answered by the node)", tl.n, tl.byNode)
+	for p, m := range tl.byPhase {
+		if m != nil {
+			fmt.Fprintf(&b, "; %s: %v", phaseNames[p], m)
+		}
+	}
+	if tl.slowest.took > 0 {
+		fmt.Fprintf(&b, "; slowest: %s in %s", strings.Join(tl.slowest.Args[2:], " "), tl.slowest.took.Round(time.Millisecond))
+	}
+	return b.String()
 }
 
 // fired is a CLI command run by fire.

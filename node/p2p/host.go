@@ -17,7 +17,8 @@ import (
 	"github.com/multiformats/go-multiaddr"
 )
 
-// Connection manager watermarks. Configured peers are Protected (see Dialer)
+// Connection manager watermarks. Configured peers are Protected (see
+// node/peering)
 // so trimming never closes them.
 const (
 	connMgrLow  = 100
