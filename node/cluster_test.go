@@ -61,12 +61,8 @@ type cluster struct {
 }
 
 func nodeConfig(t *testing.T, dir, name, role string, peers []multiaddr.Multiaddr, clock *settableClock) Config {
-	cfg := DefaultConfig(dir)
+	cfg := TestConfig(dir) // no mDNS: clusters of parallel tests must not find each other
 	cfg.Name, cfg.Role, cfg.Peers = name, role, peers
-	cfg.ListenAddrs = []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/0")}
-	cfg.DialMin, cfg.DialMax = 50*time.Millisecond, 500*time.Millisecond
-	cfg.PeerExchangeInterval = 200 * time.Millisecond
-	cfg.MDNS = false // clusters of parallel tests must not find each other
 	cfg.Store.Now = clock.Now
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})).With("node", name)
 	return cfg

@@ -123,15 +123,17 @@ func DefaultConfig(dir string) Config {
 	}
 }
 
-// TestConfig is DefaultConfig for tests: loopback TCP only and every timer
-// short (re-dials from 50 ms, peer exchange every 200 ms, periodic sync
-// every 2 s), so that a test waits on conditions, not on timers.
+// TestConfig is DefaultConfig for tests: loopback TCP only, no mDNS, and
+// the timers a test would otherwise wait on short (re-dials from 50 ms,
+// peer exchange every 200 ms). The periodic heads exchange keeps its 30 s,
+// so that a test of the exchanges on connect and on change is not passed
+// by it.
 func TestConfig(dir string) Config {
 	cfg := DefaultConfig(dir)
 	cfg.ListenAddrs = []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/0")}
 	cfg.DialMin, cfg.DialMax = 50*time.Millisecond, 500*time.Millisecond
 	cfg.PeerExchangeInterval = 200 * time.Millisecond
-	cfg.SyncInterval = 2 * time.Second
+	cfg.MDNS = false
 	return cfg
 }
 

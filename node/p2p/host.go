@@ -18,8 +18,7 @@ import (
 )
 
 // Connection manager watermarks. Configured peers are Protected (see
-// node/peering)
-// so trimming never closes them.
+// node/peering) so trimming never closes them.
 const (
 	connMgrLow  = 100
 	connMgrHigh = 400

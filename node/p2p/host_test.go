@@ -3,8 +3,6 @@ package p2p
 import (
 	"context"
 	"crypto/rand"
-	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,29 +13,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 )
-
-// waitFor polls cond until it returns true, failing the test after timeout.
-func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// testLogger discards logs unless FERRY_TEST_LOG is set.
-func testLogger() *slog.Logger {
-	if os.Getenv("FERRY_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
 
 func testKey(t testing.TB) crypto.PrivKey {
 	t.Helper()
