@@ -198,7 +198,7 @@ func headsOf(n *clusterNode) string {
 // DAG work and the same visible contacts.
 func (c *cluster) waitConverged() {
 	c.t.Helper()
-	waitFor(c.t, 20*time.Second, func() bool {
+	waitFor(c.t, 60*time.Second, func() bool {
 		nodes := c.online()
 		for _, n := range nodes[1:] {
 			if headsOf(n) != headsOf(nodes[0]) || n.Status(context.Background()).QueuedJobs > 0 {

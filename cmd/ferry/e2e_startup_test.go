@@ -72,9 +72,9 @@ func TestStartupWithCLI(t *testing.T) {
 		return
 	}
 	// Round 0: the node is spawned first, the commands right after it.
-	// Rounds 1 and 2: the commands run first, and the node is spawned
-	// while one of them holds the store in-process.
-	for round := range 3 {
+	// Round 1: the commands run first, and the node is spawned while one
+	// of them holds the store in-process.
+	for round := range 2 {
 		if !t.Run(fmt.Sprintf("CommandsWhileNodeStarts/%d", round), func(t *testing.T) {
 			n := commandsDuringStart(t, dir, ed, round, round > 0)
 			stopWhileUsed(t, n, dir, ed)
@@ -93,6 +93,7 @@ func TestStartupWithCLI(t *testing.T) {
 	if len(ed.m) == 0 {
 		t.Fatal("no edit was made")
 	}
+	bad := 0
 	for i := range bigN {
 		id := bigID(i)
 		want := fmt.Sprintf("F%d", i)
@@ -100,8 +101,13 @@ func TestStartupWithCLI(t *testing.T) {
 			want = v
 		}
 		if rec := got[id]; rec == nil || rec["first_name"] != want || rec["stage"] != bigStages[i%4] {
-			t.Errorf("%s after every round: %v, want first_name %q, stage %q", id, rec, want, bigStages[i%4])
+			if bad++; bad <= 10 {
+				t.Errorf("%s after every round: %v, want first_name %q, stage %q", id, rec, want, bigStages[i%4])
+			}
 		}
+	}
+	if bad > 10 {
+		t.Errorf("... %d records differ in all", bad)
 	}
 	t.Logf("%d edits made while the node started or stopped, all exported", len(ed.m))
 }
@@ -268,10 +274,11 @@ func commandsDuringStart(t *testing.T, dir string, ed *edits, round int, command
 		start = time.Now()
 	}
 
-	// The test asks for the status too, until the node answers with its
+	// The test asks for the status too (less often than eventually: the
+	// node and the workers share the CPU), until the node answers with its
 	// first digest built.
 	deadline := time.Now().Add(startWithin)
-	tick := time.NewTicker(pollEvery)
+	tick := time.NewTicker(4 * pollEvery)
 	defer tick.Stop()
 	for {
 		if n.exited() {
@@ -435,6 +442,13 @@ func stopWhileUsed(t *testing.T, n *nodeProc, dir string, ed *edits) {
 	took := time.Since(start)
 	close(stop)
 	wg.Wait()
+	// The node ran as if alone: it found the store closed cleanly by the
+	// commands before it, and logged no error.
+	for _, bad := range []string{"level=ERROR", "not closed cleanly"} {
+		if strings.Contains(n.stderr.String(), bad) {
+			t.Errorf("the node logged %q:\n%s", bad, n.stderr.String())
+		}
+	}
 
 	// At once after the stop: the store opens in-process.
 	id, want := ed.pick()
