@@ -18,6 +18,7 @@ import (
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/ferry-crm/ferry/crdt"
+	"github.com/ferry-crm/ferry/internal/testnet"
 	"github.com/ferry-crm/ferry/node/datadir"
 	"github.com/ferry-crm/ferry/schema"
 )
@@ -57,7 +58,7 @@ type cluster struct {
 	psk     pnet.PSK
 	founder string
 	// officeLog keeps the office's log records.
-	officeLog *recordingHandler
+	officeLog *testnet.LogRecorder
 }
 
 func nodeConfig(t *testing.T, dir, name, role string, peers []multiaddr.Multiaddr, clock *settableClock) Config {
@@ -79,7 +80,7 @@ func newCluster(t *testing.T, laptops int) *cluster {
 // conflict hook.
 func newClusterWith(t *testing.T, laptops int, schemaYAML string, hook *HookConfig) *cluster {
 	t.Helper()
-	c := &cluster{t: t, officeLog: &recordingHandler{}}
+	c := &cluster{t: t, officeLog: &testnet.LogRecorder{}}
 	psk, err := datadir.NewSwarmKey()
 	if err != nil {
 		t.Fatal(err)
@@ -198,7 +199,7 @@ func headsOf(n *clusterNode) string {
 // DAG work and the same visible contacts.
 func (c *cluster) waitConverged() {
 	c.t.Helper()
-	waitFor(c.t, 60*time.Second, func() bool {
+	testnet.WaitFor(c.t, 60*time.Second, func() bool {
 		nodes := c.online()
 		for _, n := range nodes[1:] {
 			if headsOf(n) != headsOf(nodes[0]) || n.Status(context.Background()).QueuedJobs > 0 {
@@ -222,7 +223,7 @@ func (c *cluster) setOffline(offline bool, idx ...int) {
 		}
 	}
 	if offline {
-		waitFor(c.t, 10*time.Second, func() bool {
+		testnet.WaitFor(c.t, 10*time.Second, func() bool {
 			for _, i := range idx {
 				if len(c.nodes[i].Host().Network().Peers()) > 0 {
 					return false

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-crm/ferry/internal/testnet"
 )
 
 func TestClusterDiffIdenticalAndDiverged(t *testing.T) {
@@ -77,7 +79,7 @@ func TestClusterUnackedEditsCountWhatTheOfficeHolds(t *testing.T) {
 	laptop := c.nodes[1]
 	put(t, laptop, "c1", map[string]any{"last_name": "Smith"})
 	c.waitConverged()
-	waitFor(t, 10*time.Second, func() bool {
+	testnet.WaitFor(t, 10*time.Second, func() bool {
 		u, err := laptop.acks.unacked(ctx)
 		return err == nil && u.Known && u.Count == 0
 	})
@@ -92,7 +94,7 @@ func TestClusterUnackedEditsCountWhatTheOfficeHolds(t *testing.T) {
 	}
 	c.setOffline(false, 1)
 	c.waitConverged()
-	waitFor(t, 10*time.Second, func() bool {
+	testnet.WaitFor(t, 10*time.Second, func() bool {
 		u := laptop.Status(ctx).Unacked
 		return u != nil && u.Count == 0
 	})
@@ -111,7 +113,7 @@ func TestClusterMetrics(t *testing.T) {
 		return rec.Body.String()
 	}
 	// The office acknowledges the edit when it next announces its heads.
-	waitFor(t, 10*time.Second, func() bool { return strings.Contains(scrape(), "ferry_unacked_edits 0") })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return strings.Contains(scrape(), "ferry_unacked_edits 0") })
 	body := scrape()
 	office := c.nodes[0].ID().String()
 	for _, want := range []string{"ferry_dag_height ", "ferry_heads 1", "ferry_online 1", "ferry_connected_peers 1",

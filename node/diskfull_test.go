@@ -17,6 +17,7 @@ import (
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/ferry-crm/ferry/crdt"
+	"github.com/ferry-crm/ferry/internal/testnet"
 	"github.com/ferry-crm/ferry/node/apijson"
 	"github.com/ferry-crm/ferry/node/datadir"
 	"github.com/ferry-crm/ferry/node/disk"
@@ -63,7 +64,7 @@ func (c *cluster) restartWith(i int, change func(*Config)) {
 // waitConnected waits until the office and node i are connected.
 func (c *cluster) waitConnected(i int) {
 	c.t.Helper()
-	waitFor(c.t, 15*time.Second, func() bool {
+	testnet.WaitFor(c.t, 15*time.Second, func() bool {
 		return c.nodes[0].Host().Network().Connectedness(c.nodes[i].ID()) == network.Connected
 	})
 }
@@ -251,7 +252,7 @@ func TestNodeRepairsAfterDiskFull(t *testing.T) {
 	for i := range 20 {
 		put(t, office, fmt.Sprintf("r%d", i), map[string]any{"last_name": "Office"})
 	}
-	waitFor(t, 10*time.Second, func() bool { return laptop.fault.Refused() > 0 })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return laptop.fault.Refused() > 0 })
 	// The laptop tried to merge the office's deltas and its writes failed:
 	// it knows it needs repair.
 	if !within(5*time.Second, func() bool {
@@ -419,7 +420,7 @@ func TestCleanSyncOnFullDisk(t *testing.T) {
 	laptop := &clusterNode{Node: n, dir: dir, cfg: fresh}
 	c.nodes = append(c.nodes, laptop) // closed with the cluster
 	c.waitConverged()
-	waitFor(t, 10*time.Second, func() bool {
+	testnet.WaitFor(t, 10*time.Second, func() bool {
 		d := laptop.Status(ctx).Digest
 		return d != "" && d == office.Status(ctx).Digest
 	})
@@ -465,7 +466,7 @@ func TestStartOnFullDisk(t *testing.T) {
 	if err != nil {
 		t.Fatalf("start with room again: %v", err)
 	}
-	waitFor(t, 10*time.Second, func() bool { return !n.Status(ctx).Dirty })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return !n.Status(ctx).Dirty })
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -490,5 +491,5 @@ func TestStartOnFullDisk(t *testing.T) {
 	if err := os.Remove(full); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, func() bool { return !n.Status(ctx).Dirty })
+	testnet.WaitFor(t, 15*time.Second, func() bool { return !n.Status(ctx).Dirty })
 }

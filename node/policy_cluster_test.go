@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferry-crm/ferry/crdt"
+	"github.com/ferry-crm/ferry/internal/testnet"
 )
 
 // Policy scenarios on real nodes: the office and two laptops edit the same
@@ -121,7 +122,7 @@ func TestClusterConflictHookResolves(t *testing.T) {
 	hook := writeHook(t, "cat > "+seen+"\necho '{\"pick\": 2}'\n")
 	c := newClusterWith(t, 2, policyClusterSchema("manual"), &HookConfig{Command: []string{hook}, Timeout: 5 * time.Second})
 	concurrentPhoneEdits(t, c)
-	waitFor(t, 20*time.Second, func() bool {
+	testnet.WaitFor(t, 20*time.Second, func() bool {
 		for _, n := range c.nodes {
 			if f := phoneOn(t, n); f.Value != "office" || f.Conflicted() {
 				return false
@@ -157,9 +158,9 @@ func TestClusterConflictHookFailuresLeaveTheConflictOpen(t *testing.T) {
 			// Wait until the office logged why the hook's answer was not
 			// used; then the office goes on working and the conflict is
 			// still open everywhere.
-			waitFor(t, 20*time.Second, func() bool {
-				return c.officeLog.has(slog.LevelWarn, "conflict hook failed: the conflict stays open") ||
-					c.officeLog.has(slog.LevelWarn, "conflict hook answer refused: the conflict stays open")
+			testnet.WaitFor(t, 20*time.Second, func() bool {
+				return c.officeLog.Has(slog.LevelWarn, "conflict hook failed: the conflict stays open") ||
+					c.officeLog.Has(slog.LevelWarn, "conflict hook answer refused: the conflict stays open")
 			})
 			put(t, c.nodes[0], "marker", map[string]any{"last_name": "M"})
 			c.waitConverged()

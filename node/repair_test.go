@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/ferry-crm/ferry/internal/testnet"
 )
 
 // TestLaptopRecoversOnceOfficeIsRepaired: an office whose history lost a
@@ -34,7 +36,7 @@ func TestLaptopRecoversOnceOfficeIsRepaired(t *testing.T) {
 
 	c.setOffline(false, 1)
 	laptop := c.nodes[1]
-	waitFor(t, 30*time.Second, func() bool {
+	testnet.WaitFor(t, 30*time.Second, func() bool {
 		st := laptop.Status(ctx)
 		return st.Dirty
 	})
@@ -63,7 +65,7 @@ func TestLaptopRecoversOnceOfficeIsRepaired(t *testing.T) {
 		t.Fatalf("office check after repair: %v", rep.Problems)
 	}
 
-	waitFor(t, 60*time.Second, func() bool {
+	testnet.WaitFor(t, 60*time.Second, func() bool {
 		st := laptop.Status(ctx)
 		if st.Dirty {
 			return false

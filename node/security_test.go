@@ -18,6 +18,7 @@ import (
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/ferry-crm/ferry/crdt"
+	"github.com/ferry-crm/ferry/internal/testnet"
 	"github.com/ferry-crm/ferry/node/datadir"
 	"github.com/ferry-crm/ferry/node/p2p"
 )
@@ -110,7 +111,7 @@ func TestStolenSwarmKeyCannotWrite(t *testing.T) {
 	}
 	defer thief.Close()
 	// Without an open invitation the office refuses the connection itself.
-	waitFor(t, 10*time.Second, func() bool { return thief.net.peering.DialAttempts() >= 3 })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return thief.net.peering.DialAttempts() >= 3 })
 	if office.Host().Network().Connectedness(thief.ID()) == network.Connected {
 		t.Fatal("the office accepted a connection from a peer that is not a member")
 	}
@@ -118,7 +119,7 @@ func TestStolenSwarmKeyCannotWrite(t *testing.T) {
 	if _, err := office.Invite(ctx, "someone else", RoleLaptop, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() bool { return office.net.admission.Refused() > 0 })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return office.net.admission.Refused() > 0 })
 	thief.SyncNow(ctx)
 	c.waitConverged()
 	for _, n := range c.nodes {
@@ -212,7 +213,7 @@ func TestModifiedClientCannotWriteOfficeOnlyCollection(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.waitConverged()
-	waitFor(t, 10*time.Second, func() bool { return fieldOn(t, laptop, "prices", "p1", "amount") == 10.0 })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return fieldOn(t, laptop, "prices", "p1", "amount") == 10.0 })
 	if _, err := laptop.Store().Put(ctx, "prices", "p1", map[string]any{"amount": 1.0}); !errors.Is(err, crdt.ErrForbidden) {
 		t.Fatalf("laptop put to an office-only collection: %v, want ErrForbidden", err)
 	}
@@ -220,7 +221,7 @@ func TestModifiedClientCannotWriteOfficeOnlyCollection(t *testing.T) {
 	c.restart(1)
 	c.waitConverged()
 	for _, n := range c.nodes {
-		waitFor(t, 10*time.Second, func() bool { return ignoredOn(t, n, forged, crdt.ReasonRole) })
+		testnet.WaitFor(t, 10*time.Second, func() bool { return ignoredOn(t, n, forged, crdt.ReasonRole) })
 		if v := fieldOn(t, n, "prices", "p1", "amount"); v != 10.0 {
 			t.Errorf("%s: price %v, want the office's 10", n.cfg.Name, v)
 		}
@@ -240,11 +241,11 @@ func TestForgedSignatureIgnored(t *testing.T) {
 	c.restart(2)
 	// The modified client's own store shows what it wrote (nothing checked
 	// it there); the honest nodes get the op and ignore it.
-	waitFor(t, 20*time.Second, func() bool {
+	testnet.WaitFor(t, 20*time.Second, func() bool {
 		return headsOf(c.nodes[0]) == headsOf(c.nodes[2]) && headsOf(c.nodes[1]) == headsOf(c.nodes[2])
 	})
 	for _, n := range c.nodes[:2] {
-		waitFor(t, 10*time.Second, func() bool { return ignoredOn(t, n, forged, crdt.ReasonBadSignature) })
+		testnet.WaitFor(t, 10*time.Second, func() bool { return ignoredOn(t, n, forged, crdt.ReasonBadSignature) })
 		if v := fieldOn(t, n, "contacts", "c1", "last_name"); v != "Smith" {
 			t.Errorf("%s: last_name %v, want Smith", n.cfg.Name, v)
 		}
@@ -259,7 +260,7 @@ func TestRevokedLaptopLaterWritesVanish(t *testing.T) {
 	c.waitConverged()
 	// The laptops know each other (peer exchange) and keep syncing
 	// directly while the office revokes laptop1 offline.
-	waitFor(t, 10*time.Second, func() bool {
+	testnet.WaitFor(t, 10*time.Second, func() bool {
 		return l2.Host().Network().Connectedness(l1.ID()) == network.Connected
 	})
 	c.setOffline(true, 0)
@@ -271,16 +272,16 @@ func TestRevokedLaptopLaterWritesVanish(t *testing.T) {
 	}
 	l1.clock.Set(time.Date(2026, 3, 2, 9, 2, 0, 0, time.UTC))
 	put(t, l1, "late", map[string]any{"last_name": "After"})
-	waitFor(t, 10*time.Second, func() bool { return fieldOn(t, l2, "contacts", "late", "last_name") == "After" })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return fieldOn(t, l2, "contacts", "late", "last_name") == "After" })
 
 	c.setOffline(false, 0)
-	waitFor(t, 20*time.Second, func() bool {
+	testnet.WaitFor(t, 20*time.Second, func() bool {
 		m, ok, _ := l2.Store().Member(ctx, l1.ID().String())
 		return ok && m.Revoked
 	})
 	// laptop2 now ignores what laptop1 wrote after its revocation, and
 	// both drop their connections to it.
-	waitFor(t, 10*time.Second, func() bool {
+	testnet.WaitFor(t, 10*time.Second, func() bool {
 		return fieldOn(t, l2, "contacts", "late", "last_name") == nil &&
 			l2.Host().Network().Connectedness(l1.ID()) != network.Connected &&
 			office.Host().Network().Connectedness(l1.ID()) != network.Connected
@@ -294,7 +295,7 @@ func TestRevokedLaptopLaterWritesVanish(t *testing.T) {
 		}
 	}
 	// The office got laptop1's late op through laptop2 and ignores it too.
-	waitFor(t, 20*time.Second, func() bool { return headsOf(office) == headsOf(l2) })
+	testnet.WaitFor(t, 20*time.Second, func() bool { return headsOf(office) == headsOf(l2) })
 	late := crdt.OpID{}
 	hist, err := l2.Store().History(ctx, "contacts", "late", "")
 	if err != nil || len(hist) == 0 {
@@ -302,7 +303,7 @@ func TestRevokedLaptopLaterWritesVanish(t *testing.T) {
 	}
 	late = hist[0].Op
 	for _, n := range []*clusterNode{office, l2} {
-		waitFor(t, 10*time.Second, func() bool { return ignoredOn(t, n, late, crdt.ReasonRevoked) })
+		testnet.WaitFor(t, 10*time.Second, func() bool { return ignoredOn(t, n, late, crdt.ReasonRevoked) })
 	}
 	if office.Status(ctx).Digest != l2.Status(ctx).Digest {
 		t.Error("office and laptop2 digests differ")

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-crm/ferry/internal/testnet"
 	"github.com/ferry-crm/ferry/node/heads"
 	"github.com/ipfs/boxo/bitswap"
 	"github.com/ipfs/boxo/bitswap/network/bsnet"
@@ -57,7 +58,7 @@ type replica struct {
 // (a map datastore if base is nil).
 func newReplica(t testing.TB, base ds.Batching) *replica {
 	t.Helper()
-	h := newTestHost(t)
+	h := testnet.Host(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	if base == nil {
@@ -78,7 +79,7 @@ func newReplica(t testing.TB, base ds.Batching) *replica {
 		_ = bswap.Close()
 	})
 	heads := func(ctx context.Context) ([]cid.Cid, error) { return store.InternalStats(ctx).Heads, nil }
-	s := New(h, bstore, heads, testLogger())
+	s := New(h, bstore, heads, testnet.Logger())
 	t.Cleanup(func() { _ = s.Close() })
 	return &replica{h: h, bstore: bstore, bc: bc, store: store, sync: s}
 }
@@ -134,7 +135,7 @@ func catchUp(t *testing.T, n int, useSyncer bool, deadline time.Duration) (fetch
 	if len(want) != n {
 		t.Fatalf("A has %d keys", len(want))
 	}
-	connect(t, b.h, a.h)
+	testnet.Connect(t, b.h, a.h)
 
 	start := time.Now()
 	theirs := a.store.InternalStats(ctx).Heads

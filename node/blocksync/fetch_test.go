@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-crm/ferry/internal/testnet"
 	"github.com/ipfs/boxo/ipld/merkledag"
 	cid "github.com/ipfs/go-cid"
 )
@@ -24,15 +25,15 @@ func TestFetchDAG(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			d := newTestDAG(t, delta)
-			hA, hB := newTestHost(t), newTestHost(t)
+			hA, hB := testnet.Host(t), testnet.Host(t)
 			bsA, bsB := newTestBlockstore(), newTestBlockstore()
 			putNodes(t, bsA, d.all()...)
 			putNodes(t, bsB, d.chain[:500]...)
 			putNodes(t, bsB, d.fork...)
-			logsA := &recordingHandler{}
+			logsA := &testnet.LogRecorder{}
 			sA := newTestSyncer(t, hA, bsA, d.heads(), slog.New(logsA), testConfig())
 			sB := newTestSyncer(t, hB, bsB, nil, nil, testConfig())
-			connect(t, hB, hA)
+			testnet.Connect(t, hB, hA)
 
 			want := slices.Concat(d.chain[500:], d.merged)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -94,14 +95,14 @@ func TestFetchDAG(t *testing.T) {
 // A fresh requester gets everything; a responder without blocks sends none.
 func TestFreshAndEmpty(t *testing.T) {
 	d := newTestDAG(t, true)
-	hA, hB, hC := newTestHost(t), newTestHost(t), newTestHost(t)
+	hA, hB, hC := testnet.Host(t), testnet.Host(t), testnet.Host(t)
 	bsA, bsB := newTestBlockstore(), newTestBlockstore()
 	putNodes(t, bsA, d.all()...)
 	newTestSyncer(t, hA, bsA, d.heads(), nil, testConfig())
 	sB := newTestSyncer(t, hB, bsB, nil, nil, testConfig())
 	newTestSyncer(t, hC, newTestBlockstore(), nil, nil, testConfig())
-	connect(t, hB, hA)
-	connect(t, hB, hC)
+	testnet.Connect(t, hB, hA)
+	testnet.Connect(t, hB, hC)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -141,14 +142,14 @@ func TestDiverged(t *testing.T) {
 				}
 				own = append(own, testNode(t, delta, fmt.Sprintf("b%d", j), p))
 			}
-			hA, hB := newTestHost(t), newTestHost(t)
+			hA, hB := testnet.Host(t), testnet.Host(t)
 			bsA, bsB := newTestBlockstore(), newTestBlockstore()
 			putNodes(t, bsA, d.chain...)
 			putNodes(t, bsB, d.chain[:500]...)
 			putNodes(t, bsB, own...)
 			sA := newTestSyncer(t, hA, bsA, cidsOf(d.chain[1999]), nil, testConfig())
 			sB := newTestSyncer(t, hB, bsB, cidsOf(own[29]), nil, testConfig())
-			connect(t, hB, hA)
+			testnet.Connect(t, hB, hA)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 
@@ -191,7 +192,7 @@ func TestLocatorBudget(t *testing.T) {
 		}
 		own = append(own, testNode(t, true, fmt.Sprintf("b%d", j), p))
 	}
-	hA, hB := newTestHost(t), newTestHost(t)
+	hA, hB := testnet.Host(t), testnet.Host(t)
 	bsA, bsB := newTestBlockstore(), newTestBlockstore()
 	putNodes(t, bsA, d.chain...)
 	putNodes(t, bsB, d.chain[:500]...)
@@ -200,7 +201,7 @@ func TestLocatorBudget(t *testing.T) {
 	cfg := testConfig()
 	cfg.locatorBudget = 8
 	sB := newTestSyncer(t, hB, bsB, nil, nil, cfg)
-	connect(t, hB, hA)
+	testnet.Connect(t, hB, hA)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	loc, err := sB.locator(ctx, cidsOf(own[29]))
@@ -223,12 +224,12 @@ func TestLocatorBudget(t *testing.T) {
 // the same result for both.
 func TestFetchJoins(t *testing.T) {
 	d := newTestDAG(t, true)
-	hA, hB := newTestHost(t), newTestHost(t)
+	hA, hB := testnet.Host(t), testnet.Host(t)
 	bsA := newTestBlockstore()
 	putNodes(t, bsA, d.all()...)
 	sA := newTestSyncer(t, hA, bsA, d.heads(), nil, testConfig())
 	sB := newTestSyncer(t, hB, newTestBlockstore(), nil, nil, testConfig())
-	connect(t, hB, hA)
+	testnet.Connect(t, hB, hA)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -259,7 +260,7 @@ func TestFetchJoins(t *testing.T) {
 		res, err := sB.Fetch(ctx, hA.ID(), d.heads(), second.fn)
 		results <- out{res, err}
 	}()
-	waitFor(t, 5*time.Second, func() bool {
+	testnet.WaitFor(t, 5*time.Second, func() bool {
 		sB.mu.Lock()
 		defer sB.mu.Unlock()
 		c := sB.fetches[hA.ID()]
@@ -294,7 +295,7 @@ func TestFetchJoins(t *testing.T) {
 
 // Close cancels running fetches and serves, and waits for them.
 func TestClose(t *testing.T) {
-	hA, hB := newTestHost(t), newTestHost(t)
+	hA, hB := testnet.Host(t), testnet.Host(t)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	serveEvil(t, hA, func(w io.Writer) { // a header, then nothing
@@ -302,14 +303,14 @@ func TestClose(t *testing.T) {
 		_ = w.(*bufio.Writer).Flush()
 		<-release
 	})
-	sB := newSyncer(hB, newTestBlockstore(), fixedHeads(nil), testLogger(), defaultConfig())
-	connect(t, hB, hA)
+	sB := newSyncer(hB, newTestBlockstore(), fixedHeads(nil), testnet.Logger(), defaultConfig())
+	testnet.Connect(t, hB, hA)
 	errc := make(chan error, 1)
 	go func() {
 		_, err := sB.Fetch(context.Background(), hA.ID(), nil, nil)
 		errc <- err
 	}()
-	waitFor(t, 10*time.Second, func() bool { return sB.Stats().Current.Total == 1000 })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return sB.Stats().Current.Total == 1000 })
 	start := time.Now()
 	if err := sB.Close(); err != nil {
 		t.Fatal(err)
@@ -328,15 +329,15 @@ func TestClose(t *testing.T) {
 	}
 
 	// Responder side: a serve blocked in the heads function.
-	hC, hD := newTestHost(t), newTestHost(t)
+	hC, hD := testnet.Host(t), testnet.Host(t)
 	inHeads := make(chan struct{})
 	sC := newSyncer(hC, newTestBlockstore(), func(ctx context.Context) ([]cid.Cid, error) {
 		close(inHeads)
 		<-ctx.Done()
 		return nil, ctx.Err()
-	}, testLogger(), defaultConfig())
+	}, testnet.Logger(), defaultConfig())
 	sD := newTestSyncer(t, hD, newTestBlockstore(), nil, nil, testConfig())
-	connect(t, hD, hC)
+	testnet.Connect(t, hD, hC)
 	go func() {
 		_, err := sD.Fetch(context.Background(), hC.ID(), nil, nil)
 		errc <- err
@@ -353,17 +354,17 @@ func TestClose(t *testing.T) {
 		t.Errorf("close took %s", el)
 	}
 	// A caller's cancellation ends the fetch when nobody else waits.
-	hE := newTestHost(t)
+	hE := testnet.Host(t)
 	serveEvil(t, hE, func(w io.Writer) {
 		headerFrame(w, 1000, 1000, nil)
 		_ = w.(*bufio.Writer).Flush()
 		<-release
 	})
-	connect(t, hD, hE)
+	testnet.Connect(t, hD, hE)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	if _, err := sD.Fetch(ctx, hE.ID(), nil, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("fetch: %v", err)
 	}
-	waitFor(t, 5*time.Second, func() bool { return !sD.Stats().InProgress })
+	testnet.WaitFor(t, 5*time.Second, func() bool { return !sD.Stats().InProgress })
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"github.com/ferry-crm/ferry/internal/testnet"
 	"github.com/ferry-crm/ferry/node/heads"
 	blocks "github.com/ipfs/go-block-format"
 )
@@ -20,7 +21,7 @@ func FuzzFrames(f *testing.F) {
 	body = append(body, blk.RawData()...)
 	_ = writeFrame(&frame, 'B', body)
 	f.Add(frame.Bytes())
-	payload := mustEncode(f, testCids(f, "fuzz", 2))
+	payload := mustEncode(f, testnet.CIDs(f, "fuzz", 2))
 	f.Add(append(binary.AppendUvarint(binary.AppendUvarint(nil, 2), 100), payload...))
 	f.Add([]byte{0x05, 0x01, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ferry-crm/ferry/crdt"
+	"github.com/ferry-crm/ferry/internal/testnet"
 	"github.com/ferry-crm/ferry/node/heads"
 	"github.com/ipfs/boxo/blockstore"
 	"github.com/ipfs/boxo/ipld/merkledag"
@@ -22,83 +22,12 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/ipfs/go-ds-crdt/pb"
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
-	mh "github.com/multiformats/go-multihash"
 	"google.golang.org/protobuf/proto"
 )
 
 // The test environment: hosts, blockstores, logs.
-
-// newTestHost starts a libp2p host on loopback TCP, closed at the end of
-// the test.
-func newTestHost(t testing.TB) host.Host {
-	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = h.Close() })
-	return h
-}
-
-func connect(t testing.TB, a, b host.Host) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
-		t.Fatalf("connect %s -> %s: %v", a.ID(), b.ID(), err)
-	}
-}
-
-// waitFor polls cond until it returns true, failing the test after timeout.
-func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// testLogger discards logs unless FERRY_TEST_LOG is set.
-func testLogger() *slog.Logger {
-	if os.Getenv("FERRY_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-// recordingHandler keeps log records.
-type recordingHandler struct {
-	mu      sync.Mutex
-	records []slog.Record
-}
-
-func (h *recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *recordingHandler) Handle(_ context.Context, r slog.Record) error {
-	h.mu.Lock()
-	h.records = append(h.records, r)
-	h.mu.Unlock()
-	return nil
-}
-func (h *recordingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *recordingHandler) WithGroup(string) slog.Handler      { return h }
-
-func (h *recordingHandler) has(level slog.Level, msg string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, r := range h.records {
-		if r.Level == level && r.Message == msg {
-			return true
-		}
-	}
-	return false
-}
 
 func newTestBlockstore() blockstore.Blockstore {
 	return blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore()))
@@ -106,20 +35,6 @@ func newTestBlockstore() blockstore.Blockstore {
 
 func fixedHeads(heads []cid.Cid) HeadsFunc {
 	return func(context.Context) ([]cid.Cid, error) { return heads, nil }
-}
-
-// testCids makes n distinct dag-pb CIDs derived from seed.
-func testCids(t testing.TB, seed string, n int) []cid.Cid {
-	t.Helper()
-	out := make([]cid.Cid, n)
-	for i := range out {
-		h, err := mh.Sum(fmt.Appendf(nil, "%s-%d", seed, i), mh.SHA2_256, -1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[i] = cid.NewCidV1(cid.DagProtobuf, h)
-	}
-	return out
 }
 
 func mustEncode(t testing.TB, cids []cid.Cid) []byte {
@@ -145,7 +60,7 @@ func testConfig() config {
 func newTestSyncer(t testing.TB, h host.Host, bs blockstore.Blockstore, heads []cid.Cid, log *slog.Logger, cfg config) *Syncer {
 	t.Helper()
 	if log == nil {
-		log = testLogger()
+		log = testnet.Logger()
 	}
 	s := newSyncer(h, bs, fixedHeads(heads), log, cfg)
 	t.Cleanup(func() { _ = s.Close() })
@@ -329,11 +244,9 @@ func (p *progressLog) check(t testing.TB, blocks int, bytes int64) {
 }
 
 // servedWalks returns the walk methods logged by a responder.
-func servedWalks(h *recordingHandler) []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+func servedWalks(h *testnet.LogRecorder) []string {
 	var out []string
-	for _, r := range h.records {
+	for _, r := range h.Records() {
 		if r.Message != "block sync: served" {
 			continue
 		}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/ferry-crm/ferry/internal/testnet"
 	"github.com/ipfs/boxo/ipld/merkledag"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
@@ -93,7 +94,7 @@ func TestPlan(t *testing.T) {
 		}
 		ours := append(pick(1+rng.IntN(3)), nodes[len(nodes)-1].Cid())
 		theirs := pick(rng.IntN(6))
-		theirs = append(theirs, testCids(t, "unknown", 2)...)
+		theirs = append(theirs, testnet.CIDs(t, "unknown", 2)...)
 
 		want := map[string]bool{}
 		have := reach(stored, theirs)
@@ -254,7 +255,7 @@ func TestLoadBlock(t *testing.T) {
 	put(junkCid, junk)
 	check("undecodable", junkCid, 0, 0)
 
-	if _, found, err := loadBlock(ctx, bs, testCids(t, "absent", 1)[0]); found || err != nil {
+	if _, found, err := loadBlock(ctx, bs, testnet.CIDs(t, "absent", 1)[0]); found || err != nil {
 		t.Errorf("absent block: found %v, %v", found, err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-crm/ferry/internal/testnet"
 	"github.com/ferry-crm/ferry/node/heads"
 	"github.com/ipfs/boxo/ipld/merkledag"
 	cid "github.com/ipfs/go-cid"
@@ -114,11 +115,11 @@ func TestMaliciousResponder(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			hA, hB := newTestHost(t), newTestHost(t)
+			hA, hB := testnet.Host(t), testnet.Host(t)
 			serveEvil(t, hA, tc.serve)
 			bsB := newTestBlockstore()
 			sB := newTestSyncer(t, hB, bsB, nil, nil, testConfig())
-			connect(t, hB, hA)
+			testnet.Connect(t, hB, hA)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			res, err := sB.Fetch(ctx, hA.ID(), nil, nil)
@@ -143,7 +144,7 @@ func TestMaliciousResponder(t *testing.T) {
 
 // A responder that stops sending: the per-frame deadline ends the fetch.
 func TestIdleResponder(t *testing.T) {
-	hA, hB := newTestHost(t), newTestHost(t)
+	hA, hB := testnet.Host(t), testnet.Host(t)
 	g := testNode(t, true, "g")
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
@@ -156,7 +157,7 @@ func TestIdleResponder(t *testing.T) {
 	cfg := testConfig()
 	cfg.idle = 300 * time.Millisecond
 	sB := newTestSyncer(t, hB, newTestBlockstore(), nil, nil, cfg)
-	connect(t, hB, hA)
+	testnet.Connect(t, hB, hA)
 	start := time.Now()
 	_, err := sB.Fetch(context.Background(), hA.ID(), nil, nil)
 	if err == nil {
@@ -172,16 +173,16 @@ func TestIdleResponder(t *testing.T) {
 // and keeps serving.
 func TestMaliciousRequester(t *testing.T) {
 	d := newTestDAG(t, true)
-	hA, hB, hC := newTestHost(t), newTestHost(t), newTestHost(t)
+	hA, hB, hC := testnet.Host(t), testnet.Host(t), testnet.Host(t)
 	bsA := newTestBlockstore()
 	putNodes(t, bsA, d.all()...)
-	logs := &recordingHandler{}
+	logs := &testnet.LogRecorder{}
 	sA := newTestSyncer(t, hA, bsA, d.heads(), slog.New(logs), testConfig())
-	connect(t, hC, hA)
+	testnet.Connect(t, hC, hA)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	unknown := mustEncode(t, testCids(t, "unknown", 1))
+	unknown := mustEncode(t, testnet.CIDs(t, "unknown", 1))
 	junk := map[string]func(w io.Writer) error{
 		"raw junk": func(w io.Writer) error {
 			_, err := w.Write([]byte("\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xffjunk"))
@@ -189,7 +190,7 @@ func TestMaliciousRequester(t *testing.T) {
 		},
 		"bad heads": func(w io.Writer) error { return writeFrame(w, frameRequest, []byte("garbage")) },
 		"too many heads": func(w io.Writer) error {
-			return writeFrame(w, frameRequest, mustEncode(t, testCids(t, "many", heads.MaxHeads+1)))
+			return writeFrame(w, frameRequest, mustEncode(t, testnet.CIDs(t, "many", heads.MaxHeads+1)))
 		},
 		"wrong frame type": func(w io.Writer) error { return writeFrame(w, frameLocator, mustEncode(t, nil)) },
 		"oversized frame": func(w io.Writer) error {
@@ -235,18 +236,18 @@ func TestMaliciousRequester(t *testing.T) {
 	_ = str.Reset()
 
 	for _, msg := range []string{"block sync: dropping malformed request", "block sync: dropping malformed locator"} {
-		if !logs.has(slog.LevelWarn, msg) {
+		if !logs.Has(slog.LevelWarn, msg) {
 			t.Errorf("no warning %q", msg)
 		}
 	}
 	// Still serving.
 	sB := newTestSyncer(t, hB, newTestBlockstore(), nil, nil, testConfig())
-	connect(t, hB, hA)
+	testnet.Connect(t, hB, hA)
 	res, err := sB.Fetch(ctx, hA.ID(), nil, nil)
 	if err != nil || res.Blocks != len(d.all()) {
 		t.Fatalf("fetch after junk: %+v, %v", res, err)
 	}
-	waitFor(t, 5*time.Second, func() bool {
+	testnet.WaitFor(t, 5*time.Second, func() bool {
 		sA.mu.Lock()
 		defer sA.mu.Unlock()
 		return sA.serving == 0
@@ -257,7 +258,7 @@ func TestMaliciousRequester(t *testing.T) {
 // wait for a slot.
 func TestServeLimit(t *testing.T) {
 	d := newTestDAG(t, true)
-	hA := newTestHost(t)
+	hA := testnet.Host(t)
 	bsA := newTestBlockstore()
 	putNodes(t, bsA, d.all()...)
 	cfg := testConfig()
@@ -270,16 +271,16 @@ func TestServeLimit(t *testing.T) {
 		case <-ctx.Done():
 		}
 		return d.heads(), nil
-	}, testLogger(), cfg)
+	}, testnet.Logger(), cfg)
 	t.Cleanup(func() { _ = sA.Close() })
 
 	const n = 5
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for range n {
-		h := newTestHost(t)
+		h := testnet.Host(t)
 		s := newTestSyncer(t, h, newTestBlockstore(), nil, nil, testConfig())
-		connect(t, h, hA)
+		testnet.Connect(t, h, hA)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -6,26 +6,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-crm/ferry/internal/testnet"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Heads that change on A reach B through Changed alone: no Exchange call,
 // no periodic exchange, no fallback check.
 func TestAnnounceOnChange(t *testing.T) {
-	hA, hB := newTestHost(t), newTestHost(t)
-	headsA := &mutableHeads{heads: testCids(t, "A1", 1)}
+	hA, hB := testnet.Host(t), testnet.Host(t)
+	headsA := &mutableHeads{heads: testnet.CIDs(t, "A1", 1)}
 	recB := newRecorder()
 	sA := newTestService(t, hA, Config{Heads: headsA.get}, newRecorder(), nil)
-	sB := newTestService(t, hB, Config{Heads: fixedHeads(testCids(t, "B", 1))}, recB, nil)
-	connect(t, hA, hB)
-	waitFor(t, 10*time.Second, func() bool { return recB.count(hA.ID()) > 0 })
+	sB := newTestService(t, hB, Config{Heads: fixedHeads(testnet.CIDs(t, "B", 1))}, recB, nil)
+	testnet.Connect(t, hA, hB)
+	testnet.WaitFor(t, 10*time.Second, func() bool { return recB.count(hA.ID()) > 0 })
 
 	for i, seed := range []string{"A2", "A3"} {
-		next := testCids(t, seed, 2)
+		next := testnet.CIDs(t, seed, 2)
 		headsA.set(next)
 		sA.Changed()
 		sA.Changed() // coalesced, never blocks
-		waitFor(t, 10*time.Second, func() bool { return sameCids(recB.last(hA.ID()), next) })
+		testnet.WaitFor(t, 10*time.Second, func() bool { return sameCids(recB.last(hA.ID()), next) })
 		if got := sB.PeerHeads(hA.ID()); !sameCids(got, next) {
 			t.Errorf("change %d: B: PeerHeads(A) = %v, want %v", i, got, next)
 		}
@@ -34,30 +35,30 @@ func TestAnnounceOnChange(t *testing.T) {
 
 // Without Changed, the fallback check notices changed heads.
 func TestAnnounceFallbackCheck(t *testing.T) {
-	hA, hB := newTestHost(t), newTestHost(t)
-	headsA := &mutableHeads{heads: testCids(t, "A1", 1)}
+	hA, hB := testnet.Host(t), testnet.Host(t)
+	headsA := &mutableHeads{heads: testnet.CIDs(t, "A1", 1)}
 	recB := newRecorder()
 	newTestService(t, hA, Config{Heads: headsA.get, AnnounceCheck: 20 * time.Millisecond}, newRecorder(), nil)
-	newTestService(t, hB, Config{Heads: fixedHeads(testCids(t, "B", 1))}, recB, nil)
-	connect(t, hA, hB)
-	waitFor(t, 10*time.Second, func() bool { return recB.count(hA.ID()) > 0 })
+	newTestService(t, hB, Config{Heads: fixedHeads(testnet.CIDs(t, "B", 1))}, recB, nil)
+	testnet.Connect(t, hA, hB)
+	testnet.WaitFor(t, 10*time.Second, func() bool { return recB.count(hA.ID()) > 0 })
 
-	next := testCids(t, "A2", 3)
+	next := testnet.CIDs(t, "A2", 3)
 	headsA.set(next)
-	waitFor(t, 10*time.Second, func() bool { return sameCids(recB.last(hA.ID()), next) })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return sameCids(recB.last(hA.ID()), next) })
 }
 
 // With Interval > 0, heads are exchanged again and again, changed or not.
 func TestPeriodicExchange(t *testing.T) {
-	hA, hB := newTestHost(t), newTestHost(t)
-	headsA := testCids(t, "A", 1)
+	hA, hB := testnet.Host(t), testnet.Host(t)
+	headsA := testnet.CIDs(t, "A", 1)
 	recB := newRecorder()
 	newTestService(t, hA, Config{Heads: fixedHeads(headsA), Interval: 50 * time.Millisecond}, newRecorder(), nil)
-	sB := newTestService(t, hB, Config{Heads: fixedHeads(testCids(t, "B", 1))}, recB, nil)
-	connect(t, hA, hB)
-	waitFor(t, 10*time.Second, func() bool { return recB.count(hA.ID()) > 0 })
+	sB := newTestService(t, hB, Config{Heads: fixedHeads(testnet.CIDs(t, "B", 1))}, recB, nil)
+	testnet.Connect(t, hA, hB)
+	testnet.WaitFor(t, 10*time.Second, func() bool { return recB.count(hA.ID()) > 0 })
 	first, _ := sB.LastExchange(hA.ID())
-	waitFor(t, 10*time.Second, func() bool { return recB.count(hA.ID()) >= 4 })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return recB.count(hA.ID()) >= 4 })
 	if last, _ := sB.LastExchange(hA.ID()); !last.After(first) {
 		t.Error("LastExchange did not move")
 	}
@@ -67,18 +68,18 @@ func TestPeriodicExchange(t *testing.T) {
 }
 
 func TestExchangeAll(t *testing.T) {
-	hA, hB, hC, hD := newTestHost(t), newTestHost(t), newTestHost(t), newTestHost(t)
+	hA, hB, hC, hD := testnet.Host(t), testnet.Host(t), testnet.Host(t), testnet.Host(t)
 	recA, recB, recC := newRecorder(), newRecorder(), newRecorder()
-	headsA, headsB, headsC := testCids(t, "A", 1), testCids(t, "B", 2), testCids(t, "C", 3)
+	headsA, headsB, headsC := testnet.CIDs(t, "A", 1), testnet.CIDs(t, "B", 2), testnet.CIDs(t, "C", 3)
 	sA := newTestService(t, hA, Config{Heads: fixedHeads(headsA)}, recA, nil)
 	newTestService(t, hB, Config{Heads: fixedHeads(headsB)}, recB, nil)
 	newTestService(t, hC, Config{Heads: fixedHeads(headsC)}, recC, nil)
 	// hD does not speak the protocol.
-	connect(t, hA, hB)
-	connect(t, hA, hC)
-	connect(t, hA, hD)
+	testnet.Connect(t, hA, hB)
+	testnet.Connect(t, hA, hC)
+	testnet.Connect(t, hA, hD)
 	// Let the exchanges on connect finish.
-	waitFor(t, 10*time.Second, func() bool { return recB.count(hA.ID()) > 0 && recC.count(hA.ID()) > 0 })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return recB.count(hA.ID()) > 0 && recC.count(hA.ID()) > 0 })
 
 	nB, nC := recA.count(hB.ID()), recA.count(hC.ID())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -128,12 +129,12 @@ func TestExchangeAll(t *testing.T) {
 // Close stops the loops and waits for what runs, even an exchange blocked
 // in Receive.
 func TestCloseWaits(t *testing.T) {
-	hA, hB := newTestHost(t), newTestHost(t)
+	hA, hB := testnet.Host(t), testnet.Host(t)
 	entered := make(chan struct{}, 1)
 	released := make(chan struct{})
 	var once sync.Once
 	sA := New(hA, Config{
-		Heads:    fixedHeads(testCids(t, "A", 1)),
+		Heads:    fixedHeads(testnet.CIDs(t, "A", 1)),
 		Interval: 10 * time.Millisecond,
 		Receive: func(ctx context.Context, _ peer.ID, _ []byte) {
 			select {
@@ -143,9 +144,9 @@ func TestCloseWaits(t *testing.T) {
 			<-ctx.Done() // cancelled by Close
 			once.Do(func() { close(released) })
 		},
-	}, testLogger())
-	newTestService(t, hB, Config{Heads: fixedHeads(testCids(t, "B", 1))}, nil, nil)
-	connect(t, hA, hB)
+	}, testnet.Logger())
+	newTestService(t, hB, Config{Heads: fixedHeads(testnet.CIDs(t, "B", 1))}, nil, nil)
+	testnet.Connect(t, hA, hB)
 	select {
 	case <-entered:
 	case <-time.After(10 * time.Second):

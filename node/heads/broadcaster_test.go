@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-crm/ferry/internal/testnet"
 	cid "github.com/ipfs/go-cid"
 	dscrdt "github.com/ipfs/go-ds-crdt"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -29,7 +30,7 @@ func newTestPubSub(t testing.TB, h host.Host) *pubsub.PubSub {
 
 func newTestBroadcaster(t testing.TB, h host.Host, ps *pubsub.PubSub) *Broadcaster {
 	t.Helper()
-	b, err := NewBroadcaster(context.Background(), ps, h.ID(), testTopic, testLogger())
+	b, err := NewBroadcaster(context.Background(), ps, h.ID(), testTopic, testnet.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,12 +51,12 @@ func nextWithin(b nexter, d time.Duration) ([]byte, error) {
 }
 
 func TestBroadcasterPubSub(t *testing.T) {
-	hA, hB := newTestHost(t), newTestHost(t)
+	hA, hB := testnet.Host(t), testnet.Host(t)
 	bA := newTestBroadcaster(t, hA, newTestPubSub(t, hA))
 	bB := newTestBroadcaster(t, hB, newTestPubSub(t, hB))
-	connect(t, hA, hB)
+	testnet.Connect(t, hA, hB)
 
-	payload := mustEncode(t, testCids(t, "a", 3))
+	payload := mustEncode(t, testnet.CIDs(t, "a", 3))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var got []byte
@@ -81,17 +82,17 @@ func TestBroadcasterPubSub(t *testing.T) {
 }
 
 func TestBroadcasterRejectsGarbage(t *testing.T) {
-	hA, hB := newTestHost(t), newTestHost(t)
+	hA, hB := testnet.Host(t), testnet.Host(t)
 	psA := newTestPubSub(t, hA) // raw publisher: no validator
 	bB := newTestBroadcaster(t, hB, newTestPubSub(t, hB))
 	topicA, err := psA.Join(testTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	connect(t, hA, hB)
+	testnet.Connect(t, hA, hB)
 
 	garbage := [][]byte{[]byte("garbage"), badCidPayload(), mustEncode(t, nil)}
-	valid := mustEncode(t, testCids(t, "valid", 1))
+	valid := mustEncode(t, testnet.CIDs(t, "valid", 1))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -131,16 +132,16 @@ func TestBroadcasterRejectsGarbage(t *testing.T) {
 }
 
 func TestBroadcasterAdmit(t *testing.T) {
-	hA, hB := newTestHost(t), newTestHost(t)
+	hA, hB := testnet.Host(t), testnet.Host(t)
 	bA := newTestBroadcaster(t, hA, newTestPubSub(t, hA))
 	bB := newTestBroadcaster(t, hB, newTestPubSub(t, hB))
 	bB.SetAdmit(func(p peer.ID) bool { return p != hA.ID() })
-	connect(t, hA, hB)
+	testnet.Connect(t, hA, hB)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// Wait for the mesh: B's messages reach A.
-	payload := mustEncode(t, testCids(t, "b", 1))
+	payload := mustEncode(t, testnet.CIDs(t, "b", 1))
 	for {
 		if ctx.Err() != nil {
 			t.Fatal("B's broadcast never reached A")
@@ -154,7 +155,7 @@ func TestBroadcasterAdmit(t *testing.T) {
 	}
 	// A is not admitted by B: none of its messages gets through.
 	for range 5 {
-		if err := bA.Broadcast(ctx, mustEncode(t, testCids(t, "a", 1))); err != nil {
+		if err := bA.Broadcast(ctx, mustEncode(t, testnet.CIDs(t, "a", 1))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -164,12 +165,12 @@ func TestBroadcasterAdmit(t *testing.T) {
 }
 
 func TestBroadcasterInjectAndClose(t *testing.T) {
-	hA, hB := newTestHost(t), newTestHost(t)
+	hA, hB := testnet.Host(t), testnet.Host(t)
 	b := newTestBroadcaster(t, hB, newTestPubSub(t, hB))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	payload := mustEncode(t, testCids(t, "inject", 2))
+	payload := mustEncode(t, testnet.CIDs(t, "inject", 2))
 	if err := b.Inject(ctx, hA.ID(), payload); err != nil {
 		t.Fatal(err)
 	}
@@ -245,12 +246,12 @@ func TestBroadcasterInjectAndClose(t *testing.T) {
 }
 
 func TestBroadcasterSplitsManyHeads(t *testing.T) {
-	hA, hB := newTestHost(t), newTestHost(t)
+	hA, hB := testnet.Host(t), testnet.Host(t)
 	bA := newTestBroadcaster(t, hA, newTestPubSub(t, hA))
 	bB := newTestBroadcaster(t, hB, newTestPubSub(t, hB))
-	connect(t, hA, hB)
+	testnet.Connect(t, hA, hB)
 
-	heads := testCids(t, "split", MaxHeads+10)
+	heads := testnet.CIDs(t, "split", MaxHeads+10)
 	payload := mustEncode(t, heads)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

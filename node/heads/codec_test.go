@@ -3,6 +3,7 @@ package heads
 import (
 	"testing"
 
+	"github.com/ferry-crm/ferry/internal/testnet"
 	cid "github.com/ipfs/go-cid"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -18,7 +19,7 @@ func badCidPayload() []byte {
 }
 
 func TestEncodeDecode(t *testing.T) {
-	heads := testCids(t, "x", 5)
+	heads := testnet.CIDs(t, "x", 5)
 	got, err := Decode(mustEncode(t, heads))
 	if err != nil {
 		t.Fatal(err)
@@ -37,14 +38,14 @@ func TestEncodeDecode(t *testing.T) {
 		"garbage":    []byte("garbage"),
 		"bad cid":    badCidPayload(),
 		"bare cid":   heads[0].Bytes(), // legacy format, not produced by Ferry
-		"many heads": mustEncode(t, testCids(t, "many", MaxHeads+1)),
+		"many heads": mustEncode(t, testnet.CIDs(t, "many", MaxHeads+1)),
 		"too large":  make([]byte, MaxPayload+1),
 	} {
 		if _, err := Decode(data); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if _, err := Decode(mustEncode(t, testCids(t, "max", MaxHeads))); err != nil {
+	if _, err := Decode(mustEncode(t, testnet.CIDs(t, "max", MaxHeads))); err != nil {
 		t.Errorf("%d heads: %v", MaxHeads, err)
 	}
 }

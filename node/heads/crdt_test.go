@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-crm/ferry/internal/testnet"
 	"github.com/ipfs/boxo/blockservice"
 	"github.com/ipfs/boxo/blockstore"
 	offline "github.com/ipfs/boxo/exchange/offline"
@@ -36,14 +37,14 @@ func sharedDAG() ipld.DAGService {
 
 func newCRDTReplica(t *testing.T, dag ipld.DAGService) *crdtReplica {
 	t.Helper()
-	h := newTestHost(t)
+	h := testnet.Host(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	ps, err := NewPubSub(ctx, h)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bc, err := NewBroadcaster(ctx, ps, h.ID(), "ferry-crdt-test", testLogger())
+	bc, err := NewBroadcaster(ctx, ps, h.ID(), "ferry-crdt-test", testnet.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,7 @@ func newCRDTReplica(t *testing.T, dag ipld.DAGService) *crdtReplica {
 				t.Logf("inject: %v", err)
 			}
 		},
-	}, testLogger())
+	}, testnet.Logger())
 	// The node's order: exchanges, broadcaster, store.
 	t.Cleanup(func() {
 		_ = r.svc.Close()
@@ -92,12 +93,12 @@ func TestCRDTCatchUp(t *testing.T) {
 	a.gate.Open()
 	b.gate.Open()
 
-	connect(t, a.h, b.h)
+	testnet.Connect(t, a.h, b.h)
 	has := func(r *crdtReplica, k string) bool {
 		ok, err := r.store.Has(ctx, ds.NewKey(k))
 		return err == nil && ok
 	}
-	waitFor(t, 20*time.Second, func() bool {
+	testnet.WaitFor(t, 20*time.Second, func() bool {
 		return has(b, "/c/1/name") && has(b, "/c/2/name") && has(b, "/c/3/name") && has(a, "/c/9/name")
 	})
 	v, err := b.store.Get(ctx, ds.NewKey("/c/2/name"))
@@ -109,5 +110,5 @@ func TestCRDTCatchUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.svc.Changed()
-	waitFor(t, 20*time.Second, func() bool { return has(b, "/c/4/name") })
+	testnet.WaitFor(t, 20*time.Second, func() bool { return has(b, "/c/4/name") })
 }

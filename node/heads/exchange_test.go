@@ -5,24 +5,24 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/ferry-crm/ferry/internal/testnet"
 	cid "github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-msgio"
 )
 
 func TestExchangeOnConnect(t *testing.T) {
-	hA, hB := newTestHost(t), newTestHost(t)
-	headsA, headsB := testCids(t, "A", 2), testCids(t, "B", 3)
+	hA, hB := testnet.Host(t), testnet.Host(t)
+	headsA, headsB := testnet.CIDs(t, "A", 2), testnet.CIDs(t, "B", 3)
 	recA, recB := newRecorder(), newRecorder()
 	sA := newTestService(t, hA, Config{Heads: fixedHeads(headsA)}, recA, nil)
 	sB := newTestService(t, hB, Config{Heads: fixedHeads(headsB)}, recB, nil)
 
-	connect(t, hA, hB)
-	waitFor(t, 10*time.Second, func() bool {
+	testnet.Connect(t, hA, hB)
+	testnet.WaitFor(t, 10*time.Second, func() bool {
 		return recA.count(hB.ID()) > 0 && recB.count(hA.ID()) > 0
 	})
 	if got := recA.last(hB.ID()); !sameCids(got, headsB) {
@@ -55,13 +55,13 @@ func TestExchangeOnConnect(t *testing.T) {
 	if recB.count(hA.ID()) != nB+1 {
 		t.Errorf("B's Receive got %d payloads, want %d", recB.count(hA.ID()), nB+1)
 	}
-	waitFor(t, 5*time.Second, func() bool { return recA.count(hB.ID()) == nA+1 })
+	testnet.WaitFor(t, 5*time.Second, func() bool { return recA.count(hB.ID()) == nA+1 })
 	if after, _ := sB.LastExchange(hA.ID()); !after.After(before) {
 		t.Error("LastExchange not updated")
 	}
 
 	// No dialing: an exchange with an unconnected peer fails.
-	hC := newTestHost(t)
+	hC := testnet.Host(t)
 	hA.Peerstore().AddAddrs(hC.ID(), hC.Addrs(), time.Minute)
 	if err := sA.Exchange(ctx, hC.ID()); err == nil {
 		t.Error("exchange with unconnected peer succeeded")
@@ -82,17 +82,17 @@ func TestExchangeOnConnect(t *testing.T) {
 }
 
 func TestExchangeEmptyHeads(t *testing.T) {
-	hA, hB := newTestHost(t), newTestHost(t)
-	headsB := testCids(t, "B", 1)
+	hA, hB := testnet.Host(t), testnet.Host(t)
+	headsB := testnet.CIDs(t, "B", 1)
 	recA, recB := newRecorder(), newRecorder()
 	sA := newTestService(t, hA, Config{}, recA, nil) // a fresh replica
 	sB := newTestService(t, hB, Config{Heads: fixedHeads(headsB)}, recB, nil)
-	connect(t, hA, hB)
-	waitFor(t, 10*time.Second, func() bool { return recA.count(hB.ID()) > 0 })
+	testnet.Connect(t, hA, hB)
+	testnet.WaitFor(t, 10*time.Second, func() bool { return recA.count(hB.ID()) > 0 })
 	if _, ok := sA.LastExchange(hB.ID()); !ok {
 		t.Error("no last exchange")
 	}
-	waitFor(t, 10*time.Second, func() bool {
+	testnet.WaitFor(t, 10*time.Second, func() bool {
 		_, ok := sB.LastExchange(hA.ID())
 		return ok
 	})
@@ -104,40 +104,13 @@ func TestExchangeEmptyHeads(t *testing.T) {
 	}
 }
 
-// recordingHandler keeps log records.
-type recordingHandler struct {
-	mu      sync.Mutex
-	records []slog.Record
-}
-
-func (h *recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *recordingHandler) Handle(_ context.Context, r slog.Record) error {
-	h.mu.Lock()
-	h.records = append(h.records, r)
-	h.mu.Unlock()
-	return nil
-}
-func (h *recordingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *recordingHandler) WithGroup(string) slog.Handler      { return h }
-
-func (h *recordingHandler) has(level slog.Level, msg string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, r := range h.records {
-		if r.Level == level && r.Message == msg {
-			return true
-		}
-	}
-	return false
-}
-
 func TestExchangePeerWithoutProtocol(t *testing.T) {
-	hA, hC := newTestHost(t), newTestHost(t)
-	logs := &recordingHandler{}
-	sA := newTestService(t, hA, Config{Heads: fixedHeads(testCids(t, "A", 1))}, newRecorder(), slog.New(logs))
-	connect(t, hA, hC)
-	waitFor(t, 10*time.Second, func() bool {
-		return logs.has(slog.LevelDebug, "peer does not support heads exchange")
+	hA, hC := testnet.Host(t), testnet.Host(t)
+	logs := &testnet.LogRecorder{}
+	sA := newTestService(t, hA, Config{Heads: fixedHeads(testnet.CIDs(t, "A", 1))}, newRecorder(), slog.New(logs))
+	testnet.Connect(t, hA, hC)
+	testnet.WaitFor(t, 10*time.Second, func() bool {
+		return logs.Has(slog.LevelDebug, "peer does not support heads exchange")
 	})
 	if _, ok := sA.LastExchange(hC.ID()); ok {
 		t.Error("exchange recorded with a peer without the protocol")
@@ -145,11 +118,11 @@ func TestExchangePeerWithoutProtocol(t *testing.T) {
 }
 
 func TestExchangeGarbage(t *testing.T) {
-	hA, hB, hC := newTestHost(t), newTestHost(t), newTestHost(t)
-	headsA, headsB := testCids(t, "A", 2), testCids(t, "B", 2)
+	hA, hB, hC := testnet.Host(t), testnet.Host(t), testnet.Host(t)
+	headsA, headsB := testnet.CIDs(t, "A", 2), testnet.CIDs(t, "B", 2)
 	recA, recB := newRecorder(), newRecorder()
 	sB := newTestService(t, hB, Config{Heads: fixedHeads(headsB)}, recB, nil)
-	connect(t, hC, hB) // hC speaks the protocol by hand
+	testnet.Connect(t, hC, hB) // hC speaks the protocol by hand
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -196,8 +169,8 @@ func TestExchangeGarbage(t *testing.T) {
 
 	// The handler still works.
 	sA := newTestService(t, hA, Config{Heads: fixedHeads(headsA)}, recA, nil)
-	connect(t, hA, hB)
-	waitFor(t, 10*time.Second, func() bool { return recB.count(hA.ID()) > 0 })
+	testnet.Connect(t, hA, hB)
+	testnet.WaitFor(t, 10*time.Second, func() bool { return recB.count(hA.ID()) > 0 })
 	if err := sA.Exchange(ctx, hB.ID()); err != nil {
 		t.Fatal(err)
 	}
@@ -209,8 +182,8 @@ func TestExchangeGarbage(t *testing.T) {
 // A dialing peer that answers the protocol but never initiates: the
 // receiving side initiates after inboundExchangeDelay.
 func TestExchangeInboundFallback(t *testing.T) {
-	hA, hB := newTestHost(t), newTestHost(t)
-	headsA, headsB := testCids(t, "A", 1), testCids(t, "B", 1)
+	hA, hB := testnet.Host(t), testnet.Host(t)
+	headsA, headsB := testnet.CIDs(t, "A", 1), testnet.CIDs(t, "B", 1)
 	replyA := mustEncode(t, headsA)
 	gotFromB := make(chan []byte, 1)
 	hA.SetStreamHandler(Protocol, func(str network.Stream) {
@@ -225,8 +198,8 @@ func TestExchangeInboundFallback(t *testing.T) {
 	})
 	recB := newRecorder()
 	sB := newTestService(t, hB, Config{Heads: fixedHeads(headsB)}, recB, nil)
-	connect(t, hA, hB)
-	waitFor(t, 10*time.Second, func() bool { return recB.count(hA.ID()) > 0 })
+	testnet.Connect(t, hA, hB)
+	testnet.WaitFor(t, 10*time.Second, func() bool { return recB.count(hA.ID()) > 0 })
 	if got := recB.last(hA.ID()); !sameCids(got, headsA) {
 		t.Errorf("B got %v", got)
 	}
@@ -239,13 +212,13 @@ func TestExchangeInboundFallback(t *testing.T) {
 }
 
 func TestExchangeHeadsError(t *testing.T) {
-	hA, hB := newTestHost(t), newTestHost(t)
+	hA, hB := testnet.Host(t), testnet.Host(t)
 	recA, recB := newRecorder(), newRecorder()
-	sA := newTestService(t, hA, Config{Heads: fixedHeads(testCids(t, "A", 1))}, recA, nil)
+	sA := newTestService(t, hA, Config{Heads: fixedHeads(testnet.CIDs(t, "A", 1))}, recA, nil)
 	newTestService(t, hB, Config{Heads: func(context.Context) ([]cid.Cid, error) {
 		return nil, errors.New("store closed")
 	}}, recB, nil)
-	connect(t, hA, hB)
+	testnet.Connect(t, hA, hB)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := sA.Exchange(ctx, hB.ID()); err == nil {

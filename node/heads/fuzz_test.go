@@ -1,12 +1,16 @@
 package heads
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/ferry-crm/ferry/internal/testnet"
+)
 
 // FuzzHeadsPayload: a heads payload as a peer may send it (GossipSub or
 // the heads exchange). Decode never panics; what it accepts is within the
 // limits and encodes back to a payload it accepts.
 func FuzzHeadsPayload(f *testing.F) {
-	good, _ := Encode(testCids(f, "fuzz", 3))
+	good, _ := Encode(testnet.CIDs(f, "fuzz", 3))
 	f.Add(good)
 	f.Add([]byte{})
 	f.Add([]byte{0x0a, 0x02, 0x01, 0x55})

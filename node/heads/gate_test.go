@@ -7,17 +7,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-crm/ferry/internal/testnet"
 	dscrdt "github.com/ipfs/go-ds-crdt"
 )
 
 func TestGate(t *testing.T) {
-	h := newTestHost(t)
+	h := testnet.Host(t)
 	b := newTestBroadcaster(t, h, newTestPubSub(t, h))
 	g := NewGate(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	payload := mustEncode(t, testCids(t, "gate", 1))
+	payload := mustEncode(t, testnet.CIDs(t, "gate", 1))
 	if err := g.Inject(ctx, h.ID(), payload); err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,7 @@ func TestGate(t *testing.T) {
 }
 
 func TestGateClosedBroadcaster(t *testing.T) {
-	h := newTestHost(t)
+	h := testnet.Host(t)
 	b := newTestBroadcaster(t, h, newTestPubSub(t, h))
 	g := NewGate(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -2,74 +2,15 @@ package heads
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"testing"
-	"time"
 
+	"github.com/ferry-crm/ferry/internal/testnet"
 	cid "github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	mh "github.com/multiformats/go-multihash"
 )
-
-// testLogger discards logs unless FERRY_TEST_LOG is set.
-func testLogger() *slog.Logger {
-	if os.Getenv("FERRY_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-// newTestHost is a libp2p host on a loopback TCP port.
-func newTestHost(t testing.TB) host.Host {
-	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = h.Close() })
-	return h
-}
-
-// connect dials b from a.
-func connect(t testing.TB, a, b host.Host) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
-		t.Fatalf("connect %s -> %s: %v", a.ID(), b.ID(), err)
-	}
-}
-
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// testCids makes n distinct dag-pb CIDs derived from seed.
-func testCids(t testing.TB, seed string, n int) []cid.Cid {
-	t.Helper()
-	out := make([]cid.Cid, n)
-	for i := range out {
-		h, err := mh.Sum(fmt.Appendf(nil, "%s-%d", seed, i), mh.SHA2_256, -1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[i] = cid.NewCidV1(cid.DagProtobuf, h)
-	}
-	return out
-}
 
 func mustEncode(t testing.TB, heads []cid.Cid) []byte {
 	t.Helper()
@@ -168,7 +109,7 @@ func fixedHeads(heads []cid.Cid) func(context.Context) ([]cid.Cid, error) {
 func newTestService(t testing.TB, h host.Host, cfg Config, rec *recorder, log *slog.Logger) *Service {
 	t.Helper()
 	if log == nil {
-		log = testLogger()
+		log = testnet.Logger()
 	}
 	if cfg.Receive == nil && rec != nil {
 		cfg.Receive = rec.receive(t)

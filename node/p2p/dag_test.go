@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-crm/ferry/internal/testnet"
 	"github.com/ipfs/boxo/blockstore"
 	"github.com/ipfs/boxo/ipld/merkledag"
 	cid "github.com/ipfs/go-cid"
@@ -53,7 +54,7 @@ func TestDAGServiceFetch(t *testing.T) {
 	if err := dagA.AddMany(ctx, []ipld.Node{child, root, other}); err != nil {
 		t.Fatal(err)
 	}
-	connect(t, hB, hA)
+	testnet.Connect(t, hB, hA)
 
 	got, err := dagB.Get(ctx, root.Cid())
 	if err != nil {
@@ -87,7 +88,7 @@ func TestDAGServiceTimeout(t *testing.T) {
 	hA, hB := newTestHost(t), newTestHost(t)
 	newTestDAG(t, hA, time.Minute)
 	dagB := newTestDAG(t, hB, 300*time.Millisecond)
-	connect(t, hB, hA)
+	testnet.Connect(t, hB, hA)
 	missing := merkledag.NodeWithData([]byte("nobody has this")).Cid()
 
 	ctx := context.Background() // no deadline: the service bounds it

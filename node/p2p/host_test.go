@@ -1,40 +1,15 @@
 package p2p
 
 import (
-	"context"
-	"crypto/rand"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/ferry-crm/ferry/internal/testnet"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 )
-
-func testKey(t testing.TB) crypto.PrivKey {
-	t.Helper()
-	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func mustAddrs(t testing.TB, addrs ...string) []multiaddr.Multiaddr {
-	t.Helper()
-	out := make([]multiaddr.Multiaddr, 0, len(addrs))
-	for _, s := range addrs {
-		a, err := multiaddr.NewMultiaddr(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, a)
-	}
-	return out
-}
 
 // newTestHostWithKey starts a host closed at the end of the test.
 func newTestHostWithKey(t testing.TB, key crypto.PrivKey, addrs ...string) host.Host {
@@ -42,7 +17,7 @@ func newTestHostWithKey(t testing.TB, key crypto.PrivKey, addrs ...string) host.
 	if len(addrs) == 0 {
 		addrs = []string{"/ip4/127.0.0.1/tcp/0"}
 	}
-	h, err := NewHost(HostConfig{Key: key, ListenAddrs: mustAddrs(t, addrs...)})
+	h, err := NewHost(HostConfig{Key: key, ListenAddrs: testnet.Addrs(t, addrs...)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,22 +27,13 @@ func newTestHostWithKey(t testing.TB, key crypto.PrivKey, addrs ...string) host.
 
 func newTestHost(t testing.TB, addrs ...string) host.Host {
 	t.Helper()
-	return newTestHostWithKey(t, testKey(t), addrs...)
-}
-
-func connect(t testing.TB, a, b host.Host) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
-		t.Fatalf("connect %s -> %s: %v", a.ID(), b.ID(), err)
-	}
+	return newTestHostWithKey(t, testnet.Key(t), addrs...)
 }
 
 func TestHostTCP(t *testing.T) {
 	a := newTestHost(t, "/ip4/127.0.0.1/tcp/0")
 	b := newTestHost(t, "/ip4/127.0.0.1/tcp/0")
-	connect(t, a, b)
+	testnet.Connect(t, a, b)
 	if got := a.Network().Connectedness(b.ID()); got != network.Connected {
 		t.Fatalf("connectedness = %s", got)
 	}
@@ -86,7 +52,7 @@ func TestHostTCP(t *testing.T) {
 func TestHostQUIC(t *testing.T) {
 	a := newTestHost(t, "/ip4/127.0.0.1/udp/0/quic-v1")
 	b := newTestHost(t, "/ip4/127.0.0.1/udp/0/quic-v1")
-	connect(t, a, b)
+	testnet.Connect(t, a, b)
 	conns := a.Network().ConnsToPeer(b.ID())
 	if len(conns) == 0 {
 		t.Fatal("no connection")
@@ -108,7 +74,7 @@ func TestHostListenErrorNamesAddress(t *testing.T) {
 		if taken == "" {
 			t.Fatalf("no listen address for protocol %d", proto)
 		}
-		h, err := NewHost(HostConfig{Key: testKey(t), ListenAddrs: mustAddrs(t, "/ip4/127.0.0.1/tcp/0", taken)})
+		h, err := NewHost(HostConfig{Key: testnet.Key(t), ListenAddrs: testnet.Addrs(t, "/ip4/127.0.0.1/tcp/0", taken)})
 		if err == nil {
 			_ = h.Close()
 			t.Fatalf("listening twice on %s succeeded", taken)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-crm/ferry/internal/testnet"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
@@ -18,31 +19,31 @@ func newTestDialer(t testing.TB, h host.Host, peers []multiaddr.Multiaddr) *Peer
 
 func TestDialerPeerStartsLater(t *testing.T) {
 	hA := newTestHost(t)
-	keyB := testKey(t)
+	keyB := testnet.Key(t)
 	idB, err := peer.IDFromPrivateKey(keyB)
 	if err != nil {
 		t.Fatal(err)
 	}
 	addrB := freeTCPAddr(t)
-	d := newTestDialer(t, hA, mustAddrs(t, addrB+"/p2p/"+idB.String()))
+	d := newTestDialer(t, hA, testnet.Addrs(t, addrB+"/p2p/"+idB.String()))
 
 	if !hA.ConnManager().IsProtected(idB, ProtectTag) {
 		t.Error("peer not protected")
 	}
 	// A keeps trying while B is down.
-	waitFor(t, 10*time.Second, func() bool { return d.DialAttempts() >= 3 })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return d.DialAttempts() >= 3 })
 
-	hB := newTestHostWithKey(t, keyB, addrB)
-	waitFor(t, 10*time.Second, func() bool { return connected(hA, hB.ID()) })
+	hB := testnet.HostWithKey(t, keyB, addrB)
+	testnet.WaitFor(t, 10*time.Second, func() bool { return connected(hA, hB.ID()) })
 
 	// B drops the connection: A re-dials. (A may see the connection before
 	// B has registered it: wait for both ends.)
-	waitFor(t, 10*time.Second, func() bool { return connected(hB, hA.ID()) })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return connected(hB, hA.ID()) })
 	old := hA.Network().ConnsToPeer(hB.ID())[0].ID()
 	if err := hB.Network().ClosePeer(hA.ID()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() bool {
+	testnet.WaitFor(t, 10*time.Second, func() bool {
 		for _, c := range hA.Network().ConnsToPeer(hB.ID()) {
 			if c.ID() != old {
 				return true
@@ -65,14 +66,14 @@ func TestDialerPeerStartsLater(t *testing.T) {
 func TestDialerOffline(t *testing.T) {
 	hA, hB, hC := newTestHost(t), newTestHost(t), newTestHost(t)
 	d := newTestDialer(t, hA, p2pAddrs(t, hB))
-	waitFor(t, 10*time.Second, func() bool { return connected(hA, hB.ID()) })
-	connect(t, hA, hC) // not a configured peer
+	testnet.WaitFor(t, 10*time.Second, func() bool { return connected(hA, hB.ID()) })
+	testnet.Connect(t, hA, hC) // not a configured peer
 
 	d.SetOffline(true)
 	if !d.Offline() {
 		t.Fatal("Offline() = false")
 	}
-	waitFor(t, 5*time.Second, func() bool {
+	testnet.WaitFor(t, 5*time.Second, func() bool {
 		return len(hA.Network().Conns()) == 0
 	})
 
@@ -80,7 +81,7 @@ func TestDialerOffline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = hC.Connect(ctx, peer.AddrInfo{ID: hA.ID(), Addrs: hA.Addrs()})
-	waitFor(t, 5*time.Second, func() bool { return len(hA.Network().Conns()) == 0 })
+	testnet.WaitFor(t, 5*time.Second, func() bool { return len(hA.Network().Conns()) == 0 })
 
 	// Stays offline: no dial attempt, no connection (DialMin is 50ms, so
 	// this covers many retry periods).
@@ -97,7 +98,7 @@ func TestDialerOffline(t *testing.T) {
 	}
 
 	d.SetOffline(false)
-	waitFor(t, 10*time.Second, func() bool { return connected(hA, hB.ID()) })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return connected(hA, hB.ID()) })
 }
 
 // Config.Offline: nothing is dialed before SetOffline(false).
@@ -108,22 +109,22 @@ func TestDialerStartOffline(t *testing.T) {
 		t.Fatal("Offline() = false")
 	}
 	loops := d.loops.Load()
-	waitFor(t, 10*time.Second, func() bool { return d.loops.Load() >= loops+3 })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return d.loops.Load() >= loops+3 })
 	if n := d.attempts.Load(); n != 0 || connected(hA, hB.ID()) {
 		t.Fatalf("%d dial attempts while starting offline", n)
 	}
 	d.SetOffline(false)
-	waitFor(t, 10*time.Second, func() bool { return connected(hA, hB.ID()) })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return connected(hA, hB.ID()) })
 }
 
 func TestDialerConfig(t *testing.T) {
 	hA, hB := newTestHost(t, "/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"), newTestHost(t)
-	bad := mustAddrs(t, "/ip4/127.0.0.1/tcp/4001")[0]
-	_, err := New(hB, Config{Peers: []multiaddr.Multiaddr{bad}}, testLogger())
+	bad := testnet.Addrs(t, "/ip4/127.0.0.1/tcp/4001")[0]
+	_, err := New(hB, Config{Peers: []multiaddr.Multiaddr{bad}}, testnet.Logger())
 	if err == nil || !strings.Contains(err.Error(), bad.String()) {
 		t.Fatalf("error %v does not name %s", err, bad)
 	}
-	if _, err := New(hB, Config{MDNS: true}, testLogger()); err == nil {
+	if _, err := New(hB, Config{MDNS: true}, testnet.Logger()); err == nil {
 		t.Error("mDNS without a topic accepted")
 	}
 
@@ -157,7 +158,7 @@ func TestDialerConfig(t *testing.T) {
 	if d.cfg.ExchangeInterval != DefaultExchangeInterval || d.cfg.Share != Protocol {
 		t.Errorf("defaults: %s %s", d.cfg.ExchangeInterval, d.cfg.Share)
 	}
-	waitFor(t, 10*time.Second, func() bool { return connected(hB, hA.ID()) })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return connected(hB, hA.ID()) })
 }
 
 func TestDialerBackoff(t *testing.T) {

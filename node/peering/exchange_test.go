@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-crm/ferry/internal/testnet"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -24,14 +25,14 @@ import (
 const testShare protocol.ID = "/ferry-test/heads/1.0.0"
 
 func TestExchangeGarbage(t *testing.T) {
-	logs := &recordingHandler{}
+	logs := &testnet.LogRecorder{}
 	hB, hC, hD, hE := newTestHost(t), newTestHost(t), newTestHost(t), newTestHost(t)
 	dB := newTestPeering(t, hB, Config{ExchangeInterval: time.Hour, Share: testShare}, slog.New(logs))
 	// hD speaks the shared protocol, so hB shares it.
 	hD.SetStreamHandler(testShare, func(s network.Stream) { _ = s.Reset() })
-	connect(t, hD, hB)
-	connect(t, hC, hB) // hC speaks the peer exchange by hand
-	waitFor(t, 10*time.Second, func() bool {
+	testnet.Connect(t, hD, hB)
+	testnet.Connect(t, hC, hB) // hC speaks the peer exchange by hand
+	testnet.WaitFor(t, 10*time.Second, func() bool {
 		protos, _ := hB.Peerstore().SupportsProtocols(hD.ID(), testShare)
 		return len(protos) > 0
 	})
@@ -168,7 +169,7 @@ func TestExchangeGarbage(t *testing.T) {
 			t.Fatalf("%s: learned %d peers", jr.name, len(got))
 		}
 	}
-	if !logs.has(slog.LevelInfo, "dropping malformed peers response") {
+	if !logs.Has(slog.LevelInfo, "dropping malformed peers response") {
 		t.Error("malformed responses not logged")
 	}
 
@@ -200,10 +201,10 @@ func TestExchangeGarbage(t *testing.T) {
 	if len(got) != 1 || got[0].ID != hE.ID() || len(got[0].Addrs) != 1 || !got[0].Addrs[0].Equal(eAddr) {
 		t.Fatalf("learned %v, want only %s at %s", got, hE.ID(), eAddr)
 	}
-	if !logs.has(slog.LevelInfo, "peers response: dropped invalid entries") {
+	if !logs.Has(slog.LevelInfo, "peers response: dropped invalid entries") {
 		t.Error("dropped entries not logged")
 	}
-	waitFor(t, 10*time.Second, func() bool { return connected(hB, hE.ID()) && hasLearnedTag(hB, hE.ID()) })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return connected(hB, hE.ID()) && hasLearnedTag(hB, hE.ID()) })
 	if hB.ConnManager().IsProtected(hE.ID(), ProtectTag) {
 		t.Error("learned peer is protected")
 	}

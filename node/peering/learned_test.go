@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-crm/ferry/internal/testnet"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -37,12 +38,12 @@ func office(t *testing.T, exchange time.Duration) (hosts []host.Host, ps []*Peer
 func TestLearnedLaptopsConnectWithoutOffice(t *testing.T) {
 	hs, ps := office(t, time.Second)
 	off, l1, l2 := hs[0], hs[1], hs[2]
-	waitFor(t, 20*time.Second, func() bool {
+	testnet.WaitFor(t, 20*time.Second, func() bool {
 		return connected(l1, l2.ID()) &&
 			slices.Contains(learnedIDs(ps[1]), l2.ID()) && slices.Contains(learnedIDs(ps[2]), l1.ID())
 	})
 	// Tagged, not protected: only configured peers are protected.
-	waitFor(t, 10*time.Second, func() bool {
+	testnet.WaitFor(t, 10*time.Second, func() bool {
 		return hasLearnedTag(l1, l2.ID()) && hasLearnedTag(l2, l1.ID())
 	})
 	if l1.ConnManager().IsProtected(l2.ID(), ProtectTag) {
@@ -58,12 +59,12 @@ func TestLearnedLaptopsConnectWithoutOffice(t *testing.T) {
 	if err := off.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() bool {
+	testnet.WaitFor(t, 10*time.Second, func() bool {
 		return !connected(l1, off.ID()) && !connected(l2, off.ID())
 	})
 	// The laptops keep retrying the office, and keep each other.
 	a1 := ps[1].attempts.Load()
-	waitFor(t, 10*time.Second, func() bool { return ps[1].attempts.Load() > a1 })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return ps[1].attempts.Load() > a1 })
 	if !connected(l1, l2.ID()) || !slices.Contains(learnedIDs(ps[1]), l2.ID()) {
 		t.Error("laptops lost their direct connection")
 	}
@@ -76,14 +77,14 @@ func TestLearnedOfflineDoesNotDial(t *testing.T) {
 	l1, l2 := hs[1], hs[2]
 	d1 := ps[1]
 	// Either laptop may dial first; wait until laptop1 learned laptop2 too.
-	waitFor(t, 20*time.Second, func() bool {
+	testnet.WaitFor(t, 20*time.Second, func() bool {
 		return connected(l1, l2.ID()) && slices.Contains(learnedIDs(d1), l2.ID())
 	})
 
 	d1.SetOffline(true)
 	// Let a dial loop iteration that began before going offline finish.
 	loops := d1.loops.Load()
-	waitFor(t, 10*time.Second, func() bool { return d1.loops.Load() >= loops+2 })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return d1.loops.Load() >= loops+2 })
 	attempts, asks := d1.attempts.Load(), d1.asks.Load()
 
 	d1.resetBackoffs() // every target due now
@@ -95,7 +96,7 @@ func TestLearnedOfflineDoesNotDial(t *testing.T) {
 	// Several iterations of both loops, each of which would ask (interval
 	// 200ms) and dial (backoff reset) if offline mode were ignored.
 	loops, ticks := d1.loops.Load(), d1.ticks.Load()
-	waitFor(t, 10*time.Second, func() bool { return d1.loops.Load() >= loops+3 && d1.ticks.Load() >= ticks+3 })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return d1.loops.Load() >= loops+3 && d1.ticks.Load() >= ticks+3 })
 	if got := d1.attempts.Load(); got != attempts {
 		t.Errorf("%d dial attempts while offline", got-attempts)
 	}
@@ -109,7 +110,7 @@ func TestLearnedOfflineDoesNotDial(t *testing.T) {
 	}
 
 	d1.SetOffline(false)
-	waitFor(t, 20*time.Second, func() bool {
+	testnet.WaitFor(t, 20*time.Second, func() bool {
 		return d1.attempts.Load() > attempts && connected(l1, l2.ID())
 	})
 }
@@ -143,7 +144,7 @@ func TestLearnedIsBounded(t *testing.T) {
 		}
 	}
 	// Each peer was dialed once; none again before its backoff elapses.
-	waitFor(t, 30*time.Second, func() bool {
+	testnet.WaitFor(t, 30*time.Second, func() bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		for _, tg := range d.targets {
@@ -175,7 +176,7 @@ func TestLearnedConfiguredPeer(t *testing.T) {
 	hA, hB := newTestHost(t), newTestHost(t)
 	// DialMin one minute: no re-dial after the connection is closed below.
 	d := newTestPeering(t, hA, Config{Peers: p2pAddrs(t, hB), DialMin: time.Minute}, nil)
-	waitFor(t, 10*time.Second, func() bool { return connected(hA, hB.ID()) })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return connected(hA, hB.ID()) })
 	d.learn("test", []peer.AddrInfo{{ID: hB.ID(), Addrs: hB.Addrs()}})
 	if got := learnedIDs(d); !slices.Equal(got, []peer.ID{hB.ID()}) {
 		t.Fatalf("learned %v", got)
@@ -183,7 +184,7 @@ func TestLearnedConfiguredPeer(t *testing.T) {
 	if err := hA.Network().ClosePeer(hB.ID()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() bool {
+	testnet.WaitFor(t, 10*time.Second, func() bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		return !d.targets[hB.ID()].connected && !d.targets[hB.ID()].dialing
@@ -204,5 +205,5 @@ func TestLearnedConfiguredPeer(t *testing.T) {
 	// Going offline and back makes it due at once.
 	d.SetOffline(true)
 	d.SetOffline(false)
-	waitFor(t, 10*time.Second, func() bool { return connected(hA, hB.ID()) })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return connected(hA, hB.ID()) })
 }

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/ferry-crm/ferry/internal/testnet"
 )
 
 // multicastInterfaces lists the interfaces zeroconf would use: up, with the
@@ -52,7 +54,7 @@ func TestMDNS(t *testing.T) {
 	hB := newTestHost(t)
 	dB := newTestPeering(t, hB, Config{MDNS: true, Topic: topic}, nil)
 
-	waitFor(t, 30*time.Second, func() bool {
+	testnet.WaitFor(t, 30*time.Second, func() bool {
 		return connected(hA, hB.ID()) && slices.Contains(learnedIDs(dA), hB.ID()) && slices.Contains(learnedIDs(dB), hA.ID())
 	})
 	if slices.Contains(learnedIDs(dA), hC.ID()) || slices.Contains(learnedIDs(dB), hC.ID()) {
@@ -61,9 +63,9 @@ func TestMDNS(t *testing.T) {
 
 	// No announcing while offline; back online, mDNS runs again.
 	dA.SetOffline(true)
-	waitFor(t, 10*time.Second, func() bool { return !dA.mdnsOn.Load() })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return !dA.mdnsOn.Load() })
 	dA.SetOffline(false)
-	waitFor(t, 10*time.Second, func() bool { return dA.mdnsOn.Load() })
+	testnet.WaitFor(t, 10*time.Second, func() bool { return dA.mdnsOn.Load() })
 
 	if err := dA.Close(); err != nil {
 		t.Fatal(err)

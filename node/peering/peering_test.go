@@ -1,22 +1,15 @@
 package peering
 
 import (
-	"context"
-	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/ferry-crm/ferry/internal/testnet"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	p2pconnmgr "github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/multiformats/go-multiaddr"
 	mh "github.com/multiformats/go-multihash"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -25,86 +18,9 @@ import (
 // Test helpers: real libp2p hosts on loopback, with a connection manager
 // (the default one neither protects nor tags).
 
-func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// testLogger discards logs unless FERRY_TEST_LOG is set.
-func testLogger() *slog.Logger {
-	if os.Getenv("FERRY_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-func testKey(t testing.TB) crypto.PrivKey {
-	t.Helper()
-	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func mustAddrs(t testing.TB, addrs ...string) []multiaddr.Multiaddr {
-	t.Helper()
-	out := make([]multiaddr.Multiaddr, 0, len(addrs))
-	for _, s := range addrs {
-		a, err := multiaddr.NewMultiaddr(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, a)
-	}
-	return out
-}
-
-// newTestHostWithKey starts a host listening on addrs (default a random
-// loopback TCP port), closed at the end of the test.
-func newTestHostWithKey(t testing.TB, key crypto.PrivKey, addrs ...string) host.Host {
-	t.Helper()
-	if len(addrs) == 0 {
-		addrs = []string{"/ip4/127.0.0.1/tcp/0"}
-	}
-	cm, err := p2pconnmgr.NewConnManager(100, 400)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := libp2p.New(
-		libp2p.Identity(key),
-		libp2p.ListenAddrStrings(addrs...),
-		libp2p.DisableRelay(),
-		libp2p.ConnectionManager(cm),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = h.Close() })
-	return h
-}
-
 func newTestHost(t testing.TB, addrs ...string) host.Host {
 	t.Helper()
-	return newTestHostWithKey(t, testKey(t), addrs...)
-}
-
-func connect(t testing.TB, a, b host.Host) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
-		t.Fatalf("connect %s -> %s: %v", a.ID(), b.ID(), err)
-	}
+	return testnet.HostWithKey(t, testnet.Key(t), addrs...)
 }
 
 func connected(a host.Host, b peer.ID) bool {
@@ -138,7 +54,7 @@ func p2pAddrs(t testing.TB, h host.Host) []multiaddr.Multiaddr {
 func newTestPeering(t testing.TB, h host.Host, cfg Config, log *slog.Logger) *Peering {
 	t.Helper()
 	if log == nil {
-		log = testLogger()
+		log = testnet.Logger()
 	}
 	p, err := New(h, cfg, log)
 	if err != nil {
@@ -187,31 +103,4 @@ func appendPeerRecord(b []byte, id []byte, addrs ...[]byte) []byte {
 	}
 	b = protowire.AppendTag(b, 1, protowire.BytesType)
 	return protowire.AppendBytes(b, rec)
-}
-
-// recordingHandler keeps every log record.
-type recordingHandler struct {
-	mu      sync.Mutex
-	records []slog.Record
-}
-
-func (h *recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *recordingHandler) Handle(_ context.Context, r slog.Record) error {
-	h.mu.Lock()
-	h.records = append(h.records, r)
-	h.mu.Unlock()
-	return nil
-}
-func (h *recordingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *recordingHandler) WithGroup(string) slog.Handler      { return h }
-
-func (h *recordingHandler) has(level slog.Level, msg string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, r := range h.records {
-		if r.Level == level && r.Message == msg {
-			return true
-		}
-	}
-	return false
 }
