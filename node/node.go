@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/boxo/blockstore"
@@ -179,9 +180,11 @@ type Node struct {
 	bstore blockstore.Blockstore
 	dag    ipld.DAGService
 	store  *crdt.Store
-	acks   *ackTracker
-	names  nameCache
-	watch  watchers
+	// storeReady is store once open, for callbacks that may run before.
+	storeReady atomic.Pointer[crdt.Store]
+	acks       *ackTracker
+	names      nameCache
+	watch      watchers
 
 	net *netParts // nil without Config.Network
 

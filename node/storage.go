@@ -44,6 +44,11 @@ func (n *Node) openDataDir(ctx context.Context) (unclean bool, err error) {
 	// Every write goes through the guard: badger's value log must not go
 	// on after a write that failed part-way.
 	n.guard = datadir.NewGuard(n.base, n.log)
+	if path := os.Getenv(disk.FaultFullEnv); path != "" {
+		n.fault = diskfault.Wrap(n.guard)
+		n.fault.FullWhileExists(path)
+		n.log.Warn("fault injection: every write fails while a file exists", "env", disk.FaultFullEnv, "path", path)
+	}
 	n.bstore = datadir.NewReportingBlockstore(datadir.NewBlockstore(n.datastore()), n.blockWriteFailed)
 	n.dag = p2p.NewOfflineDAGService(n.bstore)
 	return unclean, nil
@@ -55,20 +60,15 @@ func (n *Node) datastore() ds.Batching {
 	if n.fault != nil {
 		return n.fault
 	}
-	if path := os.Getenv(disk.FaultFullEnv); path != "" {
-		n.fault = diskfault.Wrap(n.guard)
-		n.fault.FullWhileExists(path)
-		n.log.Warn("fault injection: every write fails while a file exists", "env", disk.FaultFullEnv, "path", path)
-		return n.fault
-	}
 	return n.guard
 }
 
 // blockWriteFailed: a block that cannot be written (a full disk) leaves a
 // merge undone; the store is told, so that it knows it needs repair.
+// Bitswap may write blocks before the store is open: it reads storeReady.
 func (n *Node) blockWriteFailed(err error) {
-	if n.store != nil {
-		n.store.WriteFailed("block", err)
+	if st := n.storeReady.Load(); st != nil {
+		st.WriteFailed("block", err)
 	}
 }
 
@@ -100,6 +100,7 @@ func (n *Node) openStore(ctx context.Context, unclean bool) error {
 	if err != nil {
 		return err
 	}
+	n.storeReady.Store(n.store)
 	dirty := unclean || n.store.Stats(ctx).Dirty
 	if dirty {
 		n.log.Warn("store was not closed cleanly, or a merge failed: re-walking the DAG")

@@ -1,0 +1,82 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+
+	"github.com/ferry-crm/ferry/node/apijson"
+)
+
+// Tests of known bugs of the package. Each skips, naming the bug, while
+// the bug is there, and checks the fixed behaviour once it is gone.
+
+// doNoPanic is c.Do that turns a panic into an error it reports.
+func doNoPanic(c *Client, method, path string) (err error, panicked any) {
+	defer func() { panicked = recover() }()
+	return c.Do(context.Background(), method, path, nil, nil), nil
+}
+
+// TestInProcessRequestWithoutBody: over the socket, a request without a
+// body to an endpoint that reads one is a 400 (the server gives handlers
+// http.NoBody). In process, handlerTransport hands the client's request to
+// the handler as is, with a nil Body, and the handler panics.
+func TestInProcessRequestWithoutBody(t *testing.T) {
+	b := newTestBackend(t, storeOpts{})
+	b.invite = func(string, string, interface{ String() string }) {}
+	c := newTestClient(b)
+	for _, path := range []string{"POST /v1/invites", "PUT /v1/records/contacts/c1", "POST /v1/resolve/contacts/c1/phone"} {
+		t.Run(path, func(t *testing.T) {
+			var method, p string
+			fmt.Sscan(path, &method, &p)
+			err, panicked := doNoPanic(c, method, p)
+			if panicked != nil {
+				t.Skipf("KNOWN BUG (client.go handlerTransport.RoundTrip passes a nil request Body to the handler): %s without a body panics in process: %v", path, panicked)
+			}
+			wantAPIError(t, err, http.StatusBadRequest)
+		})
+	}
+	for _, path := range []string{"POST /v1/schema", "POST /v1/import/contacts"} {
+		t.Run(path, func(t *testing.T) {
+			var method, p string
+			fmt.Sscan(path, &method, &p)
+			if _, panicked := doNoPanic(c, method, p); panicked != nil {
+				t.Skipf("KNOWN BUG (client.go handlerTransport.RoundTrip passes a nil request Body to the handler): %s without a body panics in process: %v", path, panicked)
+			}
+		})
+	}
+}
+
+// TestDotNames: peers and members are named by node names, which may be
+// "." or "..". Client.Diff and Client.Revoke escape them with
+// url.PathEscape, which leaves dots alone, so the router cleans the path
+// and answers a redirect (escapeSegment, used for record ids, escapes
+// dots).
+func TestDotNames(t *testing.T) {
+	ctx := context.Background()
+	b := newTestBackend(t, storeOpts{})
+	b.diff = func(peer string) (apijson.DiffResult, error) { return apijson.DiffResult{PeerName: peer}, nil }
+	b.revoke = func(m string) (string, error) { return "id of " + m, nil }
+	c := newTestClient(b)
+	for _, name := range []string{".", ".."} {
+		t.Run("diff "+name, func(t *testing.T) {
+			d, err := c.Diff(ctx, name)
+			if e, ok := err.(*Error); ok && e.Status == http.StatusTemporaryRedirect {
+				t.Skipf("KNOWN BUG (client.go Diff: url.PathEscape instead of escapeSegment): Diff(%q) is a %d", name, e.Status)
+			}
+			if err != nil || d.PeerName != name {
+				t.Errorf("Diff(%q): %+v, %v", name, d, err)
+			}
+		})
+		t.Run("revoke "+name, func(t *testing.T) {
+			id, err := c.Revoke(ctx, name)
+			if e, ok := err.(*Error); ok && e.Status == http.StatusTemporaryRedirect {
+				t.Skipf("KNOWN BUG (client.go Revoke: url.PathEscape instead of escapeSegment): Revoke(%q) is a %d", name, e.Status)
+			}
+			if err != nil || id != "id of "+name {
+				t.Errorf("Revoke(%q): %q, %v", name, id, err)
+			}
+		})
+	}
+}
