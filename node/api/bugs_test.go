@@ -2,8 +2,8 @@ package api
 
 import (
 	"context"
-	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/ferry-crm/ferry/node/apijson"
@@ -13,9 +13,10 @@ import (
 // the bug is there, and checks the fixed behaviour once it is gone.
 
 // doNoPanic is c.Do that turns a panic into an error it reports.
-func doNoPanic(c *Client, method, path string) (err error, panicked any) {
+func doNoPanic(c *Client, request string) (panicked any, err error) {
+	method, path, _ := strings.Cut(request, " ")
 	defer func() { panicked = recover() }()
-	return c.Do(context.Background(), method, path, nil, nil), nil
+	return nil, c.Do(context.Background(), method, path, nil, nil)
 }
 
 // TestInProcessRequestWithoutBody: over the socket, a request without a
@@ -24,13 +25,10 @@ func doNoPanic(c *Client, method, path string) (err error, panicked any) {
 // the handler as is, with a nil Body, and the handler panics.
 func TestInProcessRequestWithoutBody(t *testing.T) {
 	b := newTestBackend(t, storeOpts{})
-	b.invite = func(string, string, interface{ String() string }) {}
 	c := newTestClient(b)
 	for _, path := range []string{"POST /v1/invites", "PUT /v1/records/contacts/c1", "POST /v1/resolve/contacts/c1/phone"} {
 		t.Run(path, func(t *testing.T) {
-			var method, p string
-			fmt.Sscan(path, &method, &p)
-			err, panicked := doNoPanic(c, method, p)
+			panicked, err := doNoPanic(c, path)
 			if panicked != nil {
 				t.Skipf("KNOWN BUG (client.go handlerTransport.RoundTrip passes a nil request Body to the handler): %s without a body panics in process: %v", path, panicked)
 			}
@@ -39,9 +37,7 @@ func TestInProcessRequestWithoutBody(t *testing.T) {
 	}
 	for _, path := range []string{"POST /v1/schema", "POST /v1/import/contacts"} {
 		t.Run(path, func(t *testing.T) {
-			var method, p string
-			fmt.Sscan(path, &method, &p)
-			if _, panicked := doNoPanic(c, method, p); panicked != nil {
+			if panicked, _ := doNoPanic(c, path); panicked != nil {
 				t.Skipf("KNOWN BUG (client.go handlerTransport.RoundTrip passes a nil request Body to the handler): %s without a body panics in process: %v", path, panicked)
 			}
 		})
