@@ -419,6 +419,10 @@ func (s *Store) settle(ctx context.Context, v *view, writers []string, collectio
 
 // scan calls fn for each visible operation under prefix, in key order.
 // Operations that do not decode are counted, logged once, and skipped.
+// Key order is the datastore's own: badger (every LSM store) iterates in
+// order. The query asks for none, because go-ds-crdt applies an order by
+// sorting the whole result in memory; a store over a datastore that does
+// not iterate in order (a bare MapDatastore) splits records.
 func (s *Store) scan(ctx context.Context, prefix ds.Key, fn func(keyParts, Op) error) error {
 	res, err := s.eng().Query(ctx, query.Query{Prefix: prefix.String()})
 	if err != nil {

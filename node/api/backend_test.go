@@ -61,7 +61,10 @@ type storeOpts struct {
 	bcast  dscrdt.Broadcaster
 	// full, if set, makes every local write fail with disk.ErrLow while
 	// it is true.
-	full     *atomic.Bool
+	full *atomic.Bool
+	// room, if set, is how many more local writes (and import deltas) the
+	// disk has room for: each check of the room takes one.
+	room     *atomic.Int64
 	batchOps int
 	// failAfter, if set, cuts queries short (see sortedDatastore).
 	failAfter *atomic.Int64
@@ -138,9 +141,9 @@ func newTestStore(t *testing.T, so storeOpts) *crdt.Store {
 	if so.batchOps > 0 {
 		o.BatchOps = so.batchOps
 	}
-	if full := so.full; full != nil {
+	if full, room := so.full, so.room; full != nil || room != nil {
 		o.CheckRoom = func(context.Context) error {
-			if full.Load() {
+			if full != nil && full.Load() || room != nil && room.Add(-1) < 0 {
 				return disk.ErrLow
 			}
 			return nil

@@ -66,8 +66,17 @@ func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastR
 type handlerTransport struct{ h http.Handler }
 
 func (t handlerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	// Hand the handler a request as a server would: a non-nil Body, and
+	// RequestURI set. RoundTrip owns (and closes) the caller's body.
+	r := req.Clone(req.Context())
+	if r.Body == nil {
+		r.Body = http.NoBody
+	} else {
+		defer req.Body.Close()
+	}
+	r.RequestURI = req.URL.RequestURI()
 	rec := httptest.NewRecorder()
-	t.h.ServeHTTP(rec, req)
+	t.h.ServeHTTP(rec, r)
 	return rec.Result(), nil
 }
 
@@ -255,7 +264,7 @@ func (c *Client) SyncNow(ctx context.Context) ([]apijson.PeerSync, error) {
 
 // Diff compares the node's records with a connected peer's (id or name).
 func (c *Client) Diff(ctx context.Context, peer string) (res apijson.DiffResult, err error) {
-	err = c.Do(ctx, "GET", "/v1/diff/"+url.PathEscape(peer), nil, &res)
+	err = c.Do(ctx, "GET", "/v1/diff/"+escapeSegment(peer), nil, &res)
 	return res, err
 }
 
@@ -299,7 +308,7 @@ func (c *Client) Revoke(ctx context.Context, member string) (string, error) {
 	var res struct {
 		Revoked string `json:"revoked"`
 	}
-	err := c.Do(ctx, "POST", "/v1/members/"+url.PathEscape(member)+"/revoke", nil, &res)
+	err := c.Do(ctx, "POST", "/v1/members/"+escapeSegment(member)+"/revoke", nil, &res)
 	return res.Revoked, err
 }
 

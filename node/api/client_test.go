@@ -309,6 +309,13 @@ func TestServeAndDial(t *testing.T) {
 	_, err = c.Import(ctx, "contacts", strings.NewReader("{\"id\":\"x\",\"last_name\":\"L\"}\nnot json\n"), nil)
 	wantAPIError(t, err, http.StatusBadRequest, "line 2")
 
+	// Over the socket, a request without a body where one is expected is
+	// the caller's mistake (in process, see TestInProcessRequestWithoutBody).
+	err = c.Do(ctx, "PUT", "/v1/records/contacts/c1", nil, nil)
+	wantAPIError(t, err, http.StatusBadRequest, "decode request", "EOF")
+	err = c.Do(ctx, "POST", "/v1/invites", nil, nil)
+	wantAPIError(t, err, http.StatusBadRequest, "bad invite request")
+
 	// Stopping the server removes the socket: a node is no longer there.
 	cancel()
 	select {

@@ -683,6 +683,60 @@ func TestDiskFull(t *testing.T) {
 	}
 }
 
+// TestImportCutShort: an import that fails once deltas are written ends its
+// stream with an error line; the client returns an *ImportError saying how
+// far it got, and the records of the deltas written stay.
+func TestImportCutShort(t *testing.T) {
+	ctx := context.Background()
+	var room atomic.Int64
+	room.Store(1 << 30)
+	b := newTestBackend(t, storeOpts{room: &room, batchOps: 2})
+	srv := NewServer(b, testLogger())
+	c := NewClient(srv)
+	var in strings.Builder
+	for i := 1; i <= 5; i++ {
+		fmt.Fprintf(&in, `{"id": "c%d", "last_name": "L"}`+"\n", i)
+	}
+	// Room to open the import's delta and commit the first one (2
+	// records), not the second.
+	room.Store(2)
+	var progress []apijson.ImportProgress
+	res, err := c.Import(ctx, "contacts", strings.NewReader(in.String()), func(p apijson.ImportProgress) {
+		progress = append(progress, p)
+	})
+	var ie *ImportError
+	if !errors.As(err, &ie) {
+		t.Fatalf("Import: %v (%T), want *ImportError", err, err)
+	}
+	if ie.Done != 2 || ie.Total != 5 || !strings.Contains(ie.Msg, "not written") || !strings.Contains(ie.Msg, "disk almost full") {
+		t.Errorf("ImportError %+v", ie)
+	}
+	if res != (crdt.ImportResult{}) || len(progress) != 2 || progress[0].Done != 2 || progress[1].Error == "" {
+		t.Errorf("result %+v, progress %+v", res, progress)
+	}
+	for id, want := range map[string]bool{"c1": true, "c2": true, "c3": false, "c4": false, "c5": false} {
+		if _, err := c.Get(ctx, "contacts", id); (err == nil) != want {
+			t.Errorf("%s written: %t, want %t", id, err == nil, want)
+		}
+	}
+	// The raw answer: a 200 whose last line carries the error.
+	input := strings.NewReplacer("c1", "d1", "c2", "d2", "c3", "d3").Replace(in.String())
+	room.Store(2)
+	a := call(t, srv, "POST", "/v1/import/contacts", input)
+	lines := strings.Split(strings.TrimSpace(a.body), "\n")
+	if a.code != http.StatusOK || len(lines) != 2 || lines[0] != `{"done":2,"total":5}` ||
+		!strings.HasPrefix(lines[1], `{"done":2,"total":5,"error":"import contacts: not written`) {
+		t.Errorf("raw answer: %d %q", a.code, a.body)
+	}
+	// Refused before the first delta: a plain 507, nothing written.
+	room.Store(1)
+	call(t, srv, "POST", "/v1/import/contacts", strings.Replace(input, "d1", "e1", 1)).
+		wantError(t, http.StatusInsufficientStorage, "not written", "disk almost full")
+	if _, err := c.Get(ctx, "contacts", "e1"); err == nil {
+		t.Error("a refused import wrote e1")
+	}
+}
+
 // TestConcurrentRequests: the server serves many requests at once (run
 // with -race).
 func TestConcurrentRequests(t *testing.T) {

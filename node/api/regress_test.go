@@ -9,8 +9,7 @@ import (
 	"github.com/ferry-crm/ferry/node/apijson"
 )
 
-// Tests of known bugs of the package. Each skips, naming the bug, while
-// the bug is there, and checks the fixed behaviour once it is gone.
+// Tests of bugs found and fixed: each would fail again if the bug came back.
 
 // doNoPanic is c.Do that turns a panic into an error it reports.
 func doNoPanic(c *Client, request string) (panicked any, err error) {
@@ -21,8 +20,7 @@ func doNoPanic(c *Client, request string) (panicked any, err error) {
 
 // TestInProcessRequestWithoutBody: over the socket, a request without a
 // body to an endpoint that reads one is a 400 (the server gives handlers
-// http.NoBody). In process, handlerTransport hands the client's request to
-// the handler as is, with a nil Body, and the handler panics.
+// http.NoBody); in process too (handlerTransport gives it http.NoBody).
 func TestInProcessRequestWithoutBody(t *testing.T) {
 	b := newTestBackend(t, storeOpts{})
 	c := newTestClient(b)
@@ -30,7 +28,7 @@ func TestInProcessRequestWithoutBody(t *testing.T) {
 		t.Run(path, func(t *testing.T) {
 			panicked, err := doNoPanic(c, path)
 			if panicked != nil {
-				t.Skipf("KNOWN BUG (client.go handlerTransport.RoundTrip passes a nil request Body to the handler): %s without a body panics in process: %v", path, panicked)
+				t.Fatalf("handlerTransport.RoundTrip passed a nil request Body to the handler: %s without a body panics in process: %v", path, panicked)
 			}
 			wantAPIError(t, err, http.StatusBadRequest)
 		})
@@ -38,17 +36,15 @@ func TestInProcessRequestWithoutBody(t *testing.T) {
 	for _, path := range []string{"POST /v1/schema", "POST /v1/import/contacts"} {
 		t.Run(path, func(t *testing.T) {
 			if panicked, _ := doNoPanic(c, path); panicked != nil {
-				t.Skipf("KNOWN BUG (client.go handlerTransport.RoundTrip passes a nil request Body to the handler): %s without a body panics in process: %v", path, panicked)
+				t.Fatalf("handlerTransport.RoundTrip passed a nil request Body to the handler: %s without a body panics in process: %v", path, panicked)
 			}
 		})
 	}
 }
 
 // TestDotNames: peers and members are named by node names, which may be
-// "." or "..". Client.Diff and Client.Revoke escape them with
-// url.PathEscape, which leaves dots alone, so the router cleans the path
-// and answers a redirect (escapeSegment, used for record ids, escapes
-// dots).
+// "." or "..": Client.Diff and Client.Revoke escape dots too
+// (escapeSegment), or the router would clean the path and redirect.
 func TestDotNames(t *testing.T) {
 	ctx := context.Background()
 	b := newTestBackend(t, storeOpts{})
@@ -59,7 +55,7 @@ func TestDotNames(t *testing.T) {
 		t.Run("diff "+name, func(t *testing.T) {
 			d, err := c.Diff(ctx, name)
 			if e, ok := err.(*Error); ok && e.Status == http.StatusTemporaryRedirect {
-				t.Skipf("KNOWN BUG (client.go Diff: url.PathEscape instead of escapeSegment): Diff(%q) is a %d", name, e.Status)
+				t.Fatalf("Diff(%q) is a %d: the name is not escaped as a path segment", name, e.Status)
 			}
 			if err != nil || d.PeerName != name {
 				t.Errorf("Diff(%q): %+v, %v", name, d, err)
@@ -68,7 +64,7 @@ func TestDotNames(t *testing.T) {
 		t.Run("revoke "+name, func(t *testing.T) {
 			id, err := c.Revoke(ctx, name)
 			if e, ok := err.(*Error); ok && e.Status == http.StatusTemporaryRedirect {
-				t.Skipf("KNOWN BUG (client.go Revoke: url.PathEscape instead of escapeSegment): Revoke(%q) is a %d", name, e.Status)
+				t.Fatalf("Revoke(%q) is a %d: the name is not escaped as a path segment", name, e.Status)
 			}
 			if err != nil || id != "id of "+name {
 				t.Errorf("Revoke(%q): %q, %v", name, id, err)
