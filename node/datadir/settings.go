@@ -71,18 +71,34 @@ func ReadSettings(dir string) (*Settings, error) {
 }
 
 // Write replaces dir's config.yaml with s (mode 0600), through a temporary
-// file renamed into place.
+// file synced and renamed into place.
 func (s *Settings) Write(dir string) error {
 	data, err := yaml.Marshal(s)
 	if err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
+	// The new content is on disk before it replaces the old one, and the
+	// rename is on disk before Write returns: a power loss leaves the old
+	// file or the new one, never an empty one.
 	tmp := filepath.Join(dir, SettingsFile+".tmp")
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
 		return fmt.Errorf("write config: %w", err)
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, SettingsFile)); err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
+	syncDir(dir)
 	return nil
 }
