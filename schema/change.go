@@ -8,7 +8,8 @@ import (
 
 // CheckAdditive checks that moving from schema old to schema new only adds:
 // new collections, new fields, and new enum values appended after the
-// existing ones. Policy changes are allowed too. Anything else (removing a
+// existing ones. Policy and alias changes (adding, removing or changing a
+// field's aliases) are allowed too. Anything else (removing a
 // collection or field, changing a field's type, required, unique or to, and
 // removing, inserting before or reordering enum values) is destructive: the
 // error wraps ErrDestructiveChange and lists every such change, e.g.

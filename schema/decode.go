@@ -15,7 +15,7 @@ import (
 var (
 	rootKeys       = []string{"collections"}
 	collectionKeys = []string{"policy", "writers", "fields"}
-	fieldKeys      = []string{"type", "required", "unique", "values", "to", "policy"}
+	fieldKeys      = []string{"type", "required", "unique", "values", "to", "policy", "aliases"}
 )
 
 // decode reads a schema file strictly, by walking the YAML node tree so that
@@ -119,6 +119,13 @@ func decodeFields(n *yaml.Node, cname string) (map[string]*Field, error) {
 				f.To, err = scalarString(v, where, key)
 			case "policy":
 				f.Policy, err = scalarString(v, where, key)
+			case "aliases":
+				// One alias (aliases: Last Name) or a list of aliases.
+				if v.Kind == yaml.ScalarNode && !isNull(v) {
+					f.Aliases = []string{v.Value}
+				} else {
+					f.Aliases, err = stringList(v, where, key)
+				}
 			}
 			return err
 		})
@@ -310,6 +317,13 @@ func fieldNode(f *Field) *yaml.Node {
 	}
 	if f.Policy != "" {
 		n.Content = append(n.Content, strNode("policy"), strNode(f.Policy))
+	}
+	if len(f.Aliases) > 0 {
+		seq := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Style: yaml.FlowStyle}
+		for _, a := range f.Aliases {
+			seq.Content = append(seq.Content, strNode(a))
+		}
+		n.Content = append(n.Content, strNode("aliases"), seq)
 	}
 	return n
 }

@@ -4,6 +4,8 @@ import (
 	"math"
 	"os"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -24,6 +26,8 @@ func FuzzParse(f *testing.F) {
 		"[",
 		"collections: [1]",
 		"---\n---\n",
+		"collections: {a: {fields: {b: {type: string, aliases: [Last Name, \"x y\", 'true', 1]}, c: {type: bool, aliases: C}}}}",
+		"collections: {a: {fields: {b: {type: string, aliases: [ID]}, c: {type: string, aliases: [' B ']}}}}",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -87,6 +91,67 @@ func FuzzParseText(f *testing.F) {
 		}
 		if back, err := c.ParseText(field, FormatText(v)); err != nil || back != v {
 			t.Fatalf("ParseText(%q, FormatText(%#v)) = %#v, %v", field, v, back, err)
+		}
+	})
+}
+
+func FuzzParseTextIn(f *testing.F) {
+	for _, text := range []string{"", "12,5", "-0,0", "1.234,56", "1 234,56", "1\u00a0234,56", "1\u202f234,56",
+		"1'234,56", "1.5", "0.123", "1,2,3", ",5", "12,", "1,5e3", "1e400", "1.234 567", "1..234",
+		"01.03.2024", "31.02.2024", "1.3.2024", "2024-03-01"} {
+		f.Add(uint8(0), text)
+		f.Add(uint8(1), text)
+	}
+	s, err := Parse([]byte(`collections: {c: {fields: {n: {type: number}, t: {type: time}}}}`))
+	if err != nil {
+		f.Fatal(err)
+	}
+	c, _ := s.Collection("c")
+	de := TextFormat{DecimalComma: true, DateLayout: "02.01.2006"}
+	f.Fuzz(func(t *testing.T, typ uint8, text string) {
+		field := []string{"n", "t"}[int(typ)%2]
+		v, err := c.ParseTextIn(field, text, de)
+		if err != nil {
+			if _, ok := err.(*FieldError); !ok {
+				t.Fatalf("error %T is not a *FieldError", err)
+			}
+			return
+		}
+		if again, err := c.Normalize(field, v); err != nil || again != v {
+			t.Fatalf("Normalize(%q, %#v) = %#v, %v", field, v, again, err)
+		}
+		if field == "t" {
+			return
+		}
+		n, ok := v.(float64)
+		if !ok || math.IsNaN(n) || math.IsInf(n, 0) || math.Signbit(n) && n == 0 {
+			t.Fatalf("ParseTextIn(n, %q) = %#v", text, v)
+		}
+		// The number is what the text says with the group separators
+		// dropped and the comma read as a point.
+		plain := strings.Map(func(r rune) rune {
+			switch {
+			case r == ',':
+				return '.'
+			case isGroupSeparator(r):
+				return -1
+			}
+			return r
+		}, strings.TrimSpace(text))
+		want, err := strconv.ParseFloat(plain, 64)
+		if err != nil || want != n {
+			t.Fatalf("ParseTextIn(n, %q) = %v, but ParseFloat(%q) = %v, %v", text, n, plain, want, err)
+		}
+		// Digits grouped by separators come in threes after the first
+		// group of one to three: "1.5" is never read as 15.
+		mantissa, _, _ := strings.Cut(strings.TrimLeft(strings.TrimSpace(text), "+-"), ",")
+		mantissa, _, _ = strings.Cut(strings.ToLower(mantissa), "e")
+		if groups := strings.FieldsFunc(mantissa, isGroupSeparator); len(groups) > 1 {
+			for i, g := range groups {
+				if len(g) != 3 && (i > 0 || len(g) > 3) {
+					t.Fatalf("ParseTextIn(n, %q) accepted digit groups %q", text, groups)
+				}
+			}
 		}
 	})
 }

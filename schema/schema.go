@@ -69,6 +69,14 @@ type Field struct {
 	// Policy is the conflict policy for this field: empty (the collection's)
 	// or one of newest, office, laptop, manual (docs/merge-rules.md).
 	Policy string `json:"policy,omitempty" yaml:"policy,omitempty"`
+	// Aliases are other names of the field in imported files, such as the
+	// column header "Last Name" for a field last_name (see
+	// Collection.Column). They are compared after NormalizeColumn, so
+	// "Last Name", "last name" and "LASTNAME" are the same alias. Within a
+	// collection no alias may stand for two fields or equal another field's
+	// name or ReservedIDField. Adding, removing and changing aliases is not
+	// a destructive change.
+	Aliases []string `json:"aliases,omitempty" yaml:"aliases,omitempty"`
 }
 
 // Collection is the definition of one collection of records.
@@ -113,7 +121,10 @@ func Parse(data []byte) (*Schema, error) {
 // ^[a-z][a-z0-9_]{0,62}$, every collection has at least one field, every
 // field has a known type, enum fields have distinct non-empty values, ref
 // fields name a collection of this schema in To, values and to appear only
-// on enum and ref fields, and policies are known. It reports every problem
+// on enum and ref fields, policies are known, and every alias is non-empty,
+// is not the reserved id and, compared by NormalizeColumn, names no other
+// field of its collection (an alias equal to its own field's name, or
+// repeated on the same field, is harmless and allowed). It reports every problem
 // found, each naming its collection and field, in an error wrapping
 // ErrInvalidSchema. Validate also sets each Collection.Name to its key.
 func (s *Schema) Validate() error {
@@ -162,6 +173,7 @@ func (s *Schema) Validate() error {
 				add("%s: %s", where, p)
 			}
 		}
+		problems = append(problems, c.aliasProblems()...)
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalidSchema, strings.Join(problems, "; "))
@@ -280,6 +292,7 @@ func (c *Collection) clone() *Collection {
 			}
 			g := *f
 			g.Values = slices.Clone(f.Values)
+			g.Aliases = slices.Clone(f.Aliases)
 			out.Fields[name] = &g
 		}
 	}

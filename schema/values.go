@@ -43,15 +43,31 @@ func (c *Collection) lookup(field string) (*Field, *FieldError) {
 //   - ref: any non-empty string.
 //
 // Surrounding spaces are ignored for numbers, bools and times. Errors are
-// *FieldError with an empty ID.
+// *FieldError with an empty ID. ParseText is ParseTextIn with the zero
+// TextFormat.
 func (c *Collection) ParseText(field, text string) (any, error) {
+	return c.ParseTextIn(field, text, TextFormat{})
+}
+
+// ParseTextIn is ParseText for text written in format tf: with
+// tf.DecimalComma numbers are read by parseDecimalComma, and with
+// tf.DateLayout times are read with that layout (see TextFormat). Other
+// types, and the zero TextFormat, are read as ParseText reads them. Errors
+// are *FieldError with an empty ID.
+func (c *Collection) ParseTextIn(field, text string, tf TextFormat) (any, error) {
 	f, fe := c.lookup(field)
 	if fe != nil {
 		return nil, fe
 	}
 	switch f.Type {
 	case TypeNumber:
-		n, reason := parseNumber(strings.TrimSpace(text))
+		var n float64
+		var reason string
+		if tf.DecimalComma {
+			n, reason = parseDecimalComma(strings.TrimSpace(text))
+		} else {
+			n, reason = parseNumber(strings.TrimSpace(text))
+		}
 		if reason != "" {
 			return nil, c.badValue(field, text, "value %s %s", quote(text), reason)
 		}
@@ -65,7 +81,12 @@ func (c *Collection) ParseText(field, text string) (any, error) {
 		}
 		return nil, c.badValue(field, text, "value %s is not a boolean (want true/false, yes/no, 1/0 or on/off)", quote(text))
 	case TypeTime:
-		t, reason := parseTime(strings.TrimSpace(text))
+		var t, reason string
+		if tf.DateLayout != "" {
+			t, reason = parseTimeLayout(strings.TrimSpace(text), tf.DateLayout)
+		} else {
+			t, reason = parseTime(strings.TrimSpace(text))
+		}
 		if reason != "" {
 			return nil, c.badValue(field, text, "value %s %s", quote(text), reason)
 		}
@@ -294,6 +315,12 @@ func (c *Collection) ValidateWrite(id string, fields map[string]any, creating bo
 // same whichever form a value came in. A field given in both forms is
 // refused: which one was meant cannot be told. Every *FieldError carries id.
 func (c *Collection) ValidateWriteText(id string, fields map[string]any, text map[string]string, creating bool) (map[string]any, error) {
+	return c.ValidateWriteTextIn(id, fields, text, creating, TextFormat{})
+}
+
+// ValidateWriteTextIn is ValidateWriteText with the text values parsed by
+// ParseTextIn in format tf rather than by ParseText.
+func (c *Collection) ValidateWriteTextIn(id string, fields map[string]any, text map[string]string, creating bool, tf TextFormat) (map[string]any, error) {
 	out := make(map[string]any, len(fields)+len(text))
 	names := make([]string, 0, len(fields)+len(text))
 	for name := range fields {
@@ -313,7 +340,7 @@ func (c *Collection) ValidateWriteText(id string, fields map[string]any, text ma
 		case isValue && isText:
 			err = c.badValue(name, t, "given both as a value and as text (give it once)")
 		case isText:
-			v, err = c.ParseText(name, t)
+			v, err = c.ParseTextIn(name, t, tf)
 		default:
 			v, err = c.Normalize(name, v)
 		}

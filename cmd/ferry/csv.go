@@ -82,93 +82,6 @@ func parseDelimiter(s string) (rune, error) {
 	return r, nil
 }
 
-// readCSV converts a CSV file to records of coll. The first row is the
-// header: the names of the columns, "id" and fields of coll, each at most
-// once, in any order (surrounding spaces ignored). Every later row is one
-// record: the id cell must not be empty, an empty cell leaves its field out,
-// and every other cell is parsed by its field's type like 'ferry put'
-// parses FIELD=VALUE (schema.Collection.ParseText). Rows whose cells are all
-// empty are skipped. A UTF-8 BOM at the start is ignored. The whole input is
-// read: the first problem is returned as a *csvError (or an I/O error).
-func readCSV(r io.Reader, coll *schema.Collection, comma rune) ([]csvRecord, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
-	if b, err := br.Peek(len(utf8BOM)); err == nil && string(b) == utf8BOM {
-		_, _ = br.Discard(len(utf8BOM))
-	}
-	cr := csv.NewReader(br)
-	cr.Comma = comma
-	cr.FieldsPerRecord = -1 // checked here, with a better message
-
-	header, err := cr.Read()
-	if err == io.EOF {
-		return nil, &csvError{Line: 1, Err: errors.New(`the file is empty: want a header row naming the columns, one of them "id"`)}
-	}
-	if err != nil {
-		return nil, csvReadError(err)
-	}
-	line, _ := cr.FieldPos(0)
-	cols := make([]string, len(header))
-	idCol := -1
-	where := map[string]int{}
-	for i, h := range header {
-		name := strings.TrimSpace(h)
-		cols[i] = name
-		if j, dup := where[name]; dup && name != "" {
-			return nil, &csvError{Line: line, Err: fmt.Errorf("column %q appears twice in the header (columns %d and %d)", name, j+1, i+1)}
-		}
-		where[name] = i
-		switch {
-		case name == "":
-			return nil, &csvError{Line: line, Err: fmt.Errorf("column %d has no name in the header", i+1)}
-		case name == schema.ReservedIDField:
-			idCol = i
-		case coll.Field(name) == nil:
-			return nil, &csvError{Line: line, Err: unknownColumn(coll, name)}
-		}
-	}
-	if idCol < 0 {
-		return nil, &csvError{Line: line, Err: fmt.Errorf(`no "id" column in the header (it has %s)`, quoteList(cols))}
-	}
-
-	var out []csvRecord
-	for {
-		row, err := cr.Read()
-		if err == io.EOF {
-			return out, nil
-		}
-		if err != nil {
-			return nil, csvReadError(err)
-		}
-		line, _ := cr.FieldPos(0)
-		if allEmpty(row) {
-			continue
-		}
-		if len(row) != len(cols) {
-			err := fmt.Errorf("%s, but the header has %s", plural(len(row), "cell"), plural(len(cols), "column"))
-			if len(row) > len(cols) {
-				err = fmt.Errorf("%w (a cell holding %q must be quoted)", err, comma)
-			}
-			return nil, &csvError{Line: line, Err: err}
-		}
-		id := row[idCol]
-		if err := checkCSVID(id); err != nil {
-			return nil, &csvError{Line: line, Column: schema.ReservedIDField, Err: err}
-		}
-		rec := csvRecord{Line: line, ID: id, Fields: make(map[string]any, len(row)-1)}
-		for i, cell := range row {
-			if i == idCol || cell == "" {
-				continue
-			}
-			v, err := coll.ParseText(cols[i], cell)
-			if err != nil {
-				return nil, &csvError{Line: line, Column: cols[i], ID: id, Err: err}
-			}
-			rec.Fields[cols[i]] = v
-		}
-		out = append(out, rec)
-	}
-}
-
 // checkCSVID refuses a record id the import cannot take as it is.
 func checkCSVID(id string) error {
 	if id == "" {
@@ -197,11 +110,8 @@ func csvReadError(err error) error {
 
 // unknownColumn explains a header name that is no field of coll.
 func unknownColumn(coll *schema.Collection, name string) error {
-	lower := strings.ToLower(name)
-	if lower == schema.ReservedIDField || coll.Field(lower) != nil {
-		return fmt.Errorf("unknown column %q (did you mean %q? names are case-sensitive)", name, lower)
-	}
-	return fmt.Errorf("unknown column %q: %s has no such field (its fields: %s)", name, collName(coll), strings.Join(coll.FieldNames(), ", "))
+	return fmt.Errorf("unknown column %q: %s has no such field or alias (its fields: %s); map it with --map %q, or leave it out with --ignore-unknown",
+		name, collName(coll), strings.Join(coll.FieldNames(), ", "), name+"=FIELD")
 }
 
 func collName(coll *schema.Collection) string {
@@ -353,15 +263,16 @@ func fetchCollection(ctx context.Context, c *client, name string) (*schema.Colle
 }
 
 // csvImportBody reads a whole CSV file and returns the import request body
-// and the records (to relocate the node's errors). name labels errors.
-func csvImportBody(in io.Reader, name string, coll *schema.Collection, comma rune) ([]byte, []csvRecord, error) {
-	recs, err := readCSV(in, coll, comma)
+// and what reading found (its records relocate the node's errors). name
+// labels errors.
+func csvImportBody(in io.Reader, name string, coll *schema.Collection, opts csvOptions) ([]byte, csvResult, error) {
+	res, err := readCSVWith(in, coll, opts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", name, err)
+		return nil, res, fmt.Errorf("%s: %w", name, err)
 	}
 	var body bytes.Buffer
-	if err := writeImportLines(&body, recs); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", name, err)
+	if err := writeImportLines(&body, res.Records); err != nil {
+		return nil, res, fmt.Errorf("%s: %w", name, err)
 	}
-	return body.Bytes(), recs, nil
+	return body.Bytes(), res, nil
 }

@@ -1,0 +1,363 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/text/encoding"
+	"golang.org/x/text/encoding/charmap"
+	"golang.org/x/text/encoding/unicode"
+
+	"github.com/ferry-crm/ferry/schema"
+)
+
+// csvOptions say how to read a CSV export as it comes from another CRM or
+// from Excel. The zero value reads Ferry's own CSV: UTF-8, header names
+// that are field names (or aliases) and "id".
+type csvOptions struct {
+	// Comma separates cells; 0 detects it from the header row (the most
+	// frequent of ',', ';' and tab outside quotes).
+	Comma rune
+	// Encoding is "utf-8", "windows-1252" or "utf-16"; "" detects it: a
+	// BOM says UTF-8 or UTF-16, text that is not valid UTF-8 is read as
+	// Windows-1252 (what older Excel writes).
+	Encoding string
+	// Map maps header names (as written, surrounding spaces ignored,
+	// compared case-insensitively) to field names, or to "id"; an empty
+	// field ignores the column. It wins over names and aliases.
+	Map map[string]string
+	// IgnoreUnknown leaves out columns that map to no field instead of
+	// failing; they are listed in csvResult.Ignored.
+	IgnoreUnknown bool
+	// IDColumn names the column that holds the record ids (default: the
+	// column named "id").
+	IDColumn string
+	// IDFrom derives each record's id from these fields' values (trimmed,
+	// lowercased): the same values give the same id, so importing a file
+	// again updates its records instead of adding them.
+	IDFrom []string
+	// NewIDs gives every row a new random id (a second import adds the
+	// records again).
+	NewIDs bool
+	// Format reads numbers and dates written for a locale.
+	Format schema.TextFormat
+}
+
+// csvResult is what reading a file found besides its records.
+type csvResult struct {
+	Records  []csvRecord
+	Comma    rune
+	Encoding string   // how the bytes were decoded
+	Ignored  []string // columns left out (IgnoreUnknown, or mapped to "")
+}
+
+// readCSV reads Ferry's own CSV with the given delimiter (see readCSVWith).
+func readCSV(r io.Reader, coll *schema.Collection, comma rune) ([]csvRecord, error) {
+	res, err := readCSVWith(r, coll, csvOptions{Comma: comma, Encoding: "utf-8"})
+	return res.Records, err
+}
+
+// readCSVWith converts a CSV file to records of coll. The first row is the
+// header: each column maps, in this order, through opts.Map, to the id
+// (opts.IDColumn, or a column named "id"), or to a field by its name or one
+// of its aliases (schema.Collection.Column: case and spaces do not count).
+// Every later row is one record: an empty cell leaves its field out, every
+// other cell is parsed by its field's type like 'ferry put' parses
+// FIELD=VALUE, in opts.Format. Rows whose cells are all empty are skipped.
+// The whole input is read: the first problem is returned as a *csvError
+// (or an I/O error) and no record.
+func readCSVWith(r io.Reader, coll *schema.Collection, opts csvOptions) (csvResult, error) {
+	var res csvResult
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return res, fmt.Errorf("read CSV: %w", err)
+	}
+	text, enc, err := decodeCSV(raw, opts.Encoding)
+	if err != nil {
+		return res, err
+	}
+	res.Encoding = enc
+	res.Comma = opts.Comma
+	if res.Comma == 0 {
+		res.Comma = detectComma(text)
+	}
+	cr := csv.NewReader(strings.NewReader(text))
+	cr.Comma = res.Comma
+	cr.FieldsPerRecord = -1 // checked here, with a better message
+
+	header, err := cr.Read()
+	if err == io.EOF {
+		return res, &csvError{Line: 1, Err: errors.New(`the file is empty: want a header row naming the columns, one of them the id`)}
+	}
+	if err != nil {
+		return res, csvReadError(err)
+	}
+	line, _ := cr.FieldPos(0)
+	cols, idCol, ignored, err := mapColumns(header, coll, opts)
+	if err != nil {
+		return res, &csvError{Line: line, Err: err}
+	}
+	res.Ignored = ignored
+	ids, err := newIDMaker(coll, opts, idCol, header)
+	if err != nil {
+		return res, &csvError{Line: line, Err: err}
+	}
+	for {
+		row, err := cr.Read()
+		if err == io.EOF {
+			return res, nil
+		}
+		if err != nil {
+			return res, csvReadError(err)
+		}
+		line, _ := cr.FieldPos(0)
+		if allEmpty(row) {
+			continue
+		}
+		if len(row) != len(cols) {
+			err := fmt.Errorf("%s, but the header has %s", plural(len(row), "cell"), plural(len(cols), "column"))
+			if len(row) > len(cols) {
+				err = fmt.Errorf("%w (a cell holding %q must be quoted)", err, res.Comma)
+			}
+			return res, &csvError{Line: line, Err: err}
+		}
+		rec := csvRecord{Line: line, Fields: make(map[string]any, len(row))}
+		for i, cell := range row {
+			if cols[i] == "" || i == idCol || cell == "" {
+				continue
+			}
+			v, err := coll.ParseTextIn(cols[i], cell, opts.Format)
+			if err != nil {
+				return res, &csvError{Line: line, Column: strings.TrimSpace(header[i]), ID: cellAt(row, idCol), Err: err}
+			}
+			rec.Fields[cols[i]] = v
+		}
+		if rec.ID, err = ids.id(row, rec.Fields); err != nil {
+			return res, &csvError{Line: line, Column: ids.column, Err: err}
+		}
+		res.Records = append(res.Records, rec)
+	}
+}
+
+func cellAt(row []string, i int) string {
+	if i < 0 || i >= len(row) {
+		return ""
+	}
+	return row[i]
+}
+
+// mapColumns maps the header's columns to fields: cols[i] is column i's
+// field ("" for an ignored column, and for the id column idCol, -1 if
+// none).
+func mapColumns(header []string, coll *schema.Collection, opts csvOptions) (cols []string, idCol int, ignored []string, err error) {
+	mapped := make(map[string]string, len(opts.Map))
+	for h, f := range opts.Map {
+		mapped[strings.ToLower(strings.TrimSpace(h))] = f
+	}
+	cols, idCol = make([]string, len(header)), -1
+	from := map[string]int{} // field -> column
+	seen := map[string]int{} // header name -> column
+	for i, h := range header {
+		name := strings.TrimSpace(h)
+		if name == "" {
+			return nil, -1, nil, fmt.Errorf("column %d has no name in the header", i+1)
+		}
+		if j, dup := seen[name]; dup {
+			return nil, -1, nil, fmt.Errorf("column %q appears twice in the header (columns %d and %d)", name, j+1, i+1)
+		}
+		seen[name] = i
+		field, ok := mapped[strings.ToLower(name)]
+		switch {
+		case ok && field == "":
+			ignored = append(ignored, name)
+			continue
+		case ok:
+		case opts.IDColumn != "" && strings.EqualFold(name, strings.TrimSpace(opts.IDColumn)):
+			field = schema.ReservedIDField
+		default:
+			if field, ok = coll.Column(name); !ok {
+				if opts.IgnoreUnknown {
+					ignored = append(ignored, name)
+					continue
+				}
+				return nil, -1, nil, unknownColumn(coll, name)
+			}
+		}
+		if field == schema.ReservedIDField && opts.IDColumn != "" && !strings.EqualFold(name, strings.TrimSpace(opts.IDColumn)) {
+			// --id-column names the id: another column that says "id" is
+			// data this collection does not hold.
+			if opts.IgnoreUnknown {
+				ignored = append(ignored, name)
+				continue
+			}
+			return nil, -1, nil, fmt.Errorf("column %q would be the id, but --id-column names %q (--ignore-unknown leaves it out)", name, opts.IDColumn)
+		}
+		if j, dup := from[field]; dup {
+			return nil, -1, nil, fmt.Errorf("columns %q and %q both map to %q (--map %q= leaves one out)", strings.TrimSpace(header[j]), name, field, name)
+		}
+		from[field] = i
+		if field == schema.ReservedIDField {
+			idCol = i
+			continue
+		}
+		cols[i] = field
+	}
+	if opts.IDColumn != "" && idCol < 0 {
+		return nil, -1, nil, fmt.Errorf("--id-column %q: no such column in the header (it has %s)", opts.IDColumn, quoteList(trimmed(header)))
+	}
+	return cols, idCol, ignored, nil
+}
+
+func trimmed(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strings.TrimSpace(s)
+	}
+	return out
+}
+
+// idMaker gives each row its record id.
+type idMaker struct {
+	col    int      // the id column, or -1
+	from   []string // fields the id is derived from
+	fresh  bool     // a new random id per row
+	column string   // what errors name
+}
+
+func newIDMaker(coll *schema.Collection, opts csvOptions, idCol int, header []string) (*idMaker, error) {
+	sources := 0
+	for _, set := range []bool{idCol >= 0, len(opts.IDFrom) > 0, opts.NewIDs} {
+		if set {
+			sources++
+		}
+	}
+	switch {
+	case sources == 0:
+		return nil, fmt.Errorf(`no "id" column in the header (it has %s): name the column that holds the ids (--id-column "Contact ID"), derive ids from fields (--id-from email), or give every row a new id (--new-ids)`, quoteList(trimmed(header)))
+	case sources > 1 && idCol >= 0:
+		return nil, fmt.Errorf("the header has an id column (%q): --id-from and --new-ids are for files without one", strings.TrimSpace(header[idCol]))
+	case sources > 1:
+		return nil, errors.New("--id-from and --new-ids: give one of them")
+	}
+	m := &idMaker{col: idCol, fresh: opts.NewIDs}
+	if idCol >= 0 {
+		m.column = strings.TrimSpace(header[idCol])
+	}
+	for _, f := range opts.IDFrom {
+		if coll.Field(f) == nil {
+			return nil, fmt.Errorf("--id-from %q: %s has no such field (its fields: %s)", f, collName(coll), strings.Join(coll.FieldNames(), ", "))
+		}
+		m.from = append(m.from, f)
+	}
+	return m, nil
+}
+
+// id returns the record id of a row whose fields were read.
+func (m *idMaker) id(row []string, fields map[string]any) (string, error) {
+	switch {
+	case m.col >= 0:
+		id := row[m.col]
+		return id, checkCSVID(id)
+	case m.fresh:
+		return newRecordID()
+	}
+	h := sha256.New()
+	empty := true
+	for _, f := range m.from {
+		v := strings.ToLower(strings.TrimSpace(fmt.Sprint(fields[f])))
+		if fields[f] == nil {
+			v = ""
+		}
+		empty = empty && v == ""
+		fmt.Fprintf(h, "%d:%s;", len(v), v)
+	}
+	if empty {
+		return "", fmt.Errorf("--id-from %s: every one of them is empty in this row", strings.Join(m.from, ","))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12]), nil
+}
+
+// decodeCSV turns the file's bytes into text: a BOM decides (UTF-8, UTF-16
+// LE or BE), else enc, else UTF-8 when the bytes are valid UTF-8 and
+// Windows-1252 when not. It returns the encoding used.
+func decodeCSV(raw []byte, enc string) (string, string, error) {
+	switch {
+	case bytes.HasPrefix(raw, []byte(utf8BOM)):
+		if enc != "" && !strings.EqualFold(enc, "utf-8") {
+			return "", "", fmt.Errorf("the file starts with a UTF-8 byte order mark, but --encoding says %s", enc)
+		}
+		raw, enc = raw[len(utf8BOM):], "utf-8"
+	case bytes.HasPrefix(raw, []byte{0xFF, 0xFE}), bytes.HasPrefix(raw, []byte{0xFE, 0xFF}):
+		enc = "utf-16"
+	}
+	var dec *encoding.Decoder
+	switch strings.ToLower(enc) {
+	case "":
+		if utf8.Valid(raw) {
+			return string(raw), "utf-8", nil
+		}
+		enc, dec = "windows-1252", charmap.Windows1252.NewDecoder()
+	case "utf-8", "utf8":
+		// Bytes that are not UTF-8 are refused cell by cell, with their
+		// line and column.
+		return string(raw), "utf-8", nil
+	case "windows-1252", "cp1252", "latin1", "iso-8859-1":
+		enc, dec = "windows-1252", charmap.Windows1252.NewDecoder()
+	case "utf-16", "utf16":
+		// Excel's "Unicode text": little-endian unless its BOM says otherwise.
+		enc, dec = "utf-16", unicode.UTF16(unicode.LittleEndian, unicode.UseBOM).NewDecoder()
+	default:
+		return "", "", fmt.Errorf("--encoding %q: want utf-8, windows-1252 or utf-16", enc)
+	}
+	out, err := dec.Bytes(raw)
+	if err != nil {
+		return "", "", fmt.Errorf("decode %s: %w", enc, err)
+	}
+	return strings.TrimPrefix(string(out), utf8BOM), enc, nil
+}
+
+// detectComma picks the delimiter of a CSV text: the most frequent of ',',
+// ';' and tab in its first line, outside quotes (',' when none appears).
+func detectComma(text string) rune {
+	counts := map[rune]int{}
+	quoted := false
+	for _, r := range text {
+		if r == '"' {
+			quoted = !quoted
+			continue
+		}
+		if quoted {
+			continue
+		}
+		if r == '\n' {
+			break
+		}
+		if r == ',' || r == ';' || r == '\t' {
+			counts[r]++
+		}
+	}
+	best := ','
+	for _, r := range []rune{';', '\t'} {
+		if counts[r] > counts[best] {
+			best = r
+		}
+	}
+	return best
+}
+
+// newRecordID is a random record id (--new-ids).
+func newRecordID() (string, error) {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("new record id: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
