@@ -3,6 +3,8 @@ package crdt
 import (
 	"context"
 	"fmt"
+
+	"github.com/ferry-crm/ferry/schema"
 )
 
 // ImportRecord is one record of an import, with the line it came from.
@@ -12,12 +14,35 @@ type ImportRecord struct {
 	Fields map[string]any
 }
 
-// ImportResult counts what an import did.
+// ImportResult counts what an import did (or, in a dry run, would do).
 type ImportResult struct {
 	Records   int // records in the input
 	Written   int // records with at least one field written
+	Created   int // of those, records that did not exist
 	Unchanged int // records already holding every value
 	Deltas    int // replicated deltas committed
+	// Rejected are the records left out (ImportOptions.SkipInvalid).
+	Rejected []ImportRejection `json:",omitempty"`
+}
+
+// ImportRejection is a record an import left out, and why.
+type ImportRejection struct {
+	Line   int
+	ID     string
+	Reason string
+}
+
+// ImportOptions change what Import does with the records it is given.
+type ImportOptions struct {
+	// DryRun validates and plans every record and counts what would be
+	// written, created and left unchanged, writing nothing. A record given
+	// twice is planned against the store as it is, not as the first line
+	// would leave it.
+	DryRun bool
+	// SkipInvalid leaves out the records that fail validation (listed in
+	// ImportResult.Rejected) and imports the others; by default one bad
+	// record fails the whole import.
+	SkipInvalid bool
 }
 
 // Import writes many records of one collection. Every record is validated
@@ -29,6 +54,12 @@ type ImportResult struct {
 // deltas committed so far). progress, if set, is called after each delta
 // with the number of records done.
 func (s *Store) Import(ctx context.Context, collection string, recs []ImportRecord, progress func(done int)) (ImportResult, error) {
+	return s.ImportWith(ctx, collection, recs, ImportOptions{}, progress)
+}
+
+// ImportWith is Import with options: a dry run, or leaving out the records
+// that fail validation instead of failing.
+func (s *Store) ImportWith(ctx context.Context, collection string, recs []ImportRecord, opts ImportOptions, progress func(done int)) (ImportResult, error) {
 	res := ImportResult{Records: len(recs)}
 	coll, err := s.Collection(ctx, collection)
 	if err != nil {
@@ -54,27 +85,29 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 	}
 	claims := s.newClaims(coll)
 
-	// Validation pass: nothing is written unless every record is good.
-	eids := make([]string, len(recs))
+	// Validation pass: nothing is written unless every record is good (or,
+	// with SkipInvalid, the bad ones are left out).
+	eids := make([]string, 0, len(recs))
+	good := recs[:0:0]
 	seen := map[string]bool{}
 	for i := range recs {
-		r := &recs[i]
-		if eids[i], err = EscapeID(r.ID); err != nil {
-			return res, fmt.Errorf("line %d: %w", r.Line, err)
-		}
-		norm, err := coll.ValidateWrite(r.ID, r.Fields, !ix.exists[r.ID] && !seen[r.ID])
+		r := recs[i]
+		eid, norm, err := s.validateImport(ctx, coll, unique, claims, r, !ix.exists[r.ID] && !seen[r.ID])
 		if err != nil {
-			return res, fmt.Errorf("line %d: %w", r.Line, err)
-		}
-		for _, f := range unique {
-			if v, ok := norm[f]; ok {
-				if err := claims.claim(ctx, f, r.ID, v); err != nil {
-					return res, fmt.Errorf("line %d: %w", r.Line, err)
-				}
+			if !opts.SkipInvalid {
+				return res, fmt.Errorf("line %d: %w", r.Line, err)
 			}
+			res.Rejected = append(res.Rejected, ImportRejection{Line: r.Line, ID: r.ID, Reason: err.Error()})
+			continue
 		}
 		r.Fields = norm
 		seen[r.ID] = true
+		eids = append(eids, eid)
+		good = append(good, r)
+	}
+	recs = good
+	if opts.DryRun {
+		return s.planImport(ctx, collection, recs, eids, ix, ru, res)
 	}
 
 	// Write pass.
@@ -142,6 +175,9 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 			res.Unchanged++
 			continue
 		}
+		if p.result.Created {
+			res.Created++
+		}
 		if p.size > s.opts.BatchBytes {
 			return res, fmt.Errorf("line %d: %d bytes in one record: %w", r.Line, p.size, ErrTooLarge)
 		}
@@ -196,4 +232,57 @@ func (s *Store) scanExistence(ctx context.Context, collection string) (*existenc
 		return nil, fmt.Errorf("scan %s: %w", collection, err)
 	}
 	return ix, nil
+}
+
+// validateImport checks one record of an import: its id, its fields by the
+// schema (required ones when it is created) and its unique values, which it
+// claims. It returns the escaped id and the normalised fields.
+func (s *Store) validateImport(ctx context.Context, coll *schema.Collection, unique []string, claims *uniqueClaims, r ImportRecord, creating bool) (string, map[string]any, error) {
+	eid, err := EscapeID(r.ID)
+	if err != nil {
+		return "", nil, err
+	}
+	norm, err := coll.ValidateWrite(r.ID, r.Fields, creating)
+	if err != nil {
+		return "", nil, err
+	}
+	for _, f := range unique {
+		if v, ok := norm[f]; ok {
+			if err := claims.claim(ctx, f, r.ID, v); err != nil {
+				return "", nil, err
+			}
+		}
+	}
+	return eid, norm, nil
+}
+
+// planImport is the dry run of an import: every record planned against the
+// store, nothing written.
+func (s *Store) planImport(ctx context.Context, collection string, recs []ImportRecord, eids []string, ix *existence, ru rules, res ImportResult) (ImportResult, error) {
+	for i, r := range recs {
+		if err := ctx.Err(); err != nil {
+			return res, fmt.Errorf("import %s: %w", collection, err)
+		}
+		cur := newRecordOps(eids[i])
+		if ix.known[r.ID] {
+			var err error
+			if cur, err = s.readRecord(ctx, collection, eids[i]); err != nil {
+				return res, fmt.Errorf("line %d: %w", r.Line, err)
+			}
+		}
+		p, err := s.planWrite(collection, eids[i], cur, r.Fields, ru)
+		if err != nil {
+			return res, fmt.Errorf("line %d: %w", r.Line, err)
+		}
+		switch {
+		case len(p.result.Fields) == 0:
+			res.Unchanged++
+		case p.result.Created:
+			res.Written++
+			res.Created++
+		default:
+			res.Written++
+		}
+	}
+	return res, nil
 }

@@ -7,8 +7,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
+	"github.com/ferry-crm/ferry/crdt"
 	"github.com/ferry-crm/ferry/node/api"
 	"github.com/ferry-crm/ferry/node/apijson"
 	"github.com/ferry-crm/ferry/schema"
@@ -28,6 +30,8 @@ func newImportCmd(g *globals) *cobra.Command {
 	var format, delimiter string
 	var opts csvOptions
 	var maps, idFrom []string
+	var dryRun bool
+	var rejects string
 	cmd := &cobra.Command{
 		Use:   "import COLLECTION FILE",
 		Short: "Import records from JSON Lines or CSV (FILE or - for stdin)",
@@ -70,7 +74,14 @@ CSV exported by another CRM or by Excel, as it comes:
 Every record is validated before anything is written: a bad one fails the
 import with its line (for CSV, the line where its row starts, and the column)
 and nothing is written. Records are then written in large batched deltas
-(about 400 field operations each); a record is never split.`,
+(about 400 field operations each); a record is never split.
+
+--dry-run validates everything and prints how many records would be
+created, updated, left unchanged and rejected, writing nothing. --rejects
+FILE (CSV) imports the good records instead of none and writes each bad row
+to FILE (a new CSV: "line" and "reason", then the row's own columns), so
+that 39,990 good rows of 40,000 go in and the 10 others can be fixed and
+imported again (--ignore-unknown leaves the two added columns out).`,
 		Args: exactArgs(2, "COLLECTION FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			collection, file := args[0], args[1]
@@ -85,7 +96,7 @@ and nothing is written. Records are then written in large batched deltas
 				return usagef("import: --format %q: want jsonl or csv", format)
 			}
 			if format != formatCSV {
-				for _, f := range []string{"delimiter", "map", "ignore-unknown", "id-column", "id-from", "new-ids", "decimal-comma", "date-format", "encoding"} {
+				for _, f := range []string{"delimiter", "map", "ignore-unknown", "id-column", "id-from", "new-ids", "decimal-comma", "date-format", "encoding", "rejects"} {
 					if cmd.Flags().Changed(f) {
 						return usagef("import: --%s is for CSV (a FILE ending in .csv, or --format csv)", f)
 					}
@@ -98,6 +109,13 @@ and nothing is written. Records are then written in large batched deltas
 				}
 				opts.Comma = comma
 			}
+			if rejects != "" {
+				if _, err := os.Stat(rejects); err == nil {
+					return usagef("import: --rejects %s exists: give a new file", rejects)
+				}
+			}
+			// A dry run reports every bad row; --rejects sets them aside.
+			opts.Collect = rejects != "" || dryRun
 			for _, m := range maps {
 				header, field, ok := strings.Cut(m, "=")
 				if !ok || strings.TrimSpace(header) == "" {
@@ -126,8 +144,20 @@ and nothing is written. Records are then written in large batched deltas
 				in, name = f, file
 			}
 			return withClient(cmd.Context(), g.dir, func(c *client) error {
+				run := importRun{cmd: cmd, c: c, collection: collection, quiet: quiet,
+					opts: crdt.ImportOptions{DryRun: dryRun, SkipInvalid: rejects != "" || dryRun}}
 				if format == formatJSONL {
-					return postImport(cmd, c, collection, in, quiet, nil)
+					r, err := run.post(in)
+					if err != nil {
+						return err
+					}
+					rej := make([]csvRejection, 0, len(r.Rejected))
+					for _, x := range r.Rejected {
+						rej = append(rej, csvRejection{Line: x.Line, Reason: x.Reason})
+					}
+					listRejections(cmd.ErrOrStderr(), name, rej)
+					run.report(r, len(rej), "")
+					return nil
 				}
 				coll, err := fetchCollection(cmd.Context(), c, collection)
 				if err != nil {
@@ -143,9 +173,21 @@ and nothing is written. Records are then written in large batched deltas
 				if len(res.Ignored) > 0 {
 					fmt.Fprintf(cmd.ErrOrStderr(), "%s: columns left out: %s\n", name, quoteList(res.Ignored))
 				}
-				return postImport(cmd, c, collection, bytes.NewReader(body), quiet, func(msg string) string {
-					return name + ": " + relocateImportError(msg, res.Records)
-				})
+				run.relocate = func(msg string) string { return name + ": " + relocateImportError(msg, res.Records) }
+				r, err := run.post(bytes.NewReader(body))
+				if err != nil {
+					return err
+				}
+				rejected := append(res.Rejected, nodeRejections(r.Rejected, res.Records)...)
+				if rejects != "" {
+					if err := writeRejects(rejects, res.Header, rejected); err != nil {
+						return fmt.Errorf("import: %w", err)
+					}
+				} else {
+					listRejections(cmd.ErrOrStderr(), name, rejected)
+				}
+				run.report(r, len(rejected), rejects)
+				return nil
 			})
 		},
 	}
@@ -161,22 +203,37 @@ and nothing is written. Records are then written in large batched deltas
 	f.BoolVar(&opts.Format.DecimalComma, "decimal-comma", false, "CSV: numbers use a decimal comma (12,5 and 1.234,56)")
 	f.StringVar(&opts.Format.DateLayout, "date-format", "", "CSV: dates and times in this Go layout, e.g. 02.01.2006")
 	f.StringVar(&opts.Encoding, "encoding", "", "CSV: utf-8, windows-1252 or utf-16 (default: detected)")
+	f.BoolVar(&dryRun, "dry-run", false, "validate and count what would be created, updated, unchanged and rejected; write nothing")
+	f.StringVar(&rejects, "rejects", "", "CSV: import the good records and write each bad row, with its line and reason, to this new file")
 	return cmd
 }
 
-// postImport sends JSON Lines to the node's import endpoint and follows its
-// progress. relocate, when set, rewrites the node's error messages (the
-// lines it names are lines of body).
-func postImport(cmd *cobra.Command, c *client, collection string, body io.Reader, quiet bool, relocate func(string) string) error {
+// importRun is one import: where its records go and how.
+type importRun struct {
+	cmd        *cobra.Command
+	c          *client
+	collection string
+	quiet      bool
+	opts       crdt.ImportOptions
+	// relocate, when set, rewrites the node's error messages (the lines it
+	// names are lines of the request body).
+	relocate func(string) string
+}
+
+// post sends JSON Lines to the node's import endpoint, follows its progress
+// and returns its result.
+func (ir importRun) post(body io.Reader) (crdt.ImportResult, error) {
+	relocate := ir.relocate
 	if relocate == nil {
 		relocate = func(msg string) string { return msg }
 	}
+	cmd := ir.cmd
 	var bar *progressbar.ProgressBar
-	r, err := c.Import(cmd.Context(), collection, body, func(p apijson.ImportProgress) {
-		if bar == nil && !quiet && isTerminal(cmd.ErrOrStderr()) {
+	r, err := ir.c.Import(cmd.Context(), ir.collection, body, ir.opts, func(p apijson.ImportProgress) {
+		if bar == nil && !ir.quiet && !ir.opts.DryRun && isTerminal(cmd.ErrOrStderr()) {
 			bar = progressbar.NewOptions(p.Total,
 				progressbar.OptionSetWriter(cmd.ErrOrStderr()),
-				progressbar.OptionSetDescription("importing "+collection),
+				progressbar.OptionSetDescription("importing "+ir.collection),
 				progressbar.OptionShowCount(),
 				progressbar.OptionShowIts(),
 				progressbar.OptionSetItsString("records"),
@@ -191,15 +248,33 @@ func postImport(cmd *cobra.Command, c *client, collection string, body io.Reader
 	var ie *api.ImportError
 	switch {
 	case errors.As(err, &ie):
-		return fmt.Errorf("import stopped after %d of %d records: %s", ie.Done, ie.Total, relocate(ie.Msg))
+		return r, fmt.Errorf("import stopped after %d of %d records: %s", ie.Done, ie.Total, relocate(ie.Msg))
 	case errors.As(err, &ae):
-		return fmt.Errorf("import: %w", &api.Error{Status: ae.Status, Msg: relocate(ae.Msg)})
+		return r, fmt.Errorf("import: %w", &api.Error{Status: ae.Status, Msg: relocate(ae.Msg)})
 	case err != nil:
-		return fmt.Errorf("import: %w", err)
+		return r, fmt.Errorf("import: %w", err)
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "imported %s into %s: %d written, %d unchanged, in %s\n",
-		plural(r.Records, "record"), collection, r.Written, r.Unchanged, plural(r.Deltas, "delta"))
-	return nil
+	return r, nil
+}
+
+// report prints what an import did, or would do; rejected counts the
+// records left out (on this side and by the node).
+func (ir importRun) report(r crdt.ImportResult, rejected int, rejects string) {
+	out := ir.cmd.OutOrStdout()
+	left := ""
+	switch {
+	case rejected > 0 && rejects != "":
+		left = fmt.Sprintf(", %d rejected (in %s)", rejected, rejects)
+	case rejected > 0:
+		left = fmt.Sprintf(", %d rejected", rejected)
+	}
+	if ir.opts.DryRun {
+		fmt.Fprintf(out, "dry run of %s into %s: %d would be created, %d updated, %d unchanged%s; nothing written\n",
+			plural(r.Records+rejected-len(r.Rejected), "record"), ir.collection, r.Created, r.Written-r.Created, r.Unchanged, left)
+		return
+	}
+	fmt.Fprintf(out, "imported %s into %s: %d written (%d created), %d unchanged%s, in %s\n",
+		plural(r.Records+rejected-len(r.Rejected), "record"), ir.collection, r.Written, r.Created, r.Unchanged, left, plural(r.Deltas, "delta"))
 }
 
 // isTerminal reports whether w (or r) is a terminal (progress bars and
@@ -224,4 +299,21 @@ func checkMapTargets(coll *schema.Collection, m map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// listRejections prints the rows a dry run would leave out, by line.
+func listRejections(w io.Writer, name string, rej []csvRejection) {
+	slices.SortFunc(rej, func(a, b csvRejection) int { return a.Line - b.Line })
+	const most = 50
+	for i, r := range rej {
+		if i == most {
+			fmt.Fprintf(w, "%s: and %d more rejected rows (--rejects FILE lists them all)\n", name, len(rej)-most)
+			break
+		}
+		reason := r.Reason
+		if !strings.HasPrefix(reason, "line ") {
+			reason = fmt.Sprintf("line %d: %s", r.Line, reason)
+		}
+		fmt.Fprintf(w, "%s: rejected: %s\n", name, reason)
+	}
 }

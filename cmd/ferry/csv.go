@@ -32,6 +32,7 @@ type csvRecord struct {
 	Line   int            // line of the file where the row starts
 	ID     string         // the id cell
 	Fields map[string]any // canonical values (schema ParseText); empty cells left out
+	Row    []string       // the cells as read, kept for a rejects file (csvOptions.Collect)
 }
 
 // csvError locates a problem in a CSV file: the line where the row starts

@@ -9,6 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -16,6 +19,7 @@ import (
 	"golang.org/x/text/encoding/charmap"
 	"golang.org/x/text/encoding/unicode"
 
+	"github.com/ferry-crm/ferry/crdt"
 	"github.com/ferry-crm/ferry/schema"
 )
 
@@ -49,6 +53,9 @@ type csvOptions struct {
 	NewIDs bool
 	// Format reads numbers and dates written for a locale.
 	Format schema.TextFormat
+	// Collect leaves out a row that cannot be read (csvResult.Rejected)
+	// instead of failing; a bad header still fails.
+	Collect bool
 }
 
 // csvResult is what reading a file found besides its records.
@@ -57,6 +64,9 @@ type csvResult struct {
 	Comma    rune
 	Encoding string   // how the bytes were decoded
 	Ignored  []string // columns left out (IgnoreUnknown, or mapped to "")
+	Header   []string // the header row as read
+	// Rejected are the rows left out (csvOptions.Collect).
+	Rejected []csvRejection
 }
 
 // readCSV reads Ferry's own CSV with the given delimiter (see readCSVWith).
@@ -101,6 +111,7 @@ func readCSVWith(r io.Reader, coll *schema.Collection, opts csvOptions) (csvResu
 		return res, csvReadError(err)
 	}
 	line, _ := cr.FieldPos(0)
+	res.Header = header
 	cols, idCol, ignored, err := mapColumns(header, coll, opts)
 	if err != nil {
 		return res, &csvError{Line: line, Err: err}
@@ -115,36 +126,63 @@ func readCSVWith(r io.Reader, coll *schema.Collection, opts csvOptions) (csvResu
 		if err == io.EOF {
 			return res, nil
 		}
-		if err != nil {
+		var pe *csv.ParseError
+		if err != nil && !(opts.Collect && errors.As(err, &pe)) {
 			return res, csvReadError(err)
 		}
-		line, _ := cr.FieldPos(0)
-		if allEmpty(row) {
+		if err != nil {
+			// A broken quote: encoding/csv has read past it to what it
+			// could, and goes on from there.
+			res.Rejected = append(res.Rejected, csvRejection{Line: pe.StartLine, Row: row, Reason: csvReadError(err).Error()})
 			continue
 		}
-		if len(row) != len(cols) {
-			err := fmt.Errorf("%s, but the header has %s", plural(len(row), "cell"), plural(len(cols), "column"))
-			if len(row) > len(cols) {
-				err = fmt.Errorf("%w (a cell holding %q must be quoted)", err, res.Comma)
+		rec, err := readRow(cr, row, header, cols, idCol, coll, ids, opts, res.Comma)
+		if err != nil {
+			var ce *csvError
+			if !opts.Collect || !errors.As(err, &ce) {
+				return res, err
 			}
-			return res, &csvError{Line: line, Err: err}
+			res.Rejected = append(res.Rejected, csvRejection{Line: ce.Line, Row: row, Reason: ce.Error()})
+			continue
 		}
-		rec := csvRecord{Line: line, Fields: make(map[string]any, len(row))}
-		for i, cell := range row {
-			if cols[i] == "" || i == idCol || cell == "" {
-				continue
-			}
-			v, err := coll.ParseTextIn(cols[i], cell, opts.Format)
-			if err != nil {
-				return res, &csvError{Line: line, Column: strings.TrimSpace(header[i]), ID: cellAt(row, idCol), Err: err}
-			}
-			rec.Fields[cols[i]] = v
+		if rec != nil {
+			res.Records = append(res.Records, *rec)
 		}
-		if rec.ID, err = ids.id(row, rec.Fields); err != nil {
-			return res, &csvError{Line: line, Column: ids.column, Err: err}
-		}
-		res.Records = append(res.Records, rec)
 	}
+}
+
+// readRow converts one data row (nil for a row whose cells are all empty).
+func readRow(cr *csv.Reader, row, header, cols []string, idCol int, coll *schema.Collection, ids *idMaker, opts csvOptions, comma rune) (*csvRecord, error) {
+	line, _ := cr.FieldPos(0)
+	if allEmpty(row) {
+		return nil, nil
+	}
+	if len(row) != len(cols) {
+		err := fmt.Errorf("%s, but the header has %s", plural(len(row), "cell"), plural(len(cols), "column"))
+		if len(row) > len(cols) {
+			err = fmt.Errorf("%w (a cell holding %q must be quoted)", err, comma)
+		}
+		return nil, &csvError{Line: line, Err: err}
+	}
+	rec := csvRecord{Line: line, Fields: make(map[string]any, len(row))}
+	if opts.Collect {
+		rec.Row = row
+	}
+	for i, cell := range row {
+		if cols[i] == "" || i == idCol || cell == "" {
+			continue
+		}
+		v, err := coll.ParseTextIn(cols[i], cell, opts.Format)
+		if err != nil {
+			return nil, &csvError{Line: line, Column: strings.TrimSpace(header[i]), ID: cellAt(row, idCol), Err: err}
+		}
+		rec.Fields[cols[i]] = v
+	}
+	var err error
+	if rec.ID, err = ids.id(row, rec.Fields); err != nil {
+		return nil, &csvError{Line: line, Column: ids.column, Err: err}
+	}
+	return &rec, nil
 }
 
 func cellAt(row []string, i int) string {
@@ -360,4 +398,53 @@ func newRecordID() (string, error) {
 		return "", fmt.Errorf("new record id: %w", err)
 	}
 	return hex.EncodeToString(b), nil
+}
+
+// csvRejection is a row left out of an import, and why.
+type csvRejection struct {
+	Line   int
+	Row    []string // the row's cells as read
+	Reason string
+}
+
+// nodeRejections turns the records the node left out (their lines are
+// lines of the request body: record K-1) into rejections of the file's
+// rows.
+func nodeRejections(rej []crdt.ImportRejection, recs []csvRecord) []csvRejection {
+	out := make([]csvRejection, 0, len(rej))
+	for _, r := range rej {
+		if r.Line < 1 || r.Line > len(recs) {
+			continue
+		}
+		rec := recs[r.Line-1]
+		out = append(out, csvRejection{Line: rec.Line, Row: rec.Row, Reason: r.Reason})
+	}
+	return out
+}
+
+// writeRejects writes the rows left out to a new CSV file: "line" and
+// "reason", then the file's own columns; by line.
+func writeRejects(path string, header []string, rej []csvRejection) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("rejects: %w", err)
+	}
+	slices.SortFunc(rej, func(a, b csvRejection) int { return a.Line - b.Line })
+	w := csv.NewWriter(f)
+	_ = w.Write(append([]string{"line", "reason"}, header...))
+	for _, r := range rej {
+		_ = w.Write(append([]string{strconv.Itoa(r.Line), r.Reason}, r.Row...))
+	}
+	w.Flush()
+	err = w.Error()
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("rejects %s: %w", path, err)
+	}
+	return nil
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/csv"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -98,4 +100,86 @@ func wantValue(t *testing.T, recs map[string]map[string]any, field string, value
 		}
 	}
 	t.Errorf("no record has %s = %v", field, value)
+}
+
+// A dry run tells what an import would do, row by row, writing nothing;
+// --rejects imports the good rows and sets the bad ones aside, each with
+// its line and reason, in a file that imports again once fixed.
+func TestImportDryRunAndRejects(t *testing.T) {
+	e2e(t)
+	schemaFile, _ := filepath.Abs("../../examples/crm.yaml")
+	root := t.TempDir()
+	dir := initDir(t, root, "solo", "--listen", "/ip4/127.0.0.1/tcp/0")
+	mustFerry(t, dir, "schema", "apply", schemaFile)
+	base := filepath.Join(root, "base.csv")
+	writeFile(t, base, "Contact ID,Last Name,Amount\nc1,Smith,10\n")
+	mustFerry(t, dir, "import", "-q", "contacts", base, "--id-column", "Contact ID")
+
+	file := filepath.Join(root, "export.csv")
+	writeFile(t, file, "Contact ID,Last Name,Amount\n"+
+		"c1,Smith,10\n"+ // line 2: unchanged
+		"c2,Jones,20\n"+ // line 3: new
+		"c3,Doe,\n"+ // line 4: new
+		"c4,Bad,abc\n"+ // line 5: not a number (refused here)
+		"c5,,5\n") // line 6: a new record without its required last name (refused by the node)
+
+	dry := mustFerry(t, dir, "import", "-q", "contacts", file, "--id-column", "Contact ID", "--dry-run")
+	if !strings.Contains(dry.Stdout, "dry run of 5 records into contacts: 2 would be created, 0 updated, 1 unchanged, 2 rejected; nothing written") {
+		t.Errorf("dry run report:\n%s", dry)
+	}
+	if !strings.Contains(dry.Stderr, "line 5") || !strings.Contains(dry.Stderr, "line 6") || strings.Contains(dry.Stderr, "line 3") {
+		t.Errorf("dry run should list lines 5 and 6 only:\n%s", dry)
+	}
+	if _, n := exportRecords(t, dir, "contacts"); n != 1 {
+		t.Fatalf("a dry run wrote: %d records", n)
+	}
+
+	// Without --rejects the import stays all or nothing.
+	if r := ferry(t, dir, "import", "-q", "contacts", file, "--id-column", "Contact ID"); r.Code == 0 {
+		t.Fatalf("an import with bad rows succeeded:\n%s", r)
+	}
+	if _, n := exportRecords(t, dir, "contacts"); n != 1 {
+		t.Fatalf("a failed import wrote: %d records", n)
+	}
+
+	rejects := filepath.Join(root, "rejects.csv")
+	r := mustFerry(t, dir, "import", "-q", "contacts", file, "--id-column", "Contact ID", "--rejects", rejects)
+	if !strings.Contains(r.Stdout, "2 written (2 created), 1 unchanged, 2 rejected (in "+rejects+")") {
+		t.Errorf("import report:\n%s", r)
+	}
+	recs, n := exportRecords(t, dir, "contacts")
+	if n != 3 || recs["c2"] == nil || recs["c3"] == nil || recs["c4"] != nil || recs["c5"] != nil {
+		t.Fatalf("after the import: %v", recs)
+	}
+	data, err := os.ReadFile(rejects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(strings.NewReader(string(data))).ReadAll()
+	if err != nil || len(rows) != 3 {
+		t.Fatalf("rejects file (%v):\n%s", err, data)
+	}
+	if strings.Join(rows[0], ",") != "line,reason,Contact ID,Last Name,Amount" ||
+		rows[1][0] != "5" || rows[1][2] != "c4" || !strings.Contains(rows[1][1], "Amount") ||
+		rows[2][0] != "6" || rows[2][2] != "c5" || !strings.Contains(rows[2][1], "last_name") {
+		t.Errorf("rejects file:\n%s", data)
+	}
+	if r := ferry(t, dir, "import", "-q", "contacts", file, "--id-column", "Contact ID", "--rejects", rejects); r.Code != exitUsage {
+		t.Errorf("--rejects onto an existing file: want exit %d:\n%s", exitUsage, r)
+	}
+
+	// Fixed, the rejects import with the two added columns left out.
+	fixed := strings.Replace(strings.Replace(string(data), ",abc", ",7", 1), "c5,,5", "c5,Roe,5", 1)
+	writeFile(t, rejects+".fixed.csv", fixed)
+	mustFerry(t, dir, "import", "-q", "contacts", rejects+".fixed.csv", "--id-column", "Contact ID", "--map", "line=", "--map", "reason=")
+	if _, n := exportRecords(t, dir, "contacts"); n != 5 {
+		t.Errorf("after importing the fixed rejects: %d records, want 5", n)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -171,9 +171,21 @@ func (c *Client) List(ctx context.Context, collection string, opts ListOptions, 
 
 // Import sends JSON Lines (one object with an "id" member per line) and
 // calls progress with every progress line; it returns the final result.
-func (c *Client) Import(ctx context.Context, collection string, lines io.Reader, progress func(apijson.ImportProgress)) (crdt.ImportResult, error) {
+// opts asks for a dry run, or to leave out invalid records.
+func (c *Client) Import(ctx context.Context, collection string, lines io.Reader, opts crdt.ImportOptions, progress func(apijson.ImportProgress)) (crdt.ImportResult, error) {
 	var res *crdt.ImportResult
-	err := c.Lines(ctx, "POST", "/v1/import/"+url.PathEscape(collection), lines, func(line []byte) error {
+	q := url.Values{}
+	if opts.DryRun {
+		q.Set("dry_run", "1")
+	}
+	if opts.SkipInvalid {
+		q.Set("skip_invalid", "1")
+	}
+	path := "/v1/import/" + url.PathEscape(collection)
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	err := c.Lines(ctx, "POST", path, lines, func(line []byte) error {
 		var p apijson.ImportProgress
 		if err := json.Unmarshal(line, &p); err != nil {
 			return fmt.Errorf("import: bad progress line: %w", err)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -173,7 +174,7 @@ func TestClientImportError(t *testing.T) {
 	f := &fakeNode{ctype: "application/x-ndjson", body: `{"done":400,"total":1000}` + "\n" +
 		`{"done":400,"total":1000,"error":"import contacts: not written: disk almost full"}` + "\n"}
 	var progress []apijson.ImportProgress
-	res, err := NewClient(f).Import(ctx, "contacts", strings.NewReader(`{"id":"c1"}`), func(p apijson.ImportProgress) {
+	res, err := NewClient(f).Import(ctx, "contacts", strings.NewReader(`{"id":"c1"}`), crdt.ImportOptions{}, func(p apijson.ImportProgress) {
 		progress = append(progress, p)
 	})
 	var ie *ImportError
@@ -186,7 +187,7 @@ func TestClientImportError(t *testing.T) {
 	if ie.Error() != "import stopped after 400 of 1000 records: import contacts: not written: disk almost full" {
 		t.Errorf("ImportError says %q", ie.Error())
 	}
-	if res != (crdt.ImportResult{}) || len(progress) != 2 || progress[1].Error == "" {
+	if !reflect.DeepEqual(res, crdt.ImportResult{}) || len(progress) != 2 || progress[1].Error == "" {
 		t.Errorf("result %+v, progress %+v", res, progress)
 	}
 	if f.method != "POST" || f.uri != "/v1/import/contacts" || f.got != `{"id":"c1"}` {
@@ -195,22 +196,22 @@ func TestClientImportError(t *testing.T) {
 
 	// An error line of its own (the stream's error) is a plain error.
 	f.body = `{"error":"boom"}` + "\n"
-	if _, err := NewClient(f).Import(ctx, "contacts", strings.NewReader(""), nil); err == nil || err.Error() != "boom" || errors.As(err, &ie) {
+	if _, err := NewClient(f).Import(ctx, "contacts", strings.NewReader(""), crdt.ImportOptions{}, nil); err == nil || err.Error() != "boom" || errors.As(err, &ie) {
 		t.Errorf("error line: %v", err)
 	}
 	// A stream without a final result is an error.
 	f.body = `{"done":1,"total":2}` + "\n"
-	if _, err := NewClient(f).Import(ctx, "contacts", strings.NewReader(""), nil); err == nil || !strings.Contains(err.Error(), "without a result") {
+	if _, err := NewClient(f).Import(ctx, "contacts", strings.NewReader(""), crdt.ImportOptions{}, nil); err == nil || !strings.Contains(err.Error(), "without a result") {
 		t.Errorf("no result: %v", err)
 	}
 	// A line that is not progress is an error.
 	f.body = "[1]\n"
-	if _, err := NewClient(f).Import(ctx, "contacts", strings.NewReader(""), nil); err == nil || !strings.Contains(err.Error(), "bad progress line") {
+	if _, err := NewClient(f).Import(ctx, "contacts", strings.NewReader(""), crdt.ImportOptions{}, nil); err == nil || !strings.Contains(err.Error(), "bad progress line") {
 		t.Errorf("bad line: %v", err)
 	}
 	// A refused import is an *Error.
 	f = &fakeNode{code: 400, ctype: "application/json", body: `{"error":"line 2: not a JSON object"}`}
-	_, err = NewClient(f).Import(ctx, "contacts", strings.NewReader("x"), nil)
+	_, err = NewClient(f).Import(ctx, "contacts", strings.NewReader("x"), crdt.ImportOptions{}, nil)
 	wantAPIError(t, err, 400, "line 2")
 }
 
@@ -296,7 +297,7 @@ func TestServeAndDial(t *testing.T) {
 		lines.WriteString(`{"id":"` + id + `","last_name":"L"}` + "\n")
 	}
 	var progress []apijson.ImportProgress
-	ir, err := c.Import(ctx, "contacts", strings.NewReader(lines.String()), func(p apijson.ImportProgress) {
+	ir, err := c.Import(ctx, "contacts", strings.NewReader(lines.String()), crdt.ImportOptions{}, func(p apijson.ImportProgress) {
 		progress = append(progress, p)
 	})
 	if err != nil || ir.Records != 5 || ir.Written != 5 || ir.Deltas < 2 || len(progress) < 3 {
@@ -306,7 +307,7 @@ func TestServeAndDial(t *testing.T) {
 	if err := c.List(ctx, "contacts", ListOptions{}, func([]byte) error { n++; return nil }); err != nil || n != 6 {
 		t.Errorf("list: %d records, %v", n, err)
 	}
-	_, err = c.Import(ctx, "contacts", strings.NewReader("{\"id\":\"x\",\"last_name\":\"L\"}\nnot json\n"), nil)
+	_, err = c.Import(ctx, "contacts", strings.NewReader("{\"id\":\"x\",\"last_name\":\"L\"}\nnot json\n"), crdt.ImportOptions{}, nil)
 	wantAPIError(t, err, http.StatusBadRequest, "line 2")
 
 	// Over the socket, a request without a body where one is expected is

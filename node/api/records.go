@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/ferry-crm/ferry/crdt"
@@ -135,12 +136,42 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	_ = bw.Flush()
 }
 
+// importQuery reads the options of POST /v1/import: dry_run (plan and
+// count, write nothing) and skip_invalid (leave out the records that fail
+// validation, listed in the result), each a boolean.
+func importQuery(r *http.Request) (crdt.ImportOptions, error) {
+	var opts crdt.ImportOptions
+	for k, vs := range r.URL.Query() {
+		if len(vs) != 1 {
+			return opts, fmt.Errorf("import: %s given %d times", k, len(vs))
+		}
+		v, err := strconv.ParseBool(vs[0])
+		if err != nil {
+			return opts, fmt.Errorf("import: %s=%q: want 1 or 0 (true or false)", k, vs[0])
+		}
+		switch k {
+		case "dry_run":
+			opts.DryRun = v
+		case "skip_invalid":
+			opts.SkipInvalid = v
+		default:
+			return opts, fmt.Errorf("import: unknown query parameter %q (want dry_run, skip_invalid)", k)
+		}
+	}
+	return opts, nil
+}
+
 // importLines reads JSON Lines (one object with an "id" member per line),
 // validates every line, then writes them in batched deltas, streaming
 // progress as JSON Lines. A validation error is a plain 400: nothing was
 // written.
 func (s *Server) importLines(w http.ResponseWriter, r *http.Request) {
 	collection := r.PathValue("collection")
+	opts, err := importQuery(r)
+	if err != nil {
+		writeError(w, BadRequest(err))
+		return
+	}
 	recs, err := apijson.ReadLines(r.Body)
 	if err != nil {
 		writeError(w, BadRequest(err))
@@ -160,7 +191,7 @@ func (s *Server) importLines(w http.ResponseWriter, r *http.Request) {
 			f.Flush()
 		}
 	}
-	res, err := s.b.Store().Import(r.Context(), collection, recs, func(done int) {
+	res, err := s.b.Store().ImportWith(r.Context(), collection, recs, opts, func(done int) {
 		emit(apijson.ImportProgress{Done: done, Total: len(recs)})
 	})
 	switch {

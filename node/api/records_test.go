@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -481,7 +482,7 @@ func TestList(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	res, err := c.Import(ctx, "contacts", &buf, nil)
+	res, err := c.Import(ctx, "contacts", &buf, crdt.ImportOptions{}, nil)
 	if err != nil || res.Records != 4 || res.Unchanged != 4 || res.Written != 0 {
 		t.Errorf("re-import of the export: %+v, %v", res, err)
 	}
@@ -532,21 +533,21 @@ func TestImport(t *testing.T) {
 {"id": "c0", "last_name": "Zero", "email": "z@example.com"}
 `
 	var progress []apijson.ImportProgress
-	res, err := c.Import(ctx, "contacts", strings.NewReader(input), func(p apijson.ImportProgress) {
+	res, err := c.Import(ctx, "contacts", strings.NewReader(input), crdt.ImportOptions{}, func(p apijson.ImportProgress) {
 		progress = append(progress, p)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := crdt.ImportResult{Records: 5, Written: 4, Unchanged: 1, Deltas: res.Deltas}
-	if res != want || res.Deltas < 2 {
+	want := crdt.ImportResult{Records: 5, Written: 4, Created: res.Created, Unchanged: 1, Deltas: res.Deltas}
+	if !reflect.DeepEqual(res, want) || res.Deltas < 2 {
 		t.Errorf("result %+v, want %+v with at least 2 deltas (BatchOps 4)", res, want)
 	}
 	if len(progress) < 2 {
 		t.Fatalf("progress %+v: want progress lines and a final line", progress)
 	}
 	last := progress[len(progress)-1]
-	if last.Done != 5 || last.Total != 5 || last.Result == nil || *last.Result != res || last.Error != "" {
+	if last.Done != 5 || last.Total != 5 || last.Result == nil || !reflect.DeepEqual(*last.Result, res) || last.Error != "" {
 		t.Errorf("final line %+v", last)
 	}
 	for i, p := range progress[:len(progress)-1] {
@@ -566,7 +567,7 @@ func TestImport(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(a.body), "\n")
 	if a.code != http.StatusOK || a.header.Get("Content-Type") != "application/x-ndjson" || len(lines) < 2 ||
 		lines[0] != `{"done":1,"total":1}` ||
-		lines[len(lines)-1] != `{"done":1,"total":1,"result":{"Records":1,"Written":1,"Unchanged":0,"Deltas":1}}` {
+		lines[len(lines)-1] != `{"done":1,"total":1,"result":{"Records":1,"Written":1,"Created":1,"Unchanged":0,"Deltas":1}}` {
 		t.Errorf("raw import answer: %d %q %q", a.code, a.header.Get("Content-Type"), a.body)
 	}
 
@@ -590,7 +591,7 @@ func TestImport(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			call(t, srv, "POST", "/v1/import/"+tc.coll, tc.body).wantError(t, http.StatusBadRequest, tc.parts...)
 			called := false
-			_, err := c.Import(ctx, tc.coll, strings.NewReader(tc.body), func(apijson.ImportProgress) { called = true })
+			_, err := c.Import(ctx, tc.coll, strings.NewReader(tc.body), crdt.ImportOptions{}, func(apijson.ImportProgress) { called = true })
 			wantAPIError(t, err, http.StatusBadRequest, tc.parts...)
 			if called {
 				t.Error("a refused import reported progress")
@@ -607,8 +608,8 @@ func TestImport(t *testing.T) {
 	}
 
 	// An empty input imports nothing, and says so.
-	res, err = c.Import(ctx, "contacts", strings.NewReader("\n\n"), nil)
-	if err != nil || res != (crdt.ImportResult{}) {
+	res, err = c.Import(ctx, "contacts", strings.NewReader("\n\n"), crdt.ImportOptions{}, nil)
+	if err != nil || !reflect.DeepEqual(res, crdt.ImportResult{}) {
 		t.Errorf("empty import: %+v, %v", res, err)
 	}
 }
@@ -669,7 +670,7 @@ func TestDiskFull(t *testing.T) {
 	call(t, srv, "PUT", "/v1/records/contacts/c1", `{"fields": {"phone": "1"}}`).
 		wantError(t, http.StatusInsufficientStorage, "not written", "disk almost full")
 	call(t, srv, "DELETE", "/v1/records/contacts/c1", "").wantError(t, http.StatusInsufficientStorage, "disk almost full")
-	_, err := c.Import(ctx, "contacts", strings.NewReader(`{"id": "c2", "last_name": "B"}`), nil)
+	_, err := c.Import(ctx, "contacts", strings.NewReader(`{"id": "c2", "last_name": "B"}`), crdt.ImportOptions{}, nil)
 	wantAPIError(t, err, http.StatusInsufficientStorage, "disk almost full")
 	_, err = c.ApplySchema(ctx, []byte(strings.Replace(testSchema, "notes:", "memo: {type: string}\n      notes:", 1)))
 	wantAPIError(t, err, http.StatusInsufficientStorage, "disk almost full")
@@ -701,7 +702,7 @@ func TestImportCutShort(t *testing.T) {
 	// records), not the second.
 	room.Store(2)
 	var progress []apijson.ImportProgress
-	res, err := c.Import(ctx, "contacts", strings.NewReader(in.String()), func(p apijson.ImportProgress) {
+	res, err := c.Import(ctx, "contacts", strings.NewReader(in.String()), crdt.ImportOptions{}, func(p apijson.ImportProgress) {
 		progress = append(progress, p)
 	})
 	var ie *ImportError
@@ -711,7 +712,7 @@ func TestImportCutShort(t *testing.T) {
 	if ie.Done != 2 || ie.Total != 5 || !strings.Contains(ie.Msg, "not written") || !strings.Contains(ie.Msg, "disk almost full") {
 		t.Errorf("ImportError %+v", ie)
 	}
-	if res != (crdt.ImportResult{}) || len(progress) != 2 || progress[0].Done != 2 || progress[1].Error == "" {
+	if !reflect.DeepEqual(res, crdt.ImportResult{}) || len(progress) != 2 || progress[0].Done != 2 || progress[1].Error == "" {
 		t.Errorf("result %+v, progress %+v", res, progress)
 	}
 	for id, want := range map[string]bool{"c1": true, "c2": true, "c3": false, "c4": false, "c5": false} {
