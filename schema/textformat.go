@@ -196,3 +196,34 @@ mantissa:
 	}
 	return parseNumber(b.String())
 }
+
+// FormatTextIn renders a value of field for a file written in tf, the
+// inverse of ParseTextIn: with DecimalComma a number is written with a
+// decimal comma and no group separators ("1234,5"); with DateLayout a time
+// is written in that layout, in UTC. Other values are written as
+// FormatText writes them.
+func (c *Collection) FormatTextIn(field string, v any, tf TextFormat) string {
+	f := c.Fields[field]
+	if f == nil || v == nil {
+		return FormatText(v)
+	}
+	switch f.Type {
+	case TypeNumber:
+		s := FormatText(v)
+		if tf.DecimalComma {
+			s = strings.Replace(s, ".", ",", 1)
+		}
+		return s
+	case TypeTime:
+		s := FormatText(v)
+		if tf.DateLayout == "" {
+			return s
+		}
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return s
+		}
+		return t.UTC().Format(tf.DateLayout)
+	}
+	return FormatText(v)
+}

@@ -215,3 +215,31 @@ func TestValidateWriteTextIn(t *testing.T) {
 		t.Errorf("ValidateWriteTextIn error = %v", err)
 	}
 }
+
+// What FormatTextIn writes, ParseTextIn reads back as the same value.
+func TestFormatTextInRoundTrip(t *testing.T) {
+	sc, err := Parse([]byte("collections:\n  c:\n    fields:\n      n: {type: number}\n      d: {type: time}\n      s: {type: string}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := sc.Collections["c"]
+	for _, tf := range []TextFormat{{}, {DecimalComma: true}, {DateLayout: "02.01.2006"}, {DecimalComma: true, DateLayout: "2006-01-02 15:04:05"}} {
+		for field, text := range map[string]string{"n": "1234.5", "d": "2024-03-01", "s": "a, b; c"} {
+			v, err := c.ParseText(field, text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := c.FormatTextIn(field, v, tf)
+			back, err := c.ParseTextIn(field, out, tf)
+			if err != nil || back != v {
+				t.Errorf("%+v: %s %v written %q read back %v, %v", tf, field, v, out, back, err)
+			}
+		}
+	}
+	if got := c.FormatTextIn("n", 1234.5, TextFormat{DecimalComma: true}); got != "1234,5" {
+		t.Errorf("decimal comma: %q", got)
+	}
+	if got := c.FormatTextIn("d", "2024-03-01T00:00:00Z", TextFormat{DateLayout: "02.01.2006"}); got != "01.03.2024" {
+		t.Errorf("date layout: %q", got)
+	}
+}

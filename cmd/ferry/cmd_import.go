@@ -273,8 +273,12 @@ func (ir importRun) report(r crdt.ImportResult, rejected int, rejects string) {
 			plural(r.Records+rejected-len(r.Rejected), "record"), ir.collection, r.Created, r.Written-r.Created, r.Unchanged, left)
 		return
 	}
-	fmt.Fprintf(out, "imported %s into %s: %d written (%d created), %d unchanged%s, in %s\n",
-		plural(r.Records+rejected-len(r.Rejected), "record"), ir.collection, r.Written, r.Created, r.Unchanged, left, plural(r.Deltas, "delta"))
+	created := ""
+	if r.Created > 0 {
+		created = fmt.Sprintf(" (%d created)", r.Created)
+	}
+	fmt.Fprintf(out, "imported %s into %s: %d written%s, %d unchanged%s, in %s\n",
+		plural(r.Records+rejected-len(r.Rejected), "record"), ir.collection, r.Written, created, r.Unchanged, left, plural(r.Deltas, "delta"))
 }
 
 // isTerminal reports whether w (or r) is a terminal (progress bars and

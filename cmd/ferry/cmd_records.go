@@ -147,7 +147,8 @@ the delete) and newer than it brings the record back; see docs/merge-rules.md.`,
 }
 
 func newExportCmd(g *globals) *cobra.Command {
-	var format, delimiter string
+	var format, delimiter, headers, encoding string
+	var opts exportOptions
 	cmd := &cobra.Command{
 		Use:   "export COLLECTION",
 		Short: "Write a collection as JSON Lines or CSV (what import reads)",
@@ -156,7 +157,16 @@ reads back. JSON Lines by default: one object per line, "id" and the fields.
 --format csv writes a header row (id, then the collection's fields in schema
 order, as 'ferry schema show' lists them) and one row per record, each value
 as 'ferry get' shows it; absent fields (and empty strings) are empty cells.
---delimiter ';' for Excel in Europe ('\t' for tabs).`,
+--delimiter ';' for Excel in Europe ('\t' for tabs).
+
+For a spreadsheet, or the program the file goes back to, the CSV can be
+written as 'ferry import' reads exports of other CRMs: --headers aliases
+heads each column with the field's first schema alias ("Last Name"),
+--id-column "Contact ID" names the id column, --decimal-comma writes
+1234,5, --date-format 02.01.2006 writes times in a Go layout (a layout
+without hours writes the date only), --encoding windows-1252 or utf-16
+(Excel's "Unicode text", with a BOM). Imported with the same options, such a
+file changes nothing.`,
 		Args: exactArgs(1, "COLLECTION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch format = strings.ToLower(format); format {
@@ -168,10 +178,29 @@ as 'ferry get' shows it; absent fields (and empty strings) are empty cells.
 			if err != nil {
 				return usagef("export: %v", err)
 			}
-			if format != formatCSV && cmd.Flags().Changed("delimiter") {
-				return usagef("export: --delimiter is for --format csv")
+			if format != formatCSV {
+				for _, f := range []string{"delimiter", "headers", "id-column", "decimal-comma", "date-format", "encoding"} {
+					if cmd.Flags().Changed(f) {
+						return usagef("export: --%s is for --format csv", f)
+					}
+				}
 			}
-			w := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
+			switch headers {
+			case "names":
+			case "aliases":
+				opts.Aliases = true
+			default:
+				return usagef("export: --headers %q: want names or aliases", headers)
+			}
+			if err := opts.Format.Validate(); err != nil {
+				return usagef("export: --date-format: %v", err)
+			}
+			opts.Comma = comma
+			out, finish, err := encodeOutput(cmd.OutOrStdout(), encoding)
+			if err != nil {
+				return usagef("export: %v", err)
+			}
+			w := bufio.NewWriterSize(out, 64<<10)
 			err = withClient(cmd.Context(), g.dir, func(c *client) error {
 				export := api.ListOptions{Export: true}
 				if format == formatJSONL {
@@ -184,7 +213,7 @@ as 'ferry get' shows it; absent fields (and empty strings) are empty cells.
 				if err != nil {
 					return err
 				}
-				ex := newCSVExporter(w, coll, comma)
+				ex := newCSVExporterWith(w, coll, opts)
 				if err := c.List(cmd.Context(), args[0], export, ex.writeLine); err != nil {
 					return err
 				}
@@ -193,11 +222,20 @@ as 'ferry get' shows it; absent fields (and empty strings) are empty cells.
 			if ferr := w.Flush(); err == nil {
 				err = ferr
 			}
+			if ferr := finish(); err == nil {
+				err = ferr
+			}
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&format, "format", formatJSONL, "jsonl or csv")
-	cmd.Flags().StringVar(&delimiter, "delimiter", ",", `CSV cell delimiter: one character, e.g. ';' ('\t' for tab)`)
+	f := cmd.Flags()
+	f.StringVar(&format, "format", formatJSONL, "jsonl or csv")
+	f.StringVar(&delimiter, "delimiter", ",", `CSV cell delimiter: one character, e.g. ';' ('\t' for tab)`)
+	f.StringVar(&headers, "headers", "names", "CSV column headers: names (the fields') or aliases (each field's first alias)")
+	f.StringVar(&opts.IDHeader, "id-column", "", `CSV: the id column's header (default "id")`)
+	f.BoolVar(&opts.Format.DecimalComma, "decimal-comma", false, "CSV: numbers with a decimal comma (1234,5)")
+	f.StringVar(&opts.Format.DateLayout, "date-format", "", "CSV: times in this Go layout, e.g. 02.01.2006")
+	f.StringVar(&encoding, "encoding", "utf-8", "CSV: utf-8, windows-1252 or utf-16 (with a BOM)")
 	return cmd
 }
 

@@ -180,21 +180,48 @@ func relocateImportError(msg string, recs []csvRecord) string {
 // 'ferry get' shows it (schema.FormatText), which readCSV parses back.
 type csvExporter struct {
 	w      *csv.Writer
-	coll   string
+	coll   *schema.Collection
+	format schema.TextFormat
 	index  map[string]int // field -> column
+	fields []string       // column -> field
 	row    []string
 	header bool
 }
 
+// exportOptions say how a CSV export is written, for a spreadsheet or
+// another program: the same options read it back (csvOptions).
+type exportOptions struct {
+	Comma rune
+	// Format writes numbers with a decimal comma and times in a layout.
+	Format schema.TextFormat
+	// Aliases heads each column with the field's first alias (its name
+	// when it has none).
+	Aliases bool
+	// IDHeader heads the id column (default "id").
+	IDHeader string
+}
+
 func newCSVExporter(w io.Writer, coll *schema.Collection, comma rune) *csvExporter {
+	return newCSVExporterWith(w, coll, exportOptions{Comma: comma})
+}
+
+func newCSVExporterWith(w io.Writer, coll *schema.Collection, opts exportOptions) *csvExporter {
 	cw := csv.NewWriter(w)
-	cw.Comma = comma
+	cw.Comma = opts.Comma
 	fields := coll.FieldNames()
-	e := &csvExporter{w: cw, coll: coll.Name, index: make(map[string]int, len(fields)), row: make([]string, len(fields)+1)}
+	e := &csvExporter{w: cw, coll: coll, format: opts.Format, index: make(map[string]int, len(fields)),
+		fields: make([]string, len(fields)+1), row: make([]string, len(fields)+1)}
 	e.row[0] = schema.ReservedIDField
+	if opts.IDHeader != "" {
+		e.row[0] = opts.IDHeader
+	}
 	for i, f := range fields {
 		e.index[f] = i + 1
+		e.fields[i+1] = f
 		e.row[i+1] = f
+		if fd := coll.Fields[f]; opts.Aliases && fd != nil && len(fd.Aliases) > 0 {
+			e.row[i+1] = fd.Aliases[0]
+		}
 	}
 	return e
 }
@@ -219,9 +246,9 @@ func (e *csvExporter) write(id string, values map[string]any) error {
 	for k, v := range values {
 		i, ok := e.index[k]
 		if !ok {
-			return fmt.Errorf("%s/%s has a field %q the schema does not define: export it as JSON Lines", e.coll, id, k)
+			return fmt.Errorf("%s/%s has a field %q the schema does not define: export it as JSON Lines", e.coll.Name, id, k)
 		}
-		e.row[i] = schema.FormatText(v)
+		e.row[i] = e.coll.FormatTextIn(k, v, e.format)
 	}
 	return e.w.Write(e.row)
 }

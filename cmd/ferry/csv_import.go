@@ -18,6 +18,7 @@ import (
 	"golang.org/x/text/encoding"
 	"golang.org/x/text/encoding/charmap"
 	"golang.org/x/text/encoding/unicode"
+	"golang.org/x/text/transform"
 
 	"github.com/ferry-crm/ferry/crdt"
 	"github.com/ferry-crm/ferry/schema"
@@ -447,4 +448,23 @@ func writeRejects(path string, header []string, rej []csvRejection) error {
 		return fmt.Errorf("rejects %s: %w", path, err)
 	}
 	return nil
+}
+
+// encodeOutput wraps w to write in encoding: "utf-8" as it is,
+// "windows-1252" (a character it lacks is an error), "utf-16" little-endian
+// with a BOM (Excel's "Unicode text"). finish flushes what the encoder holds.
+func encodeOutput(w io.Writer, enc string) (io.Writer, func() error, error) {
+	var e *encoding.Encoder
+	switch strings.ToLower(enc) {
+	case "", "utf-8", "utf8":
+		return w, func() error { return nil }, nil
+	case "windows-1252", "cp1252":
+		e = charmap.Windows1252.NewEncoder()
+	case "utf-16", "utf16":
+		e = unicode.UTF16(unicode.LittleEndian, unicode.UseBOM).NewEncoder()
+	default:
+		return nil, nil, fmt.Errorf("--encoding %q: want utf-8, windows-1252 or utf-16", enc)
+	}
+	tw := transform.NewWriter(w, e)
+	return tw, tw.Close, nil
 }

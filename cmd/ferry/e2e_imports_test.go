@@ -2,10 +2,14 @@ package main
 
 import (
 	"encoding/csv"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+
+	"golang.org/x/text/encoding/charmap"
 )
 
 // Contact exports of the CRMs users leave, as those products write them
@@ -181,5 +185,45 @@ func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An export written for a German Excel (aliases as headers, ';', decimal
+// commas, dates, Windows-1252) imports back with the same options and
+// changes nothing.
+func TestExportForExcelRoundTrip(t *testing.T) {
+	e2e(t)
+	schemaFile, _ := filepath.Abs("../../examples/crm.yaml")
+	root := t.TempDir()
+	dir := initDir(t, root, "solo", "--listen", "/ip4/127.0.0.1/tcp/0")
+	mustFerry(t, dir, "schema", "apply", schemaFile)
+	de, _ := filepath.Abs("testdata/exports/excel-de.csv")
+	locale := []string{"--delimiter", ";", "--decimal-comma", "--date-format", "02.01.2006", "--encoding", "windows-1252"}
+	mustFerry(t, dir, append([]string{"import", "-q", "contacts", de, "--id-from", "email", "--ignore-unknown"}, locale...)...)
+	before, n := exportRecords(t, dir, "contacts")
+
+	r := mustFerry(t, dir, append([]string{"export", "contacts", "--format", "csv", "--headers", "aliases", "--id-column", "Kunden-Nr"}, locale...)...)
+	decoded, err := charmap.Windows1252.NewDecoder().String(r.Stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := strings.SplitN(decoded, "\n", 2)[0]
+	if !strings.HasPrefix(header, "Kunden-Nr;") || !strings.Contains(decoded, "1234,5") || !strings.Contains(decoded, "01.03.2024") || !strings.Contains(decoded, "Weiß") {
+		t.Fatalf("export for Excel:\n%s", decoded)
+	}
+	file := filepath.Join(root, "back.csv")
+	if err := os.WriteFile(file, []byte(r.Stdout), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	again := mustFerry(t, dir, append([]string{"import", "-q", "contacts", file, "--id-column", "Kunden-Nr"}, locale...)...)
+	if !strings.Contains(again.Stdout, "0 written") || !strings.Contains(again.Stdout, fmt.Sprintf("%d unchanged", n)) {
+		t.Errorf("the round trip changed records:\n%s", again)
+	}
+	after, _ := exportRecords(t, dir, "contacts")
+	if !reflect.DeepEqual(before, after) {
+		t.Errorf("records changed:\nbefore %v\nafter  %v", before, after)
+	}
+	if r := ferry(t, dir, "export", "contacts", "--headers", "aliases"); r.Code != exitUsage {
+		t.Errorf("--headers without --format csv: want exit %d:\n%s", exitUsage, r)
 	}
 }
