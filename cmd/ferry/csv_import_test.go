@@ -16,7 +16,7 @@ import (
 // headers name them.
 func aliasContacts(t testing.TB) *schema.Collection {
 	t.Helper()
-	sc, err := schema.Parse([]byte(`
+	return collectionOf(t, `
 collections:
   contacts:
     fields:
@@ -25,16 +25,7 @@ collections:
       email:      {type: string, unique: true, aliases: ["E-mail Address", "E-Mail"]}
       amount:     {type: number, aliases: ["Betrag"]}
       met_on:     {type: time, aliases: ["Datum"]}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := sc.Collection("contacts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Name = "contacts"
-	return c
+`, "contacts")
 }
 
 func readWith(t *testing.T, text string, opts csvOptions) csvResult {

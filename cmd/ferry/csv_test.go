@@ -35,15 +35,21 @@ collections:
 
 func testContacts(t testing.TB) *schema.Collection {
 	t.Helper()
-	sc, err := schema.Parse([]byte(csvTestSchema))
+	return collectionOf(t, csvTestSchema, "contacts")
+}
+
+// collectionOf parses a schema and returns one of its collections.
+func collectionOf(t testing.TB, yaml, name string) *schema.Collection {
+	t.Helper()
+	sc, err := schema.Parse([]byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := sc.Collection("contacts")
+	c, err := sc.Collection(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Name = "contacts"
+	c.Name = name
 	return c
 }
 

@@ -79,9 +79,7 @@ func TestImportCRMExports(t *testing.T) {
 // the way out; nothing is written.
 func TestImportUnknownColumnSaysHow(t *testing.T) {
 	e2e(t)
-	schemaFile, _ := filepath.Abs("../../examples/crm.yaml")
-	dir := initDir(t, t.TempDir(), "solo", "--listen", "/ip4/127.0.0.1/tcp/0")
-	mustFerry(t, dir, "schema", "apply", schemaFile)
+	dir := crmDir(t, t.TempDir())
 	file, _ := filepath.Abs("testdata/exports/hubspot.csv")
 	r := ferry(t, dir, "import", "-q", "contacts", file, "--id-column", "Record ID")
 	if r.Code == 0 || !strings.Contains(r.Stderr, "--ignore-unknown") || !strings.Contains(r.Stderr, "unknown column") {
@@ -111,10 +109,8 @@ func wantValue(t *testing.T, recs map[string]map[string]any, field string, value
 // its line and reason, in a file that imports again once fixed.
 func TestImportDryRunAndRejects(t *testing.T) {
 	e2e(t)
-	schemaFile, _ := filepath.Abs("../../examples/crm.yaml")
 	root := t.TempDir()
-	dir := initDir(t, root, "solo", "--listen", "/ip4/127.0.0.1/tcp/0")
-	mustFerry(t, dir, "schema", "apply", schemaFile)
+	dir := crmDir(t, root)
 	base := filepath.Join(root, "base.csv")
 	writeFile(t, base, "Contact ID,Last Name,Amount\nc1,Smith,10\n")
 	mustFerry(t, dir, "import", "-q", "contacts", base, "--id-column", "Contact ID")
@@ -193,10 +189,8 @@ func writeFile(t *testing.T, path, content string) {
 // changes nothing.
 func TestExportForExcelRoundTrip(t *testing.T) {
 	e2e(t)
-	schemaFile, _ := filepath.Abs("../../examples/crm.yaml")
 	root := t.TempDir()
-	dir := initDir(t, root, "solo", "--listen", "/ip4/127.0.0.1/tcp/0")
-	mustFerry(t, dir, "schema", "apply", schemaFile)
+	dir := crmDir(t, root)
 	de, _ := filepath.Abs("testdata/exports/excel-de.csv")
 	locale := []string{"--delimiter", ";", "--decimal-comma", "--date-format", "02.01.2006", "--encoding", "windows-1252"}
 	mustFerry(t, dir, append([]string{"import", "-q", "contacts", de, "--id-from", "email", "--ignore-unknown"}, locale...)...)
@@ -226,4 +220,16 @@ func TestExportForExcelRoundTrip(t *testing.T) {
 	if r := ferry(t, dir, "export", "contacts", "--headers", "aliases"); r.Code != exitUsage {
 		t.Errorf("--headers without --format csv: want exit %d:\n%s", exitUsage, r)
 	}
+}
+
+// crmDir makes a data dir under root with examples/crm.yaml applied.
+func crmDir(t *testing.T, root string) string {
+	t.Helper()
+	schemaFile, err := filepath.Abs("../../examples/crm.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := initDir(t, root, "solo", "--listen", "/ip4/127.0.0.1/tcp/0")
+	mustFerry(t, dir, "schema", "apply", schemaFile)
+	return dir
 }
