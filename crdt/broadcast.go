@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	dscrdt "github.com/ipfs/go-ds-crdt"
 )
@@ -21,9 +22,14 @@ type lenientBroadcaster struct {
 	log  *slog.Logger
 	mu   sync.Mutex
 	held [][]byte
+	// quiet drops every announcement (a migration is replaying writes).
+	quiet atomic.Bool
 }
 
 func (b *lenientBroadcaster) Broadcast(ctx context.Context, data []byte) error {
+	if b.quiet.Load() {
+		return nil
+	}
 	if isLocalWrite(ctx) {
 		b.mu.Lock()
 		b.held = append(b.held, data)
@@ -49,7 +55,7 @@ func (b *lenientBroadcaster) release(ctx context.Context, ok bool) {
 	held := b.held
 	b.held = nil
 	b.mu.Unlock()
-	if ok {
+	if ok && !b.quiet.Load() {
 		for _, data := range held {
 			b.send(ctx, data)
 		}

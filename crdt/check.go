@@ -17,11 +17,11 @@ import (
 // carried by a block reachable from the heads (or no peer could ever get
 // it). Check tells which of these fail; CheckOptions.Repair fixes them.
 
-// OpRef names one operation.
+// OpRef names one write (Field empty: all its fields) or one op of it.
 type OpRef struct {
 	Collection string `json:"collection"`
 	ID         string `json:"id"`
-	Field      string `json:"field"`
+	Field      string `json:"field,omitempty"`
 	Op         string `json:"op"`
 }
 
@@ -357,7 +357,7 @@ func (s *Store) check(ctx context.Context) (*CheckReport, error) {
 			continue
 		}
 		id, _ := UnescapeID(kp.EscapedID)
-		r.UnbackedOps = append(r.UnbackedOps, OpRef{Collection: kp.Collection, ID: id, Field: kp.Field, Op: kp.Op.String()})
+		r.UnbackedOps = append(r.UnbackedOps, OpRef{Collection: kp.Collection, ID: id, Op: kp.Op.String()})
 	}
 	if n := len(r.MissingBlocks); n > 0 {
 		r.Problems = append(r.Problems, fmt.Sprintf("%d block(s) of the history are missing here: until a peer sends them, this node's history is incomplete and a new node cannot finish syncing from it", n))

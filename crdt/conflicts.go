@@ -248,29 +248,17 @@ func (s *Store) Resolve(ctx context.Context, collection, id, field string, res R
 // on KeepField supersedes (tombstones) every visible delete. It is never
 // shown; it records who kept the record and what it replaced.
 func (s *Store) keepRecord(ctx context.Context, collection, eid string, cur *recordOps) (OpID, error) {
-	b, err := s.openBatch(ctx)
-	if err != nil {
-		return OpID{}, fmt.Errorf("keep %s/%s: %w", collection, eid, err)
-	}
-	defer b.end(ctx)
 	s.clock.Observe(cur.maxTime())
 	keep := Op{ID: OpID{Time: s.clock.Now(), Writer: s.opts.Writer}, Field: KeepField, Value: true}
 	for _, d := range cur.deletes {
-		if err := b.Delete(ctx, opKey(collection, eid, DeleteField, d.ID)); err != nil {
-			return OpID{}, fmt.Errorf("keep %s/%s: %w", collection, eid, err)
-		}
-		keep.Supersedes = append(keep.Supersedes, DeleteField+"/"+d.ID.String())
+		keep.Supersedes = append(keep.Supersedes, d.Ref())
 	}
-	key := opKey(collection, eid, KeepField, keep.ID)
-	data, err := s.encodeOp(key, keep)
+	p, err := s.planElement(ctx, collection, eid, cur, &write{ID: keep.ID, Ops: []Op{keep}})
 	if err != nil {
 		return OpID{}, err
 	}
-	if err := b.Put(ctx, key, data); err != nil {
-		return OpID{}, fmt.Errorf("keep %s/%s: %w", collection, eid, err)
-	}
-	if err := s.commit(ctx, b); err != nil {
-		return OpID{}, fmt.Errorf("keep %s/%s: %w", collection, eid, err)
+	if err := s.writePlanned(ctx, collection, eid, p); err != nil {
+		return OpID{}, fmt.Errorf("keep: %w", err)
 	}
 	return keep.ID, nil
 }

@@ -156,17 +156,16 @@ func strictPriority(data []byte) uint64 {
 	return prio
 }
 
-// BlockOp is one operation a block adds.
+// BlockOp is one write a block adds.
 type BlockOp struct {
 	Collection string
 	EscapedID  string
-	Field      string
 	Op         OpID
 }
 
-// BlockOps lists the operations a block's delta adds (its elements; the
-// keys it deletes are not listed). Elements whose key is not an operation
-// key are skipped.
+// BlockOps lists the writes a block's delta adds (its elements; the keys it
+// deletes are not listed). Elements whose key is not a write key are
+// skipped.
 func BlockOps(raw []byte) ([]BlockOp, error) {
 	nd, err := merkledag.DecodeProtobuf(raw)
 	if err != nil {

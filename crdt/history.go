@@ -59,12 +59,15 @@ func (s *Store) History(ctx context.Context, collection, id, field string) ([]Hi
 	return out, nil
 }
 
-// element is one operation go-ds-crdt merged, with its stored form.
+// element is one operation of a write go-ds-crdt merged, with its stored
+// form.
 type element struct {
 	HistoryEntry
-	key      string // the op key
+	key      string // the write key
 	blockKey string // the block's go-ds-crdt id
 	decoded  bool
+	// live: its write is not tombstoned here.
+	live bool
 }
 
 // recordElements lists every operation ever merged for a record (of one
@@ -76,12 +79,10 @@ func (s *Store) recordElements(ctx context.Context, collection, eid, field strin
 }
 
 // recordElementsWithDeltas is recordElements, also returning the deltas it
-// read, by block id.
+// read, by block id. An op is Visible when its write is not tombstoned and
+// no op of such a write superseded it.
 func (s *Store) recordElementsWithDeltas(ctx context.Context, collection, eid, field string) ([]element, map[string]*pb.Delta, error) {
 	prefix := s.layout().elems().String() + recordPrefix(collection, eid).String() + "/"
-	if field != "" {
-		prefix += field + "/"
-	}
 	res, err := s.base.Query(ctx, query.Query{Prefix: prefix, KeysOnly: true})
 	if err != nil {
 		return nil, nil, err
@@ -91,43 +92,62 @@ func (s *Store) recordElementsWithDeltas(ctx context.Context, collection, eid, f
 	tombsRoot := s.layout().tombs().String()
 	deltas := map[string]*pb.Delta{}
 	var out []element
+	killed := map[string]bool{}
 	for r := range res.Next() {
 		if r.Error != nil {
 			return nil, nil, r.Error
 		}
-		// <elemsRoot>/<collection>/<eid>/<field>/<opid>/<block key>
+		// <elemsRoot>/<collection>/<eid>/<opid>/<block key>
 		rest := strings.TrimPrefix(r.Key, elemsRoot)
 		i := strings.LastIndex(rest, "/")
 		if i <= 0 {
 			continue
 		}
-		opKeyStr, blockKey := rest[:i], rest[i+1:]
-		kp, err := parseOpKey(opKeyStr)
+		keyStr, blockKey := rest[:i], rest[i+1:]
+		kp, err := parseOpKey(keyStr)
 		if err != nil {
 			continue
 		}
-		e := element{HistoryEntry: HistoryEntry{Field: kp.Field, Op: kp.Op, Local: kp.Op.Writer == s.opts.Writer}, key: opKeyStr, blockKey: blockKey}
 		tomb, err := s.base.Has(ctx, ds.NewKey(tombsRoot+rest))
 		if err != nil {
 			return nil, nil, err
 		}
-		e.Visible = !tomb
-		if delta, c, err := s.blockDelta(ctx, blockKey, deltas); err == nil {
-			e.Block = c
-			for _, el := range delta.GetElements() {
-				if el.GetKey() != opKeyStr {
-					continue
-				}
-				if op, err := decodeOp(kp, el.GetValue()); err == nil {
-					e.Value, e.Supersedes, e.Seen = op.Value, op.Supersedes, op.Seen
-					e.decoded = true
-				}
+		base := element{HistoryEntry: HistoryEntry{Op: kp.Op, Local: kp.Op.Writer == s.opts.Writer}, key: keyStr, blockKey: blockKey, live: !tomb}
+		delta, c, err := s.blockDelta(ctx, blockKey, deltas)
+		if err != nil {
+			out = append(out, base) // the block is not here (yet)
+			continue
+		}
+		base.Block = c
+		for _, el := range delta.GetElements() {
+			if el.GetKey() != keyStr {
+				continue
+			}
+			w, err := decodeWrite(kp, el.GetValue())
+			if err != nil {
 				break
 			}
+			for _, op := range w.Ops {
+				e := base
+				e.Field, e.Value, e.Supersedes, e.Seen, e.decoded = op.Field, op.Value, op.Supersedes, op.Seen, true
+				if e.live {
+					for _, r := range op.Supersedes {
+						killed[r] = true
+					}
+				}
+				out = append(out, e)
+			}
+			break
 		}
-		out = append(out, e)
 	}
-	return out, deltas, nil
+	kept := out[:0]
+	for _, e := range out {
+		e.Visible = e.live && !killed[e.Field+"/"+e.Op.String()]
+		if field == "" || e.Field == field {
+			kept = append(kept, e)
+		}
+	}
+	return kept, deltas, nil
 }
 
 // rebuildRecord recomputes the visible operations of a record from its
@@ -145,7 +165,7 @@ func (s *Store) rebuildRecord(ctx context.Context, v *view, writers []string, co
 	}
 	verified := map[string]map[string]bool{} // block -> op key -> signature ok
 	sigOK := func(e element) bool {
-		if e.Visible {
+		if e.live {
 			return !v.badSig(e.key)
 		}
 		ok, done := verified[e.blockKey]

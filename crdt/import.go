@@ -167,7 +167,7 @@ func (s *Store) ImportWith(ctx context.Context, collection string, recs []Import
 				return res, fmt.Errorf("line %d: %w", r.Line, err)
 			}
 		}
-		p, err := s.planWrite(collection, eid, cur, r.Fields, ru)
+		p, err := s.planWrite(ctx, collection, eid, cur, r.Fields, ru)
 		if err != nil {
 			return res, fmt.Errorf("line %d: %w", r.Line, err)
 		}
@@ -270,7 +270,7 @@ func (s *Store) planImport(ctx context.Context, collection string, recs []Import
 				return res, fmt.Errorf("line %d: %w", r.Line, err)
 			}
 		}
-		p, err := s.planWrite(collection, eids[i], cur, r.Fields, ru)
+		p, err := s.planWrite(ctx, collection, eids[i], cur, r.Fields, ru)
 		if err != nil {
 			return res, fmt.Errorf("line %d: %w", r.Line, err)
 		}

@@ -109,28 +109,28 @@ func collectionPrefix(collection string) ds.Key {
 	return ds.RawKey("/" + collection)
 }
 
-// opKey is the key of one operation on one field of one record.
-func opKey(collection, escapedID, field string, id OpID) ds.Key {
-	return ds.RawKey("/" + collection + "/" + escapedID + "/" + field + "/" + id.String())
+// writeKey is the key of one write of one record: the element go-ds-crdt
+// stores it as.
+func writeKey(collection, escapedID string, id OpID) ds.Key {
+	return ds.RawKey("/" + collection + "/" + escapedID + "/" + id.String())
 }
 
-// keyParts is a parsed operation key.
+// keyParts is a parsed write key.
 type keyParts struct {
 	Collection string
 	EscapedID  string
-	Field      string
 	Op         OpID
 }
 
-// parseOpKey splits "/<collection>/<escaped id>/<field>/<op id>".
+// parseOpKey splits "/<collection>/<escaped id>/<op id>".
 func parseOpKey(k string) (keyParts, error) {
 	parts := strings.Split(strings.TrimPrefix(k, "/"), "/")
-	if len(parts) != 4 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
-		return keyParts{}, fmt.Errorf("parse key %q: want /collection/id/field/op", k)
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" {
+		return keyParts{}, fmt.Errorf("parse key %q: want /collection/id/op", k)
 	}
-	op, err := ParseOpID(parts[3])
+	op, err := ParseOpID(parts[2])
 	if err != nil {
 		return keyParts{}, fmt.Errorf("parse key %q: %w", k, err)
 	}
-	return keyParts{Collection: parts[0], EscapedID: parts[1], Field: parts[2], Op: op}, nil
+	return keyParts{Collection: parts[0], EscapedID: parts[1], Op: op}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	cid "github.com/ipfs/go-cid"
@@ -159,66 +160,18 @@ func (s *Store) cutLostBranches(ctx context.Context, d *dagScan) (int, error) {
 	return cut, nil
 }
 
-// republish writes visible operations (op keys) again, unchanged, in new
-// deltas, so that a block reachable from the heads carries them. All the
-// visible operations of a write go together: the write's signature covers
-// them all.
+// republish writes visible writes (write keys) again, unchanged, in new
+// deltas of up to BatchOps writes, so that a block reachable from the heads
+// carries them.
 func (s *Store) republish(ctx context.Context, keys []string) (int, error) {
-	byWrite := map[string]bool{} // "<collection>/<eid>/<op id>" of the writes
-	for _, k := range keys {
-		if kp, err := parseOpKey(k); err == nil {
-			byWrite[kp.Collection+"/"+kp.EscapedID+"/"+kp.Op.String()] = true
-		}
-	}
-	// Every visible op of those writes (the record's other fields too).
-	want := map[string]bool{}
-	for _, k := range keys {
-		want[k] = true
-	}
-	records := map[string]bool{}
-	for _, k := range keys {
-		if kp, err := parseOpKey(k); err == nil {
-			records[kp.Collection+"/"+kp.EscapedID] = true
-		}
-	}
-	for rec := range records {
-		err := s.scan(ctx, ds.NewKey("/"+rec), func(kp keyParts, _ Op) error {
-			if byWrite[kp.Collection+"/"+kp.EscapedID+"/"+kp.Op.String()] {
-				want[opKey(kp.Collection, kp.EscapedID, kp.Field, kp.Op).String()] = true
-			}
-			return nil
-		})
-		if err != nil {
-			return 0, err
-		}
-	}
-	// Deltas of about BatchOps ops, a write never split across two (each
-	// delta is verified write by write).
-	groups := map[string][]string{}
-	for k := range want {
-		if kp, err := parseOpKey(k); err == nil {
-			w := kp.Collection + "/" + kp.EscapedID + "/" + kp.Op.String()
-			groups[w] = append(groups[w], k)
-		}
-	}
-	writes := make([]string, 0, len(groups))
-	for w := range groups {
-		writes = append(writes, w)
-	}
-	sort.Strings(writes)
+	keys = slices.Clone(keys)
+	sort.Strings(keys)
+	keys = slices.Compact(keys)
 	var chunks [][]string
-	var cur []string
-	for _, w := range writes {
-		g := groups[w]
-		sort.Strings(g)
-		if len(cur) > 0 && len(cur)+len(g) > s.opts.BatchOps {
-			chunks = append(chunks, cur)
-			cur = nil
-		}
-		cur = append(cur, g...)
-	}
-	if len(cur) > 0 {
-		chunks = append(chunks, cur)
+	for len(keys) > 0 {
+		n := min(len(keys), s.opts.BatchOps)
+		chunks = append(chunks, keys[:n])
+		keys = keys[n:]
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()

@@ -154,21 +154,65 @@ type recordOps struct {
 	// Trust); when there are any, fields and deletes were recomputed from
 	// the record's whole history.
 	ignored []IgnoredOp
+	// writes are the writes go-ds-crdt shows (not tombstoned), counting or
+	// not; killed are the ops ("field/opid") superseded by an op that
+	// counts. An op of a visible write is visible unless killed: a write
+	// is tombstoned only once every field it wrote is superseded.
+	writes []visibleWrite
+	killed map[string]bool
+}
+
+// visibleWrite is what a new write needs to know of a visible one to decide
+// whether to tombstone it and which of its supersede facts to carry on.
+type visibleWrite struct {
+	id      OpID
+	refs    []string // its ops
+	sups    []string // every op its ops superseded
+	ignored bool     // some op of it does not count
 }
 
 func newRecordOps(escapedID string) *recordOps {
-	return &recordOps{escapedID: escapedID, fields: map[string][]Op{}}
+	return &recordOps{escapedID: escapedID, fields: map[string][]Op{}, killed: map[string]bool{}}
 }
 
 func (r *recordOps) add(op Op) {
+	for _, sup := range op.Supersedes {
+		r.killed[sup] = true
+	}
 	if op.Field == KeepField {
-		return // never shown: it only supersedes deletes
+		return // never shown: it only supersedes
 	}
 	if op.Field == DeleteField {
 		r.deletes = append(r.deletes, op)
 		return
 	}
 	r.fields[op.Field] = append(r.fields[op.Field], op)
+}
+
+// noteWrite records a write go-ds-crdt shows.
+func (r *recordOps) noteWrite(w *write, ignored bool) {
+	vw := visibleWrite{id: w.ID, refs: w.refs(), ignored: ignored}
+	for _, op := range w.Ops {
+		vw.sups = append(vw.sups, op.Supersedes...)
+	}
+	r.writes = append(r.writes, vw)
+}
+
+// prune drops the ops some op that counts superseded: the dead fields of
+// writes that still have live ones.
+func (r *recordOps) prune() {
+	if len(r.killed) == 0 {
+		return
+	}
+	for name, ops := range r.fields {
+		ops = slices.DeleteFunc(ops, func(op Op) bool { return r.killed[op.Ref()] })
+		if len(ops) == 0 {
+			delete(r.fields, name)
+		} else {
+			r.fields[name] = ops
+		}
+	}
+	r.deletes = slices.DeleteFunc(r.deletes, func(op Op) bool { return r.killed[op.Ref()] })
 }
 
 func sortNewestFirst(ops []Op) []Op {

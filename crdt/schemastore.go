@@ -150,7 +150,7 @@ func (s *Store) ApplySchema(ctx context.Context, next *schema.Schema) ([]string,
 		if err != nil {
 			return nil, fmt.Errorf("apply schema: %w", err)
 		}
-		p, err := s.planWrite(SchemaCollection, eid, ops, fields, newestRules)
+		p, err := s.planWrite(ctx, SchemaCollection, eid, ops, fields, newestRules)
 		if err != nil {
 			return nil, err
 		}

@@ -2,11 +2,9 @@ package crdt
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 
@@ -16,81 +14,38 @@ import (
 )
 
 // Signatures. One write (a put of several fields of one record, a delete,
-// one imported record) is signed once: the signature covers every op of the
-// write, and each op carries it. The ops of one write share their op id and
-// always travel in one delta, so a node verifies a delta's writes when
-// go-ds-crdt merges it, once per write. Signing once per write rather than
-// once per op makes an import of 8-field records sign 8 times less.
+// one imported record) is one element, signed once by its writer: the
+// signature covers the element's key and its encoded form (see Format).
+// A node verifies a delta's writes when go-ds-crdt merges it.
 
-// writeMessage is what a write's signature covers: a domain tag, then each
-// op's key and envelope without the signature, in key order, one per line
-// (keys hold no newline; encoded JSON holds no raw newline).
-func writeMessage(keys []string, unsigned [][]byte) []byte {
-	n := 16
-	for i := range keys {
-		n += len(keys[i]) + len(unsigned[i]) + 2
-	}
-	msg := make([]byte, 0, n)
-	msg = append(msg, "ferry-write/1\n"...)
-	for i := range keys {
-		msg = append(msg, keys[i]...)
-		msg = append(msg, '\n')
-		msg = append(msg, unsigned[i]...)
-		msg = append(msg, '\n')
-	}
-	return msg
+// writeMessage is what a write's signature covers: a domain tag, the key,
+// and the stored value without the signature.
+func writeMessage(key string, unsigned []byte) []byte {
+	msg := make([]byte, 0, 16+len(key)+len(unsigned))
+	msg = append(msg, "ferry-write/2\n"...)
+	msg = append(msg, key...)
+	msg = append(msg, '\n')
+	return append(msg, unsigned...)
 }
 
-// sigOverhead is what a signature adds to an encoded op: `,"g":"<88
-// base64 characters>"`.
-const sigOverhead = 95
+// sigOverhead is what a signature adds to an encoded write (ed25519).
+const sigOverhead = 64
 
-// withSig adds a signature to an encoded op. The signature is the
-// envelope's last field, so appending it gives exactly what encoding the
-// envelope with it would.
-func withSig(unsigned, sig []byte) []byte {
-	out := make([]byte, 0, len(unsigned)+base64.StdEncoding.EncodedLen(len(sig))+8)
-	out = append(out, unsigned[:len(unsigned)-1]...) // without the closing brace
-	out = append(out, `,"g":"`...)
-	out = base64.StdEncoding.AppendEncode(out, sig)
-	return append(out, `"}`...)
-}
-
-// signWrite returns the stored form of the ops of one write (keys sorted),
-// each carrying the write's signature; unchanged in an open network.
+// signWrite returns the stored form of writes, each with its signature;
+// unchanged in an open network.
 func (s *Store) signWrite(keys []ds.Key, unsigned [][]byte) ([][]byte, error) {
 	if s.opts.Trust == nil {
 		return unsigned, nil
 	}
-	ks := make([]string, len(keys))
-	for i, k := range keys {
-		ks[i] = k.String()
-	}
-	if !sort.StringsAreSorted(ks) {
-		return nil, errors.New("bug: the ops of a write are not in key order")
-	}
-	sig, err := s.opts.Trust.Sign(writeMessage(ks, unsigned))
-	if err != nil {
-		return nil, fmt.Errorf("sign %s: %w", ks[0], err)
-	}
 	out := make([][]byte, len(unsigned))
 	for i, u := range unsigned {
-		out[i] = withSig(u, sig)
+		sig, err := s.opts.Trust.Sign(writeMessage(keys[i].String(), u))
+		if err != nil {
+			return nil, fmt.Errorf("sign %s: %w", keys[i], err)
+		}
+		out[i] = append(u[:len(u):len(u)], sig...)
 	}
 	return out, nil
-}
-
-// encodeOp encodes the single op of a write (a delete, a keep), signed.
-func (s *Store) encodeOp(key ds.Key, op Op) ([]byte, error) {
-	b, err := encodeOp(op)
-	if err != nil {
-		return nil, err
-	}
-	out, err := s.signWrite([]ds.Key{key}, [][]byte{b})
-	if err != nil {
-		return nil, err
-	}
-	return out[0], nil
 }
 
 // sign encodes a plan's ops with their signature.
@@ -131,15 +86,10 @@ func (s *Store) signAll(plans []*writePlan) error {
 }
 
 // verifyDelta checks the signature of every write in a delta and returns,
-// by op key, whether its write verified. A write is the ops of the delta
-// that share an op id; they must all carry the same signature, by the
-// writer of the op id, over all of them.
+// by write key, whether it verified: signed by the writer of its op id, over
+// its key and its stored form (or, for a write migrated from store format 1,
+// over its ops as format 1 stored them).
 func (s *Store) verifyDelta(d *pb.Delta) map[string]bool {
-	type member struct {
-		key string
-		env envelope
-	}
-	groups := map[OpID][]member{}
 	ok := map[string]bool{}
 	for _, el := range d.GetElements() {
 		key := el.GetKey()
@@ -148,38 +98,28 @@ func (s *Store) verifyDelta(d *pb.Delta) map[string]bool {
 		if err != nil {
 			continue
 		}
-		env, err := decodeEnvelope(kp, el.GetValue())
-		if err != nil {
+		w, err := decodeWrite(kp, el.GetValue())
+		if err != nil || len(w.Sig) == 0 {
 			continue
 		}
-		groups[kp.Op] = append(groups[kp.Op], member{key: key, env: env})
-	}
-	for id, ms := range groups {
-		sort.Slice(ms, func(i, j int) bool { return ms[i].key < ms[j].key })
-		keys := make([]string, len(ms))
-		unsigned := make([][]byte, len(ms))
-		sig := ms[0].env.Sig
-		good := len(sig) > 0
-		for i := 0; good && i < len(ms); i++ {
-			if i > 0 && (ms[i].key == ms[i-1].key || string(ms[i].env.Sig) != string(sig)) {
-				good = false
-				break
-			}
-			env := ms[i].env
-			env.Sig = nil
-			b, err := marshalEnvelope(env)
-			if err != nil {
-				good = false
-				break
-			}
-			keys[i], unsigned[i] = ms[i].key, b
-		}
-		good = good && s.opts.Trust.Verify(id.Writer, writeMessage(keys, unsigned), sig)
-		for _, m := range ms {
-			ok[m.key] = good
-		}
+		ok[key] = s.verifyWrite(kp, w)
 	}
 	return ok
+}
+
+// verifyWrite checks one decoded write's signature.
+func (s *Store) verifyWrite(kp keyParts, w *write) bool {
+	var msg []byte
+	if w.Legacy {
+		m, err := legacyMessage(kp, w)
+		if err != nil {
+			return false
+		}
+		msg = m
+	} else {
+		msg = writeMessage(writeKey(kp.Collection, kp.EscapedID, kp.Op).String(), w.signed)
+	}
+	return s.opts.Trust.Verify(kp.Op.Writer, msg, w.Sig)
 }
 
 // elementRef is one element go-ds-crdt merges: an op key and the block

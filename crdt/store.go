@@ -158,6 +158,10 @@ type Store struct {
 	digest digestState
 	unique uniqueState
 
+	// migration is what opening a store of the previous format did (nil:
+	// nothing to migrate).
+	migration *MigrationReport
+
 	malformed atomic.Uint64
 	loggedBad sync.Map
 	closeOnce sync.Once
@@ -193,11 +197,15 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 	}
 	s.clock = NewClock(opts.Now, last)
 
+	migrating, err := s.prepareFormat(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
 	dirty, err := base.Has(ctx, layout{ns: opts.Namespace}.dirty())
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	if opts.Recover || dirty {
+	if (opts.Recover || dirty) && !migrating {
 		// A store that cannot be recovered now (a full disk) still opens,
 		// to be read: the repair, which recovers first, is tried again
 		// until it succeeds (Store.Repair).
@@ -231,6 +239,12 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	s.engine.Store(engine)
+	if migrating {
+		if err := s.finishMigration(ctx); err != nil {
+			_ = engine.Close()
+			return nil, fmt.Errorf("open store: migrate from store format %d: %w", LegacyFormat, err)
+		}
+	}
 	return s, nil
 }
 
@@ -357,8 +371,8 @@ func (s *Store) readRecord(ctx context.Context, collection, escapedID string) (*
 		return nil, err
 	}
 	rec := newRecordOps(escapedID)
-	err = s.scan(ctx, recordPrefix(collection, escapedID), func(kp keyParts, op Op) error {
-		s.admit(v, writers, collection, rec, kp, op)
+	err = s.scan(ctx, recordPrefix(collection, escapedID).String()+"/", func(kp keyParts, w *write) error {
+		s.admit(v, writers, collection, rec, kp, w)
 		return nil
 	})
 	if err != nil {
@@ -383,23 +397,28 @@ func (s *Store) viewFor(ctx context.Context, collection string) (*view, []string
 	return v, nil, nil
 }
 
-// admit adds a visible operation to rec, or notes it as ignored.
-func (s *Store) admit(v *view, writers []string, collection string, rec *recordOps, kp keyParts, op Op) {
-	if v != nil {
-		key := opKey(collection, kp.EscapedID, kp.Field, kp.Op).String()
-		reason := ""
-		if v.badSig(key) {
-			reason = ReasonBadSignature
-		} else {
-			reason = v.check(collection, kp.EscapedID, writers, op)
+// admit adds the ops of a visible write to rec, or notes those that do not
+// count as ignored.
+func (s *Store) admit(v *view, writers []string, collection string, rec *recordOps, kp keyParts, w *write) {
+	ignored := false
+	for _, op := range w.Ops {
+		if v != nil {
+			reason := ""
+			if v.badSig(writeKey(collection, kp.EscapedID, kp.Op).String()) {
+				reason = ReasonBadSignature
+			} else {
+				reason = v.check(collection, kp.EscapedID, writers, op)
+			}
+			if reason != "" {
+				id, _ := UnescapeID(kp.EscapedID)
+				rec.ignored = append(rec.ignored, IgnoredOp{Collection: collection, ID: id, Field: op.Field, Op: kp.Op, Reason: reason})
+				ignored = true
+				continue
+			}
 		}
-		if reason != "" {
-			id, _ := UnescapeID(kp.EscapedID)
-			rec.ignored = append(rec.ignored, IgnoredOp{Collection: collection, ID: id, Field: kp.Field, Op: kp.Op, Reason: reason})
-			return
-		}
+		rec.add(op)
 	}
-	rec.add(op)
+	rec.noteWrite(w, ignored)
 }
 
 // settle finishes reading a record: when some visible operation does not
@@ -407,24 +426,26 @@ func (s *Store) admit(v *view, writers []string, collection string, rec *recordO
 // from its whole history.
 func (s *Store) settle(ctx context.Context, v *view, writers []string, collection string, rec *recordOps) (*recordOps, error) {
 	if len(rec.ignored) == 0 {
+		rec.prune()
 		return rec, nil
 	}
 	full, err := s.rebuildRecord(ctx, v, writers, collection, rec.escapedID)
 	if err != nil {
 		return nil, err
 	}
-	full.ignored = rec.ignored
+	full.ignored, full.writes = rec.ignored, rec.writes
 	return full, nil
 }
 
-// scan calls fn for each visible operation under prefix, in key order.
-// Operations that do not decode are counted, logged once, and skipped.
+// scan calls fn for each visible write under prefix (a key prefix ending
+// in "/"), in key order. Writes that do not decode are counted, logged
+// once, and skipped.
 // Key order is the datastore's own: badger (every LSM store) iterates in
 // order. The query asks for none, because go-ds-crdt applies an order by
 // sorting the whole result in memory; a store over a datastore that does
 // not iterate in order (a bare MapDatastore) splits records.
-func (s *Store) scan(ctx context.Context, prefix ds.Key, fn func(keyParts, Op) error) error {
-	res, err := s.eng().Query(ctx, query.Query{Prefix: prefix.String()})
+func (s *Store) scan(ctx context.Context, prefix string, fn func(keyParts, *write) error) error {
+	res, err := s.eng().Query(ctx, query.Query{Prefix: prefix})
 	if err != nil {
 		return fmt.Errorf("query %s: %w", prefix, err)
 	}
@@ -434,18 +455,18 @@ func (s *Store) scan(ctx context.Context, prefix ds.Key, fn func(keyParts, Op) e
 			return fmt.Errorf("query %s: %w", prefix, r.Error)
 		}
 		kp, err := parseOpKey(r.Key)
-		var op Op
+		var w *write
 		if err == nil {
-			op, err = decodeOp(kp, r.Value)
+			w, err = decodeWrite(kp, r.Value)
 		}
 		if err != nil {
 			s.malformed.Add(1)
 			if _, seen := s.loggedBad.LoadOrStore(r.Key, true); !seen {
-				s.log.Warn("ignoring malformed operation", "key", r.Key, "err", err)
+				s.log.Warn("ignoring malformed write", "key", r.Key, "err", err)
 			}
 			continue
 		}
-		if err := fn(kp, op); err != nil {
+		if err := fn(kp, w); err != nil {
 			return err
 		}
 	}
@@ -453,38 +474,47 @@ func (s *Store) scan(ctx context.Context, prefix ds.Key, fn func(keyParts, Op) e
 }
 
 // scanRecords calls fn with the operations of each record of a collection,
-// one record at a time (keys come sorted, so a record's ops are adjacent).
+// one record at a time (keys come sorted, so a record's writes are
+// adjacent).
 func (s *Store) scanRecords(ctx context.Context, collection string, fn func(*recordOps) error) error {
 	v, writers, err := s.viewFor(ctx, collection)
 	if err != nil {
 		return err
 	}
-	var cur *recordOps
-	flush := func() error {
-		rec, err := s.settle(ctx, v, writers, collection, cur)
-		cur = nil
+	return s.scanGrouped(ctx, collection, func(rec *recordOps, kp keyParts, w *write) {
+		s.admit(v, writers, collection, rec, kp, w)
+	}, func(rec *recordOps) error {
+		rec, err := s.settle(ctx, v, writers, collection, rec)
 		if err != nil {
 			return err
 		}
 		return fn(rec)
-	}
-	err = s.scan(ctx, collectionPrefix(collection), func(kp keyParts, op Op) error {
+	})
+}
+
+// scanGrouped scans a collection record by record: add is called with each
+// visible write, done once a record's writes are all added.
+func (s *Store) scanGrouped(ctx context.Context, collection string, add func(*recordOps, keyParts, *write), done func(*recordOps) error) error {
+	var cur *recordOps
+	err := s.scan(ctx, collectionPrefix(collection).String()+"/", func(kp keyParts, w *write) error {
 		if cur != nil && cur.escapedID != kp.EscapedID {
-			if err := flush(); err != nil {
+			rec := cur
+			cur = nil
+			if err := done(rec); err != nil {
 				return err
 			}
 		}
 		if cur == nil {
 			cur = newRecordOps(kp.EscapedID)
 		}
-		s.admit(v, writers, collection, cur, kp, op)
+		add(cur, kp, w)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
 	if cur != nil {
-		return flush()
+		return done(cur)
 	}
 	return nil
 }

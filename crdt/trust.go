@@ -191,18 +191,20 @@ func (s *Store) members(ctx context.Context) (map[string]Member, error) {
 	}
 	s.membersStale.Store(false)
 	byPeer := map[string]map[string][]Op{} // peer id -> field -> ops
-	err := s.scan(ctx, collectionPrefix(MembersCollection), func(kp keyParts, op Op) error {
-		if s.isBadSig(opKey(MembersCollection, kp.EscapedID, kp.Field, kp.Op).String()) {
-			return nil
+	err := s.scanGrouped(ctx, MembersCollection, func(rec *recordOps, kp keyParts, w *write) {
+		if s.isBadSig(writeKey(MembersCollection, kp.EscapedID, kp.Op).String()) {
+			return
 		}
-		id, err := UnescapeID(kp.EscapedID)
+		for _, op := range w.Ops {
+			rec.add(op)
+		}
+	}, func(rec *recordOps) error {
+		id, err := UnescapeID(rec.escapedID)
 		if err != nil {
 			return nil
 		}
-		if byPeer[id] == nil {
-			byPeer[id] = map[string][]Op{}
-		}
-		byPeer[id][kp.Field] = append(byPeer[id][kp.Field], op)
+		rec.prune()
+		byPeer[id] = rec.fields
 		return nil
 	})
 	if err != nil {

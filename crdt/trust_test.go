@@ -3,7 +3,6 @@ package crdt
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -45,28 +44,30 @@ func rawWrite(t *testing.T, r *replica, coll, id, field string, value any, write
 		t.Fatal(err)
 	}
 	op := Op{ID: OpID{Time: r.Store.clock.Now(), Writer: writer}, Field: field, Value: value}
+	for _, old := range cur.fields[field] {
+		op.Supersedes = append(op.Supersedes, old.Ref())
+	}
+	w := &write{ID: op.ID, Ops: []Op{op}}
+	_, tombs, err := r.retire(ctx, coll, eid, cur, w)
+	if err != nil {
+		t.Fatal(err)
+	}
 	b, err := r.eng().Batch(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, old := range cur.fields[field] {
-		op.Supersedes = append(op.Supersedes, field+"/"+old.ID.String())
-		if err := b.Delete(ctx, opKey(coll, eid, field, old.ID)); err != nil {
+	for _, k := range tombs {
+		if err := b.Delete(ctx, k); err != nil {
 			t.Fatal(err)
 		}
 	}
-	key := opKey(coll, eid, field, op.ID)
-	env := envelopeOf(op)
-	unsigned, err := marshalEnvelope(env)
+	key := writeKey(coll, eid, op.ID)
+	data, err := encodeWrite(w)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if signer != nil {
-		env.Sig = ed25519.Sign(signer, writeMessage([]string{key.String()}, [][]byte{unsigned}))
-	}
-	data, err := marshalEnvelope(env)
-	if err != nil {
-		t.Fatal(err)
+		data = append(data, ed25519.Sign(signer, writeMessage(key.String(), data))...)
 	}
 	if err := b.Put(ctx, key, data); err != nil {
 		t.Fatal(err)
@@ -295,24 +296,23 @@ func TestTrustImportIsSigned(t *testing.T) {
 	}
 }
 
-// TestTrustPartialReplay: a member copies one op of another member's
-// two-field write, signature and all, into a delta of its own. The copy does
-// not verify (the signature covers both ops), but the op stays valid: its
-// honest block verified.
-func TestTrustPartialReplay(t *testing.T) {
+// TestTrustReplay: a member copies another member's write, signature and
+// all, into a delta of its own: the copy verifies (the signature covers the
+// write's key and stored form, not the block) and changes nothing. A forged
+// write (another value under the signature of the first) is ignored
+// everywhere.
+func TestTrustReplay(t *testing.T) {
 	tn := newTrustNet(t, 3)
 	b, c := tn.replicas[1], tn.replicas[2]
 	ctx := context.Background()
 	res := mustPut(t, b, "contacts", "c1", map[string]any{"last_name": "Smith", "phone": "1"})
 	tn.waitConverged(10 * time.Second)
 	eid, _ := EscapeID("c1")
-	key := opKey("contacts", eid, "phone", res.Op)
+	key := writeKey("contacts", eid, res.Op)
 	stored, err := c.eng().Get(ctx, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Replay the phone op alone (same key, same bytes) in C's next delta,
-	// next to an honest write of C's so the delta is not empty otherwise.
 	batch, err := c.eng().Batch(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -333,22 +333,35 @@ func TestTrustPartialReplay(t *testing.T) {
 			t.Errorf("%s: ignores %v", r.writer, ig)
 		}
 	}
-	// Altering one op of a write breaks the signature of that write.
-	env := map[string]any{}
-	if err := json.Unmarshal(stored, &env); err != nil {
+	// The same signature on another write (a newer op id, another phone)
+	// does not verify.
+	kp, _ := parseOpKey(key.String())
+	w, err := decodeWrite(kp, stored)
+	if err != nil {
 		t.Fatal(err)
 	}
-	env["v"] = "2"
-	key2 := opKey("contacts", eid, "phone", OpID{Time: res.Op.Time + 1, Writer: res.Op.Writer})
-	env["t"] = key2.String()[len(key2.String())-len(res.Op.String()):][:16]
-	forged, _ := json.Marshal(env)
+	forgedID := OpID{Time: res.Op.Time + 1, Writer: res.Op.Writer}
+	fw := &write{ID: forgedID}
+	for _, op := range w.Ops {
+		op.ID = forgedID
+		if op.Field == "phone" {
+			op.Value = "2"
+			op.Supersedes = []string{"phone/" + res.Op.String()}
+		}
+		fw.Ops = append(fw.Ops, op)
+	}
+	forged, err := encodeWrite(fw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged = append(forged, w.Sig...)
 	batch, _ = c.eng().Batch(ctx)
-	if err := batch.Put(ctx, key2, forged); err != nil {
+	if err := batch.Put(ctx, writeKey("contacts", eid, forgedID), forged); err != nil {
 		t.Fatal(err)
 	}
 	if err := batch.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	tn.waitConverged(10 * time.Second)
-	expectEverywhere(t, tn, "contacts", "c1", "phone", "1", OpID{Time: res.Op.Time + 1, Writer: res.Op.Writer}, ReasonBadSignature)
+	expectEverywhere(t, tn, "contacts", "c1", "phone", "1", forgedID, ReasonBadSignature)
 }

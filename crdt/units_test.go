@@ -1,6 +1,7 @@
 package crdt
 
 import (
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -141,7 +142,7 @@ func FuzzEscapeID(f *testing.F) {
 		if err != nil || back != id {
 			t.Fatalf("round trip %q -> %q -> %q, %v", id, e, back, err)
 		}
-		key := opKey("contacts", e, "f", OpID{Time: 1, Writer: "w"})
+		key := writeKey("contacts", e, OpID{Time: 1, Writer: "w"})
 		kp, err := parseOpKey(key.String())
 		if err != nil || kp.EscapedID != e {
 			t.Fatalf("key %s parses to %+v, %v", key, kp, err)
@@ -149,30 +150,43 @@ func FuzzEscapeID(f *testing.F) {
 	})
 }
 
-func FuzzDecodeOp(f *testing.F) {
-	good, _ := encodeOp(Op{ID: OpID{Time: 1, Writer: "A"}, Field: "f", Value: "x", Supersedes: []string{"f/0000000000000000-B"}})
-	f.Add("/c/r/f/0000000000000001-A", good)
-	f.Add("/c/r/_del/0000000000000001-A", []byte(`{"v":true,"t":"0000000000000001","w":"A"}`))
-	f.Add("/c/r/f/0000000000000001-A", []byte(`{"v":[1],"t":"0000000000000001","w":"A"}`))
-	f.Add("/c/r", []byte("{}"))
+func FuzzDecodeWrite(f *testing.F) {
+	good, _ := encodeWrite(&write{ID: OpID{Time: 1, Writer: "A"}, Ops: []Op{
+		{ID: OpID{Time: 1, Writer: "A"}, Field: "f", Value: "x", Supersedes: []string{"f/0000000000000000-B"}},
+		{ID: OpID{Time: 1, Writer: "A"}, Field: "g", Value: 2.5},
+	}})
+	del, _ := encodeWrite(&write{ID: OpID{Time: 1, Writer: "A"}, Ops: []Op{
+		{ID: OpID{Time: 1, Writer: "A"}, Field: DeleteField, Value: true, Seen: []string{"f/0000000000000000-A"}},
+	}})
+	f.Add("/c/r/0000000000000001-A", good)
+	f.Add("/c/r/0000000000000001-A", append(good, make([]byte, 64)...))
+	f.Add("/c/r/0000000000000001-A", del)
+	f.Add("/c/r/0000000000000001-A", []byte(`{"v":true,"t":"0000000000000001","w":"A"}`))
+	f.Add("/c/r", []byte{2, 0, 1, 0x80})
 	f.Fuzz(func(t *testing.T, key string, data []byte) {
 		kp, err := parseOpKey(key)
 		if err != nil {
 			return
 		}
-		op, err := decodeOp(kp, data)
+		w, err := decodeWrite(kp, data)
 		if err != nil {
 			return
 		}
-		if op.ID != kp.Op || op.Field != kp.Field {
-			t.Fatalf("decoded op %+v does not match key %+v", op, kp)
+		for _, op := range w.Ops {
+			if op.ID != kp.Op {
+				t.Fatalf("decoded op %+v does not match key %+v", op, kp)
+			}
 		}
-		again, err := encodeOp(op)
+		again, err := encodeWrite(w)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := decodeOp(kp, again); err != nil {
-			t.Fatalf("re-encoded op does not decode: %v", err)
+		w2, err := decodeWrite(kp, again)
+		if err != nil {
+			t.Fatalf("re-encoded write does not decode: %v", err)
+		}
+		if !reflect.DeepEqual(w2.Ops, w.Ops) {
+			t.Fatalf("round trip changed the write: %+v -> %+v", w.Ops, w2.Ops)
 		}
 	})
 }

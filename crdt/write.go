@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
 
 	"github.com/ferry-crm/ferry/internal/dsbatch"
 	"github.com/ferry-crm/ferry/schema"
@@ -90,46 +92,57 @@ func (s *Store) put(ctx context.Context, collection, id string, fields map[strin
 // writeRecord writes already validated fields of one record in its own
 // delta and waits until it is durable. The caller holds writeMu.
 func (s *Store) writeRecord(ctx context.Context, collection, eid string, cur *recordOps, fields map[string]any, ru rules) (PutResult, error) {
-	p, err := s.planWrite(collection, eid, cur, fields, ru)
+	p, err := s.planWrite(ctx, collection, eid, cur, fields, ru)
 	if err != nil {
 		return PutResult{}, err
 	}
 	if len(p.result.Fields) == 0 {
 		return p.result, nil
 	}
-	if p.size > s.opts.BatchBytes {
-		return PutResult{}, fmt.Errorf("%s/%s: %d bytes in one write: %w", collection, eid, p.size, ErrTooLarge)
-	}
-	if err := s.sign(p); err != nil {
+	if err := s.writePlanned(ctx, collection, eid, p); err != nil {
 		return PutResult{}, err
-	}
-	b, err := s.openBatch(ctx)
-	if err != nil {
-		return PutResult{}, fmt.Errorf("put %s/%s: %w", collection, eid, err)
-	}
-	defer b.end(ctx)
-	if err := p.stage(ctx, b); err != nil {
-		return PutResult{}, fmt.Errorf("put %s/%s: %w", collection, eid, err)
-	}
-	if err := s.commit(ctx, b); err != nil {
-		return PutResult{}, fmt.Errorf("put %s/%s: %w", collection, eid, err)
 	}
 	return p.result, nil
 }
 
+// writePlanned signs a plan and writes it in its own delta, durably. The
+// caller holds writeMu.
+func (s *Store) writePlanned(ctx context.Context, collection, eid string, p *writePlan) error {
+	if p.size > s.opts.BatchBytes {
+		return fmt.Errorf("%s/%s: %d bytes in one write: %w", collection, eid, p.size, ErrTooLarge)
+	}
+	if err := s.sign(p); err != nil {
+		return err
+	}
+	b, err := s.openBatch(ctx)
+	if err != nil {
+		return fmt.Errorf("write %s/%s: %w", collection, eid, err)
+	}
+	defer b.end(ctx)
+	if err := p.stage(ctx, b); err != nil {
+		return fmt.Errorf("write %s/%s: %w", collection, eid, err)
+	}
+	if err := s.commit(ctx, b); err != nil {
+		return fmt.Errorf("write %s/%s: %w", collection, eid, err)
+	}
+	return nil
+}
+
 // writePlan is one record write, computed before anything is staged so that
 // a write that cannot be made leaves go-ds-crdt's pending delta untouched.
+// A write is one element (keys holds its one key); tombs are the visible
+// writes it retires.
 type writePlan struct {
 	result PutResult
 	tombs  []ds.Key
 	keys   []ds.Key
-	// unsigned holds the encoded ops; sign turns them into values.
+	// unsigned holds the encoded writes; sign turns them into values.
 	unsigned [][]byte
 	values   [][]byte
 	size     int
 }
 
-// stage adds the plan to batch b: tombstones first, then the new ops.
+// stage adds the plan to batch b: tombstones first, then the new write.
 func (p *writePlan) stage(ctx context.Context, b ds.Batch) error {
 	if len(p.values) != len(p.keys) {
 		return errors.New("bug: staging a write plan that was not signed")
@@ -147,13 +160,13 @@ func (p *writePlan) stage(ctx context.Context, b ds.Batch) error {
 	return nil
 }
 
-// planWrite computes one record write: a new operation per changed field,
-// and tombstones for every operation the write supersedes (the field's
-// visible ops, visible record deletes, and, when the record did not exist,
-// every leftover op of it, so that a re-created record starts empty).
-// Fields whose single visible value already equals the new one are skipped;
-// a plan without fields writes nothing.
-func (s *Store) planWrite(collection, eid string, cur *recordOps, fields map[string]any, ru rules) (*writePlan, error) {
+// planWrite computes one record write: one element with an op per changed
+// field, superseding every op it replaces (the field's visible ops, visible
+// record deletes, and, when the record did not exist, every leftover op of
+// it, so that a re-created record starts empty). Fields whose single
+// visible value already equals the new one are skipped; a plan without
+// fields writes nothing.
+func (s *Store) planWrite(ctx context.Context, collection, eid string, cur *recordOps, fields map[string]any, ru rules) (*writePlan, error) {
 	exists, _ := cur.exists(ru)
 	creating := !exists
 	names := make([]string, 0, len(fields))
@@ -167,25 +180,18 @@ func (s *Store) planWrite(collection, eid string, cur *recordOps, fields map[str
 		}
 		names = append(names, name)
 	}
-	p := &writePlan{}
 	if len(names) == 0 {
-		return p, nil
+		return &writePlan{}, nil
 	}
 	sort.Strings(names)
 
 	s.clock.Observe(cur.maxTime())
 	id := OpID{Time: s.clock.Now(), Writer: s.opts.Writer}
-	p.result = PutResult{Op: id, Created: creating, Fields: names}
-
-	tomb := func(op Op) string {
-		p.tombs = append(p.tombs, opKey(collection, eid, op.Field, op.ID))
-		return op.Field + "/" + op.ID.String()
-	}
 	// Ops superseded by the write as a whole (deletes, and on re-creation
 	// the old fields) are listed on the first written field's op.
 	var common []string
 	for _, op := range cur.deletes {
-		common = append(common, tomb(op))
+		common = append(common, op.Ref())
 	}
 	if creating {
 		for field, ops := range cur.fields {
@@ -193,35 +199,136 @@ func (s *Store) planWrite(collection, eid string, cur *recordOps, fields map[str
 				continue
 			}
 			for _, op := range ops {
-				common = append(common, tomb(op))
+				common = append(common, op.Ref())
 			}
 		}
 		sort.Strings(common)
 	}
+	w := &write{ID: id, Ops: make([]Op, len(names))}
 	for i, name := range names {
 		op := Op{ID: id, Field: name, Value: fields[name]}
 		if i == 0 {
 			op.Supersedes = common
 		}
 		for _, old := range cur.fields[name] {
-			op.Supersedes = append(op.Supersedes, tomb(old))
+			op.Supersedes = append(op.Supersedes, old.Ref())
 		}
-		key := opKey(collection, eid, name, id)
-		data, err := encodeOp(op)
-		if err != nil {
-			return nil, err
-		}
-		p.keys = append(p.keys, key)
-		p.unsigned = append(p.unsigned, data)
-		p.size += len(data) + len(key.String())
-		if s.opts.Trust != nil {
-			p.size += sigOverhead
-		}
+		w.Ops[i] = op
+	}
+	p, err := s.planElement(ctx, collection, eid, cur, w)
+	if err != nil {
+		return nil, err
+	}
+	p.result = PutResult{Op: id, Created: creating, Fields: names}
+	return p, nil
+}
+
+// planElement finishes a write: it retires the visible writes the new one
+// leaves without a live op, carries on their supersede facts that still
+// matter, and encodes the element.
+func (s *Store) planElement(ctx context.Context, collection, eid string, cur *recordOps, w *write) (*writePlan, error) {
+	p := &writePlan{}
+	carried, tombs, err := s.retire(ctx, collection, eid, cur, w)
+	if err != nil {
+		return nil, err
+	}
+	if len(carried) > 0 {
+		w.Ops[0].Supersedes = append(slices.Clip(w.Ops[0].Supersedes), carried...)
+	}
+	p.tombs = tombs
+	key := writeKey(collection, eid, w.ID)
+	data, err := encodeWrite(w)
+	if err != nil {
+		return nil, err
+	}
+	p.keys = []ds.Key{key}
+	p.unsigned = [][]byte{data}
+	p.size = len(data) + len(key.String())
+	if s.opts.Trust != nil {
+		p.size += sigOverhead
 	}
 	for _, k := range p.tombs {
 		p.size += len(k.String()) + 64
 	}
 	return p, nil
+}
+
+// retire decides which visible writes the new write w tombstones: those
+// every op of which is now superseded (by w, or already by an op that
+// counts). A write with an op that does not count is never retired (a
+// membership change may yet make it count). Superseded ops of writes that
+// stay visible are kept dead by the supersede lists of the writes that
+// killed them; when such a killer is retired, w carries its facts on, so
+// no superseded value comes back. A fact is dropped only when its target
+// is retired too, or was tombstoned here already (so everywhere, by a
+// block w's block descends from).
+func (s *Store) retire(ctx context.Context, collection, eid string, cur *recordOps, w *write) (carried []string, tombs []ds.Key, err error) {
+	sup := map[string]bool{}
+	for _, op := range w.Ops {
+		for _, r := range op.Supersedes {
+			sup[r] = true
+		}
+	}
+	visible := map[OpID]bool{}
+	retired := map[OpID]bool{}
+	var gone []visibleWrite
+	for _, vw := range cur.writes {
+		visible[vw.id] = true
+		if vw.ignored || vw.id == w.ID {
+			continue
+		}
+		dead := true
+		for _, r := range vw.refs {
+			if !sup[r] && !cur.killed[r] {
+				dead = false
+				break
+			}
+		}
+		if dead && !retired[vw.id] {
+			retired[vw.id] = true
+			gone = append(gone, vw)
+			tombs = append(tombs, writeKey(collection, eid, vw.id))
+		}
+	}
+	for _, vw := range gone {
+		for _, r := range vw.sups {
+			if sup[r] {
+				continue
+			}
+			_, target, err := splitRef(r)
+			if err != nil || retired[target] {
+				continue
+			}
+			if !visible[target] {
+				here, err := s.tombstonedHere(ctx, collection, eid, target)
+				if err != nil {
+					return nil, nil, fmt.Errorf("write %s/%s: %w", collection, eid, err)
+				}
+				if here {
+					continue
+				}
+			}
+			sup[r] = true
+			carried = append(carried, r)
+		}
+	}
+	sort.Strings(carried)
+	return carried, tombs, nil
+}
+
+// tombstonedHere reports whether a write of a record was merged here and
+// tombstoned.
+func (s *Store) tombstonedHere(ctx context.Context, collection, eid string, id OpID) (bool, error) {
+	res, err := s.base.Query(ctx, query.Query{Prefix: prefix(s.layout().tombs()) + writeKey(collection, eid, id).String()[1:] + "/", KeysOnly: true, Limit: 1})
+	if err != nil {
+		return false, fmt.Errorf("look up tombstone: %w", err)
+	}
+	defer res.Close()
+	r, ok := res.NextSync()
+	if ok && r.Error != nil {
+		return false, fmt.Errorf("look up tombstone: %w", r.Error)
+	}
+	return ok, nil
 }
 
 // Delete deletes a record: one delete operation, newer than every edit its
@@ -254,35 +361,23 @@ func (s *Store) Delete(ctx context.Context, collection, id string) (OpID, error)
 // deleteRecord writes a delete operation that has seen every visible field
 // operation and supersedes the visible deletes. The caller holds writeMu.
 func (s *Store) deleteRecord(ctx context.Context, collection, eid string, cur *recordOps) (OpID, error) {
-	b, err := s.openBatch(ctx)
-	if err != nil {
-		return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, eid, err)
-	}
-	defer b.end(ctx)
 	s.clock.Observe(cur.maxTime())
 	del := Op{ID: OpID{Time: s.clock.Now(), Writer: s.opts.Writer}, Field: DeleteField, Value: true}
 	for _, old := range cur.deletes {
-		if err := b.Delete(ctx, opKey(collection, eid, DeleteField, old.ID)); err != nil {
-			return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, eid, err)
-		}
-		del.Supersedes = append(del.Supersedes, DeleteField+"/"+old.ID.String())
+		del.Supersedes = append(del.Supersedes, old.Ref())
 	}
-	for field, ops := range cur.fields {
+	for _, ops := range cur.fields {
 		for _, op := range ops {
-			del.Seen = append(del.Seen, field+"/"+op.ID.String())
+			del.Seen = append(del.Seen, op.Ref())
 		}
 	}
 	sort.Strings(del.Seen)
-	key := opKey(collection, eid, DeleteField, del.ID)
-	data, err := s.encodeOp(key, del)
+	p, err := s.planElement(ctx, collection, eid, cur, &write{ID: del.ID, Ops: []Op{del}})
 	if err != nil {
 		return OpID{}, err
 	}
-	if err := b.Put(ctx, key, data); err != nil {
-		return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, eid, err)
-	}
-	if err := s.commit(ctx, b); err != nil {
-		return OpID{}, fmt.Errorf("delete %s/%s: %w", collection, eid, err)
+	if err := s.writePlanned(ctx, collection, eid, p); err != nil {
+		return OpID{}, err
 	}
 	return del.ID, nil
 }

@@ -85,12 +85,12 @@ func TestClusterUnackedEditsCountWhatTheOfficeHolds(t *testing.T) {
 	})
 	c.setOffline(true, 1)
 	c.nodes[1].clock.Set(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC))
-	put(t, laptop, "c2", map[string]any{"last_name": "One", "first_name": "A"}) // two ops
+	put(t, laptop, "c2", map[string]any{"last_name": "One", "first_name": "A"}) // one write of two fields
 	c.nodes[1].clock.Set(time.Date(2026, 3, 2, 11, 0, 0, 0, time.UTC))
 	put(t, laptop, "c1", map[string]any{"phone": "555"})
 	u := laptop.Status(ctx).Unacked
-	if u == nil || !u.Known || u.Count != 3 || !u.Oldest.Equal(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)) {
-		t.Fatalf("offline: unacked %+v, want 3 edits, the oldest at 10:00", u)
+	if u == nil || !u.Known || u.Count != 2 || !u.Oldest.Equal(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)) {
+		t.Fatalf("offline: unacked %+v, want 2 edits, the oldest at 10:00", u)
 	}
 	c.setOffline(false, 1)
 	c.waitConverged()

@@ -2,9 +2,7 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -160,32 +158,25 @@ func rawWrite(t *testing.T, n *clusterNode, coll, id, field string, value any, w
 	defer eng.Close()
 	eid, _ := crdt.EscapeID(id)
 	op := crdt.OpID{Time: max(old.Time, crdt.TimestampOf(time.Now())) + 1<<16, Writer: writer.String()}
-	key := fmt.Sprintf("/%s/%s/%s/%s", coll, eid, field, op)
-	type envelope struct { // the stored form, field for field (crdt/op.go)
-		Value      any      `json:"v"`
-		Time       string   `json:"t"`
-		Writer     string   `json:"w"`
-		Supersedes []string `json:"s,omitempty"`
-		Sig        []byte   `json:"g,omitempty"`
-	}
-	env := envelope{Value: value, Time: op.Time.String(), Writer: op.Writer}
+	key := crdt.WriteKey(coll, eid, op)
+	w := crdt.Op{ID: op, Field: field, Value: value}
 	if old.Writer != "" {
-		env.Supersedes = []string{field + "/" + old.String()}
+		w.Supersedes = []string{field + "/" + old.String()}
 	}
-	unsigned, _ := json.Marshal(env)
-	// One op, one write: the signature covers "ferry-write/1\n<key>\n<envelope>\n".
-	if env.Sig, err = signer.Sign(append([]byte("ferry-write/1\n"+key+"\n"), append(unsigned, '\n')...)); err != nil {
-		t.Fatal(err)
-	}
-	data, _ := json.Marshal(env)
-	b, err := eng.Batch(ctx)
+	unsigned, err := crdt.EncodeOps([]crdt.Op{w})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if old.Writer != "" {
-		if err := b.Delete(ctx, ds.NewKey(fmt.Sprintf("/%s/%s/%s/%s", coll, eid, field, old))); err != nil {
-			t.Fatal(err)
-		}
+	// One write, one element: the signature covers
+	// "ferry-write/2\n<key>\n<encoded write>", and follows it.
+	sig, err := signer.Sign(crdt.SigningMessage(key, unsigned))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := append(unsigned, sig...)
+	b, err := eng.Batch(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if err := b.Put(ctx, ds.NewKey(key), data); err != nil {
 		t.Fatal(err)

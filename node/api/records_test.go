@@ -518,7 +518,7 @@ func TestList(t *testing.T) {
 
 func TestImport(t *testing.T) {
 	ctx := context.Background()
-	b := newTestBackend(t, storeOpts{batchOps: 4})
+	b := newTestBackend(t, storeOpts{batchOps: 2})
 	srv := NewServer(b, testLogger())
 	c := NewClient(srv)
 
@@ -541,7 +541,7 @@ func TestImport(t *testing.T) {
 	}
 	want := crdt.ImportResult{Records: 5, Written: 4, Created: res.Created, Unchanged: 1, Deltas: res.Deltas}
 	if !reflect.DeepEqual(res, want) || res.Deltas < 2 {
-		t.Errorf("result %+v, want %+v with at least 2 deltas (BatchOps 4)", res, want)
+		t.Errorf("result %+v, want %+v with at least 2 deltas (BatchOps 2)", res, want)
 	}
 	if len(progress) < 2 {
 		t.Fatalf("progress %+v: want progress lines and a final line", progress)
