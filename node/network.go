@@ -9,6 +9,7 @@ import (
 	"github.com/ipfs/boxo/blockstore"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/metrics"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/ferry-crm/ferry/node/blocksync"
 	"github.com/ferry-crm/ferry/node/datadir"
@@ -18,6 +19,7 @@ import (
 	"github.com/ferry-crm/ferry/node/p2p"
 	"github.com/ferry-crm/ferry/node/peering"
 	"github.com/ferry-crm/ferry/node/snapshot"
+	"github.com/ferry-crm/ferry/node/wire"
 )
 
 // netParts is a node's part of the network: the transport go-ds-crdt needs
@@ -34,13 +36,14 @@ type netParts struct {
 	gate    *heads.Gate        // holds go-ds-crdt's receive loop until the store is ready
 	bitswap *p2p.Bitswap
 
-	heads     *heads.Service      // heads exchange: on connect, on change, periodic, sync-now
-	blocks    *blocksync.Syncer   // bulk catch-up of missing blocks
-	peering   *peering.Peering    // configured, learned and mDNS peers; offline mode
-	digests   *digestsync.Service // visible-state comparison (ferry sync, diff)
-	snapshots *snapshot.Server    // clean-sync copies
-	office    *enrol.Office       // redeems invitations (office nodes of a secured network)
-	hook      *hookRunner         // the office's conflict hook, if configured
+	heads     *heads.Service        // heads exchange: on connect, on change, periodic, sync-now
+	formats   *heads.FormatDetector // peers of another store format (not synced with)
+	blocks    *blocksync.Syncer     // bulk catch-up of missing blocks
+	peering   *peering.Peering      // configured, learned and mDNS peers; offline mode
+	digests   *digestsync.Service   // visible-state comparison (ferry sync, diff)
+	snapshots *snapshot.Server      // clean-sync copies
+	office    *enrol.Office         // redeems invitations (office nodes of a secured network)
+	hook      *hookRunner           // the office's conflict hook, if configured
 	// up: every protocol above is set (the store's merge hooks read them).
 	up atomic.Bool
 }
@@ -70,7 +73,10 @@ func (n *Node) startTransport(ctx context.Context) (*netParts, error) {
 	if err != nil {
 		return net, err
 	}
-	if net.bcast, err = heads.NewBroadcaster(ctx, ps, n.self, cfg.Topic, n.log); err != nil {
+	// The topic carries the store format: announcements of another format
+	// are never mixed in (cfg.Topic, as configured, still names the network
+	// for mDNS and enrolment, so nodes of another format are found and told).
+	if net.bcast, err = heads.NewBroadcaster(ctx, ps, n.self, wire.Topic(cfg.Topic), n.log); err != nil {
 		return net, err
 	}
 	if net.admission != nil {
@@ -97,8 +103,13 @@ func (n *Node) startProtocols(ctx context.Context) error {
 	// Blocks fetched in bulk are announced to bitswap: a peer may be
 	// waiting for one of them already (its GossipSub message overtook us).
 	net.blocks = blocksync.New(net.host, net.bitswap.Notifying(n.bstore), n.store.Heads, n.log)
-	net.heads = heads.New(net.host, heads.Config{Heads: n.store.Heads, Receive: n.receiveHeads, Interval: cfg.SyncInterval}, n.log)
 	var err error
+	name := func(p peer.ID) string { return n.Names(n.life.Context())[p.String()].Name }
+	if net.formats, err = heads.NewFormatDetector(net.host, name, n.log); err != nil {
+		return err
+	}
+	net.heads = heads.New(net.host, heads.Config{Heads: n.store.Heads, Receive: n.receiveHeads, Interval: cfg.SyncInterval,
+		Formats: net.formats}, n.log)
 	pcfg := peering.Config{Peers: cfg.Peers, DialMin: cfg.DialMin, DialMax: cfg.DialMax, MDNS: cfg.MDNS, Topic: cfg.Topic,
 		ExchangeInterval: cfg.PeerExchangeInterval, Share: heads.Protocol, Offline: cfg.Offline}
 	if net.peering, err = peering.New(net.host, pcfg, n.log); err != nil {
@@ -152,6 +163,9 @@ func (net *netParts) closeProtocols() error {
 	}
 	if net.heads != nil {
 		add("heads exchange", net.heads)
+	}
+	if net.formats != nil {
+		add("store format detector", net.formats)
 	}
 	if net.blocks != nil {
 		add("block sync", net.blocks)
@@ -215,3 +229,14 @@ func (n *Node) Offline() bool { return !n.netUp() || n.net.peering.Offline() }
 // netUp reports whether the node's protocols are up (a node opened with
 // network is still starting before: the repair loop may already run).
 func (n *Node) netUp() bool { return n.net != nil && n.net.up.Load() }
+
+// IncompatiblePeers lists the peers that run another store format than
+// this node (nothing replicated is exchanged with them), sorted by peer id;
+// each one's Reason names both formats and which node to upgrade. Nil
+// without network.
+func (n *Node) IncompatiblePeers() []heads.Incompatible {
+	if !n.netUp() {
+		return nil
+	}
+	return n.net.formats.Incompatible()
+}

@@ -78,6 +78,10 @@ type PeerInfo struct {
 	// Learned: found through peer exchange or mDNS.
 	Learned  bool      `json:"learned,omitempty"`
 	LastSync time.Time `json:"last_sync,omitzero"`
+	// Incompatible: the peer runs another store format, so nothing is
+	// synced with it; the message names both formats and which node to
+	// upgrade.
+	Incompatible string `json:"incompatible,omitempty"`
 }
 
 // Unacked is what `ferry status` says about local edits the office does not

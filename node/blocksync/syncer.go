@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferry-crm/ferry/internal/lifecycle"
+	"github.com/ferry-crm/ferry/node/wire"
 	"github.com/ipfs/boxo/blockstore"
 	cid "github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -17,8 +18,9 @@ import (
 )
 
 // Protocol is Ferry's block sync protocol (see the package comment for the
-// frames).
-const Protocol protocol.ID = "/ferry/blocks/1.0.0"
+// frames). Its version is the store format (wire.Version): the blocks are
+// in it.
+const Protocol protocol.ID = "/ferry/blocks/" + wire.Version
 
 // MaxBlockSize is the largest block accepted (libp2p's and bitswap's limit).
 const MaxBlockSize = 2 << 20

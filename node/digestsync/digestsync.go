@@ -24,10 +24,14 @@ import (
 
 	"github.com/ferry-crm/ferry/crdt"
 	"github.com/ferry-crm/ferry/internal/lifecycle"
+	"github.com/ferry-crm/ferry/node/wire"
 )
 
-// Protocol is the digest exchange's protocol id.
-const Protocol protocol.ID = "/ferry/digest/1.0.0"
+// Protocol is the digest exchange's protocol id. Its version is the store
+// format (wire.Version): digests of different formats are not comparable.
+const Protocol protocol.ID = protocolBase + wire.Version
+
+const protocolBase = "/ferry/digest/"
 
 const (
 	maxRequest  = 4 << 10
@@ -148,6 +152,9 @@ func (s *Service) ask(ctx context.Context, p peer.ID, req request) (*response, e
 	defer cancel()
 	str, err := s.h.NewStream(network.WithNoDial(ctx, "digest"), p, Protocol)
 	if err != nil {
+		if format, ours, known := wire.PeerFormat(s.h.Peerstore(), p, protocolBase); known && !ours {
+			return nil, fmt.Errorf("digest: %s (%w)", wire.Mismatch(p.String(), format), err)
+		}
 		return nil, fmt.Errorf("digest of %s: %w", p, err)
 	}
 	defer str.Close()

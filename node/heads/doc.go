@@ -21,4 +21,10 @@
 // Every payload, on pubsub or on the exchange stream, is a go-ds-crdt
 // broadcast payload (see Encode and Decode), bounded by MaxPayload bytes
 // and MaxHeads heads.
+//
+// Protocol's version and the GossipSub topic (wire.Topic) carry the store
+// format (package wire), so nodes of different formats never exchange
+// heads. FormatDetector finds the peers that advertise another version of
+// Protocol, logs each once and reports them; an exchange with such a peer
+// fails with ErrIncompatible and the same message.
 package heads

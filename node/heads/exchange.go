@@ -12,13 +12,19 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-msgio"
 	msmux "github.com/multiformats/go-multistream"
+
+	"github.com/ferry-crm/ferry/node/wire"
 )
+
+// ProtocolBase is the heads exchange's protocol id without its version.
+const ProtocolBase = "/ferry/heads/"
 
 // Protocol is Ferry's heads exchange protocol: the initiator sends one
 // frame with its heads, the responder replies with one frame with its
 // heads. A frame is a uvarint length followed by a heads payload (see
-// Encode) of at most MaxPayload bytes.
-const Protocol protocol.ID = "/ferry/heads/1.0.0"
+// Encode) of at most MaxPayload bytes. Its version is the store format
+// (wire.Version): /ferry/heads/1.0.0 was store format 1.
+const Protocol protocol.ID = ProtocolBase + wire.Version
 
 const (
 	// streamTimeout bounds one exchange on the wire (open, write, read).
@@ -87,6 +93,9 @@ func (s *Service) onConnected(c network.Conn) {
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
+		case errors.Is(err, ErrIncompatible):
+			// Config.Formats logged it once, at warn level.
+			s.log.Debug("heads exchange refused", "peer", p, "err", err)
 		case errors.Is(err, msmux.ErrNotSupported[protocol.ID]{}):
 			s.log.Debug("peer does not support heads exchange", "peer", p)
 		case s.h.Network().Connectedness(p) != network.Connected:
@@ -109,6 +118,11 @@ func (s *Service) exchange(ctx context.Context, p peer.ID) error {
 	defer cancel()
 	str, err := s.h.NewStream(network.WithNoDial(nctx, "heads exchange"), p, Protocol)
 	if err != nil {
+		if errors.Is(err, msmux.ErrNotSupported[protocol.ID]{}) {
+			if ierr := s.incompatibleErr(p, err); ierr != nil {
+				return ierr
+			}
+		}
 		return fmt.Errorf("open heads stream: %w", err)
 	}
 	// Reset the stream if ctx ends while we are blocked on it.

@@ -46,6 +46,11 @@ type Config struct {
 	// AnnounceCheck is the period at which the announce loop compares heads
 	// without being told by Changed (0: DefaultAnnounceCheck; < 0: never).
 	AnnounceCheck time.Duration
+	// Formats, if set, is asked why a peer does not speak Protocol: an
+	// exchange with a peer of another store format fails with
+	// ErrIncompatible and its message, which the detector logs once.
+	// Without it the peerstore is read directly (and nothing is logged).
+	Formats *FormatDetector
 }
 
 // Result is one peer's outcome of ExchangeAll.

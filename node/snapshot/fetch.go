@@ -11,6 +11,8 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/ferry-crm/ferry/node/wire"
 )
 
 // Fetch copies peer p's state into dst, which must hold no state of its
@@ -19,6 +21,9 @@ import (
 func Fetch(ctx context.Context, h host.Host, p peer.ID, dst ds.Batching, layout Layout, progress func(entries int, bytes int64)) (int, int64, error) {
 	str, err := h.NewStream(ctx, p, Protocol)
 	if err != nil {
+		if format, ours, known := wire.PeerFormat(h.Peerstore(), p, ProtocolBase); known && !ours {
+			return 0, 0, fmt.Errorf("snapshot: %s (%w)", wire.Mismatch(p.String(), format), err)
+		}
 		return 0, 0, fmt.Errorf("snapshot from %s: %w", p, err)
 	}
 	defer str.Close()

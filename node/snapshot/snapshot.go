@@ -29,10 +29,15 @@ import (
 	mh "github.com/multiformats/go-multihash"
 
 	"github.com/ferry-crm/ferry/internal/lifecycle"
+	"github.com/ferry-crm/ferry/node/wire"
 )
 
-// Protocol is the snapshot copy's protocol id.
-const Protocol protocol.ID = "/ferry/snapshot/1.0.0"
+// ProtocolBase is the snapshot copy's protocol id without its version.
+const ProtocolBase = "/ferry/snapshot/"
+
+// Protocol is the snapshot copy's protocol id. Its version is the store
+// format (wire.Version): the copy is the store as it is on disk.
+const Protocol protocol.ID = ProtocolBase + wire.Version
 
 // ErrViolation: the peer sent what the protocol does not allow (a key
 // outside the replicated state, a block that does not match its key, an
