@@ -15,15 +15,15 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ferry-crm/ferry/crdt"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
-// StoreFormat is the store format this node reads, writes and replicates.
-// It must equal crdt.Format: crdt does not import libp2p, so the number is
-// repeated here.
-const StoreFormat = 2
+// StoreFormat is the store format this node reads, writes and replicates
+// (crdt.Format).
+const StoreFormat = crdt.Format
 
 // Version is the version of every replication protocol: its major number is
 // StoreFormat (checked by this package's tests).
