@@ -6,14 +6,18 @@
 // against laptop → office; a clean sync of a fresh node from an office
 // against a plain copy of the office's data dir; and the peak RSS and disk
 // size of an office node (the real binary) holding a million field values
-// against raw go-ds-badger and the JSONL file. It prints one Markdown table
+// against raw go-ds-badger and the JSONL file, and its steady RSS after the
+// import; the store bytes per contact after `ferry import` (storage) and
+// per single-field edit (edit-bytes) against raw go-ds-badger holding one
+// JSON value per record. It prints one Markdown table
 // on stdout (and to --out, under a heading); progress and the nodes'
 // warnings go to stderr.
 //
 //	scripts/bench.sh                 # full run, about 10 minutes (plain go-ds-crdt catch-up: ~3.5)
-//	scripts/bench.sh --edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200 --clean-sync-records 2000 --rss-records 2000   # quick run, about a minute
+//	scripts/bench.sh --edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200 --clean-sync-records 2000 --rss-records 2000 --storage-records 2000 --edit-bytes-edits 200   # quick run, about two minutes
 //	scripts/bench.sh --only import --profile-dir /tmp/prof   # one CPU profile per timed phase
 //	scripts/bench.sh --only cleansync,rss --clean-sync-records 10000 --rss-records 10000
+//	scripts/bench.sh --only storage,edit-bytes --storage-records 5000 --edit-bytes-edits 500
 package main
 
 import (
@@ -63,19 +67,25 @@ type config struct {
 	cleanRecords    int
 	cleanTimeout    time.Duration
 	rssRecords      int
-	genRecords      string
-	seed            uint64
-	out             string
-	schemaFile      string
-	dir             string
-	keep            bool
-	profileDir      string
+	// rssSteadyAfter and rssSteadySamples: the steady RSS is the median of
+	// that many VmRSS samples, 1 s apart, from that long after the import.
+	rssSteadyAfter   time.Duration
+	rssSteadySamples int
+	storageRecords   int
+	editBytesEdits   int
+	genRecords       string
+	seed             uint64
+	out              string
+	schemaFile       string
+	dir              string
+	keep             bool
+	profileDir       string
 }
 
-var benchmarks = []string{"edit", "import", "catchup", "propagation", "cleansync", "rss"}
+var benchmarks = []string{"edit", "import", "catchup", "propagation", "cleansync", "rss", "storage", "edit-bytes"}
 
-// quickFlags make a quick run (about a minute) of every benchmark.
-const quickFlags = "--edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200 --clean-sync-records 2000 --rss-records 2000"
+// quickFlags make a quick run (about two minutes) of every benchmark.
+const quickFlags = "--edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200 --clean-sync-records 2000 --rss-records 2000 --storage-records 2000 --edit-bytes-edits 200"
 
 // env is what every benchmark shares.
 type env struct {
@@ -167,6 +177,10 @@ func parseFlags() (config, error) {
 	fs.IntVar(&c.cleanRecords, "clean-sync-records", 100000, "cleansync: contacts (8 fields each) on the office a fresh node clean-syncs from")
 	fs.DurationVar(&c.cleanTimeout, "clean-sync-timeout", 10*time.Minute, "cleansync: give up on the clean sync after this long")
 	fs.IntVar(&c.rssRecords, "rss-records", 125000, "rss: contacts (8 fields each) imported into an office node run as the real binary")
+	fs.DurationVar(&c.rssSteadyAfter, "rss-steady-after", 10*time.Second, "rss: the steady RSS is sampled from this long after `ferry import` returned")
+	fs.IntVar(&c.rssSteadySamples, "rss-steady-samples", 5, "rss: VmRSS samples (1 s apart) whose median is the steady RSS")
+	fs.IntVar(&c.storageRecords, "storage-records", 100000, "storage, edit-bytes: contacts imported by `ferry import` into a fresh node run as the real binary")
+	fs.IntVar(&c.editBytesEdits, "edit-bytes-edits", 2000, "edit-bytes: single-field edits through the node's local API after that import")
 	fs.StringVar(&c.genRecords, "gen-records", "../shared/bench/gen_records.py", "gen_records.py, run with python3 to make the contacts (empty, or without python3: the Go port in data.go)")
 	fs.StringVar(&network, "network", "secured", "in-process nodes: secured (swarm key, founder, signed operations: what ferry init --office makes) or open")
 	fs.Uint64Var(&seed, "seed", 1, "seed of the generated records and edits")
@@ -211,6 +225,8 @@ func parseFlags() (config, error) {
 		return c, errors.New("propagation sizes must be positive")
 	case c.cleanRecords <= 0 || c.cleanTimeout <= 0 || c.rssRecords <= 0:
 		return c, errors.New("clean-sync and rss sizes and timeout must be positive")
+	case c.rssSteadyAfter < 0 || c.rssSteadySamples <= 0 || c.storageRecords <= 0 || c.editBytesEdits <= 0:
+		return c, errors.New("rss steady sampling, storage and edit-bytes sizes must be positive")
 	}
 	return c, nil
 }
@@ -263,7 +279,8 @@ func run() (err error) {
 
 	need := 0
 	for b, n := range map[string]int{"edit": cfg.editContacts, "import": cfg.importN, "catchup": cfg.catchupContacts,
-		"propagation": cfg.propContacts, "cleansync": cfg.cleanRecords, "rss": cfg.rssRecords} {
+		"propagation": cfg.propContacts, "cleansync": cfg.cleanRecords, "rss": cfg.rssRecords,
+		"storage": cfg.storageRecords, "edit-bytes": cfg.storageRecords} {
 		if cfg.only[b] {
 			need = max(need, n)
 		}
@@ -273,6 +290,7 @@ func run() (err error) {
 	}
 
 	var all result
+	storageDone := false // one import serves storage and edit-bytes
 	for _, b := range benchmarks {
 		if !cfg.only[b] {
 			continue
@@ -291,6 +309,12 @@ func run() (err error) {
 			r, err = e.benchCleanSync(ctx)
 		case "rss":
 			r, err = e.benchRSS(ctx)
+		case "storage", "edit-bytes":
+			if storageDone {
+				continue
+			}
+			storageDone = true
+			r, err = e.benchStorage(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", b, err)
@@ -302,11 +326,29 @@ func run() (err error) {
 	report := e.report(all)
 	fmt.Print(report)
 	if cfg.out != "" {
-		if err := os.WriteFile(cfg.out, []byte(e.fileHeader()+report), 0o644); err != nil {
+		if err := os.WriteFile(cfg.out, []byte(e.fileHeader()+report+keptTail(cfg.out)), 0o644); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// keepMarker starts the hand-written part of the --out file (the
+// description of each benchmark), which --out keeps as it is.
+const keepMarker = "<!-- Hand-written below this line: scripts/bench.sh --out keeps it. -->"
+
+// keptTail is the hand-written part of the --out file (from keepMarker on),
+// after a blank line; empty when there is none.
+func keptTail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	i := strings.Index(string(b), keepMarker)
+	if i < 0 {
+		return ""
+	}
+	return "\n" + string(b[i:])
 }
 
 // report renders the table, notes, command line and machine facts.
@@ -332,9 +374,9 @@ func (e *env) report(r result) string {
 			only = append(only, x)
 		}
 	}
-	fmt.Fprintf(&b, "\nSettings: --only %s --edits %d --edit-contacts %d --import %d --baseline-batch %d --catchup-edits %d --catchup-contacts %d --catchup-batch %d --catchup-timeout %s --propagation-edits %d --propagation-contacts %d --clean-sync-records %d --clean-sync-timeout %s --rss-records %d --gen-records %s --network %s --seed %d\n",
+	fmt.Fprintf(&b, "\nSettings: --only %s --edits %d --edit-contacts %d --import %d --baseline-batch %d --catchup-edits %d --catchup-contacts %d --catchup-batch %d --catchup-timeout %s --propagation-edits %d --propagation-contacts %d --clean-sync-records %d --clean-sync-timeout %s --rss-records %d --rss-steady-after %s --rss-steady-samples %d --storage-records %d --edit-bytes-edits %d --gen-records %s --network %s --seed %d\n",
 		strings.Join(only, ","), c.edits, c.editContacts, c.importN, c.baselineBatch, c.catchupEdits, c.catchupContacts, c.catchupBatch, c.catchupTimeout, c.propEdits, c.propContacts,
-		c.cleanRecords, c.cleanTimeout, c.rssRecords, shellQuote(c.genRecords), map[bool]string{true: "secured", false: "open"}[c.secured], c.seed)
+		c.cleanRecords, c.cleanTimeout, c.rssRecords, c.rssSteadyAfter, c.rssSteadySamples, c.storageRecords, c.editBytesEdits, shellQuote(c.genRecords), map[bool]string{true: "secured", false: "open"}[c.secured], c.seed)
 	b.WriteString("\nMachine:\n")
 	for _, f := range machineFacts(e.root) {
 		fmt.Fprintf(&b, "- %s\n", f)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -48,14 +49,7 @@ func (e *env) benchRSS(ctx context.Context) (res result, err error) {
 	}
 	dir := filepath.Join(e.root, "rss-office")
 	logPath := filepath.Join(e.root, "rss-office.log")
-	ferry := func(args ...string) (string, error) {
-		cmd := exec.CommandContext(ctx, bin, append([]string{"--dir", dir}, args...)...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return string(out), fmt.Errorf("ferry %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-		}
-		return string(out), nil
-	}
+	ferry := ferryCLI(ctx, bin, dir)
 
 	e.progress("rss: ferry init --office, ferry node, ferry schema apply, ferry import of %d contacts (%s JSONL)", n, fmtBytes(jsonlSize))
 	if _, err := ferry("init", "--office", "--listen", "/ip4/127.0.0.1/tcp/0", "--topic", e.topic, "--name", "rss-office"); err != nil {
@@ -93,10 +87,19 @@ func (e *env) benchRSS(ctx context.Context) (res result, err error) {
 	if err != nil {
 		return res, err
 	}
+	e.progress("rss: node peak RSS %s (VmHWM), %s once its digest was up to date (VmRSS); steady RSS from %s after the import", fmtBytes(peak.hwm), fmtBytes(peak.rss), fmtDur(c.rssSteadyAfter))
+	steady, err := steadyRSS(ctx, p.pid(), t0.Add(importTook).Add(c.rssSteadyAfter), c.rssSteadySamples)
+	if err != nil {
+		return res, err
+	}
+	after, err := procStatus(p.pid())
+	if err != nil {
+		return res, err
+	}
 	if _, err := p.stop(2 * time.Minute); err != nil {
 		return res, err
 	}
-	e.progress("rss: node peak RSS %s (VmHWM), %s at the end (VmRSS)", fmtBytes(peak.hwm), fmtBytes(peak.rss))
+	e.progress("rss: node steady RSS %s (median of %s)", fmtBytes(steady.median), steady)
 	disk, err := dirSize(dir)
 	if err != nil {
 		return res, err
@@ -149,7 +152,7 @@ func (e *env) benchRSS(ctx context.Context) (res result, err error) {
 	if err != nil {
 		return res, err
 	}
-	e.progress("rss: baseline peak RSS %s, store %s (%s allocated)", fmtBytes(base.VmHWM), fmtBytes(baseDisk.bytes), fmtBytes(baseDisk.alloc))
+	e.progress("rss: baseline peak RSS %s, steady RSS %s, store %s (%s allocated)", fmtBytes(base.VmHWM), fmtBytes(base.Steady.median), fmtBytes(baseDisk.bytes), fmtBytes(baseDisk.alloc))
 
 	what := fmt.Sprintf("%d field values (%d contacts × 8)", values, n)
 	xJSONL := func(b int64) string { return fmt.Sprintf("%.1f× the JSONL", float64(b)/float64(jsonlSize)) }
@@ -159,6 +162,10 @@ func (e *env) benchRSS(ctx context.Context) (res result, err error) {
 				fmtBytes(peak.hwm),
 				fmtBytes(base.VmHWM) + " (raw go-ds-badger batched import of the same JSONL, child process)",
 				fmtRatio(float64(peak.hwm), float64(base.VmHWM))},
+			{fmt.Sprintf("office node holding %s: steady RSS after the import (VmRSS, median of %d samples 1 s apart from %s after `ferry import` returned)", what, c.rssSteadySamples, fmtDur(c.rssSteadyAfter)),
+				fmtBytes(steady.median),
+				fmtBytes(base.Steady.median) + " (raw go-ds-badger child, store still open, sampled the same way)",
+				fmtRatio(float64(steady.median), float64(base.Steady.median))},
 			{"office node, disk size of the data dir vs the JSONL file",
 				fmt.Sprintf("%s (%s allocated)", fmtBytes(disk.bytes), fmtBytes(disk.alloc)),
 				fmtBytes(jsonlSize) + " (JSONL, one contact per line)",
@@ -170,11 +177,13 @@ func (e *env) benchRSS(ctx context.Context) (res result, err error) {
 		},
 		notes: []string{
 			fmt.Sprintf("RSS and disk: the real binary (`go build -o <tmp>/ferry ./cmd/ferry`), as a user would run it: `ferry --dir D init --office --listen /ip4/127.0.0.1/tcp/0` (so a secured network, signed operations, whatever --network), `ferry --dir D node` in the background (its own process), `ferry schema apply crm.yaml`, `ferry import --quiet contacts FILE.jsonl` with %d contacts (%s; the import took %s, %s, through the node's local API), then once the node's digest is up to date its VmHWM is read from /proc/<pid>/status. "+
-				"The node's RSS was %s before the import (schema applied) and %s at the end (VmRSS). Not rusage's maxrss: on Linux a child started by Go's os/exec (clone with CLONE_VM, then exec) inherits the parent's peak RSS in it, so it read this program's own peak. "+
+				"The node's RSS was %s before the import (schema applied) and %s once its digest was up to date (VmRSS). "+
+				"Steady RSS: VmRSS of the idle node (no peers, nothing written) read %d times 1 s apart, starting %s after `ferry import` returned, median: %s (samples %s); its VmHWM was still %s after them. Not rusage's maxrss: on Linux a child started by Go's os/exec (clone with CLONE_VM, then exec) inherits the parent's peak RSS in it, so it read this program's own peak. "+
 				"Disk: the stopped node's data dir walked, apparent file sizes summed (%d files; the badger store alone %s), and allocated blocks (st_blocks × 512) beside it.",
-				n, fmtBytes(jsonlSize), fmtDur(importTook), fmtRate(rate(n, importTook), "records/s"), fmtBytes(idle.rss), fmtBytes(peak.rss), disk.files, fmtBytes(storeDisk.bytes)),
-			fmt.Sprintf("RSS baseline: a child process of this program reads the same JSONL file (apijson.ReadLines, as the node's import endpoint does), writes its %d values as keys /contacts/<id>/<field> = JSON into go-ds-badger opened by datadir.OpenStore, in batches of %d keys, each committed then synced (%s), closes the store, reads its own VmHWM and exits. So both processes hold the parsed file and badger with the same options; the node also runs libp2p, GossipSub, go-ds-crdt and the digest. Disk baseline: that raw store's files, the same way as Ferry's, and the JSONL file.",
-				base.Values, c.baselineBatch, fmtDur(time.Duration(base.TookNS))),
+				n, fmtBytes(jsonlSize), fmtDur(importTook), fmtRate(rate(n, importTook), "records/s"), fmtBytes(idle.rss), fmtBytes(peak.rss),
+				c.rssSteadySamples, fmtDur(c.rssSteadyAfter), fmtBytes(steady.median), steady, fmtBytes(after.hwm), disk.files, fmtBytes(storeDisk.bytes)),
+			fmt.Sprintf("RSS baseline: a child process of this program reads the same JSONL file (apijson.ReadLines, as the node's import endpoint does), writes its %d values as keys /contacts/<id>/<field> = JSON into go-ds-badger opened by datadir.OpenStore, in batches of %d keys, each committed then synced (%s); with the store still open and the parsed file no longer referenced, it samples its VmRSS like the node's steady RSS (median %s, samples %s), then closes the store, reads its own VmHWM and exits. So both processes hold the parsed file and badger with the same options; the node also runs libp2p, GossipSub, go-ds-crdt and the digest. Disk baseline: that raw store's files, the same way as Ferry's, and the JSONL file.",
+				base.Values, c.baselineBatch, fmtDur(time.Duration(base.TookNS)), fmtBytes(base.Steady.median), base.Steady),
 			fmt.Sprintf("Restart (info): the same node restarted on its data dir built its first digest (it reads the whole store) %s after the process started; its peak RSS by then was %s (VmHWM).",
 				fmtDur(restartTook), fmtBytes(restart.hwm)),
 		},
@@ -349,7 +358,7 @@ func fileSize(path string) (int64, error) {
 }
 
 // childBadgerImport is the argument that makes this program the baseline's
-// child process: child-badger-import FILE DIR BATCH.
+// child process: child-badger-import FILE DIR BATCH STEADY_AFTER SAMPLES.
 const childBadgerImport = "child-badger-import"
 
 // childResult is what the child prints.
@@ -357,6 +366,8 @@ type childResult struct {
 	Values, Batches int
 	TookNS          int64
 	VmHWM           int64 // bytes
+	// Steady is VmRSS sampled after the import, the store still open.
+	Steady rssSamples
 }
 
 // childBadgerImport runs this program as the baseline's child process.
@@ -366,7 +377,8 @@ func (e *env) childBadgerImport(ctx context.Context, file, dir string) (childRes
 	if err != nil {
 		return r, err
 	}
-	cmd := exec.CommandContext(ctx, exe, childBadgerImport, file, dir, strconv.Itoa(e.cfg.baselineBatch))
+	cmd := exec.CommandContext(ctx, exe, childBadgerImport, file, dir, strconv.Itoa(e.cfg.baselineBatch),
+		e.cfg.rssSteadyAfter.String(), strconv.Itoa(e.cfg.rssSteadySamples))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -384,39 +396,115 @@ func (e *env) childBadgerImport(ctx context.Context, file, dir string) (childRes
 // runChildBadgerImport is the child: it imports FILE (JSON Lines) into raw
 // go-ds-badger in DIR and prints a childResult.
 func runChildBadgerImport(args []string) error {
-	if len(args) != 3 {
-		return fmt.Errorf("want FILE DIR BATCH, got %q", args)
+	if len(args) != 5 {
+		return fmt.Errorf("want FILE DIR BATCH STEADY_AFTER SAMPLES, got %q", args)
 	}
 	batch, err := strconv.Atoi(args[2])
 	if err != nil || batch <= 0 {
 		return fmt.Errorf("batch %q", args[2])
 	}
+	steadyAfter, err := time.ParseDuration(args[3])
+	if err != nil {
+		return fmt.Errorf("steady after %q: %w", args[3], err)
+	}
+	samples, err := strconv.Atoi(args[4])
+	if err != nil || samples <= 0 {
+		return fmt.Errorf("samples %q", args[4])
+	}
 	ctx := context.Background()
 	t0 := time.Now()
-	f, err := os.Open(args[0])
-	if err != nil {
-		return err
-	}
-	recs, err := apijson.ReadLines(f)
-	f.Close()
-	if err != nil {
-		return err
-	}
 	d, err := datadir.OpenStore(args[1])
 	if err != nil {
 		return err
 	}
-	values, batches, err := writeRecords(ctx, d, recs, batch)
+	// The parsed file is only referenced inside load, so it is garbage
+	// once the import is written, as the node's is.
+	load := func() (values, batches int, err error) {
+		f, err := os.Open(args[0])
+		if err != nil {
+			return 0, 0, err
+		}
+		recs, err := apijson.ReadLines(f)
+		f.Close()
+		if err != nil {
+			return 0, 0, err
+		}
+		return writeRecords(ctx, d, recs, batch)
+	}
+	values, batches, err := load()
+	took := time.Since(t0)
+	var steady rssSamples
+	if err == nil {
+		steady, err = steadyRSS(ctx, 0, time.Now().Add(steadyAfter), samples)
+	}
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return err
 	}
-	took := time.Since(t0)
 	m, err := procStatus(0)
 	if err != nil {
 		return err
 	}
-	return json.NewEncoder(os.Stdout).Encode(childResult{Values: values, Batches: batches, TookNS: int64(took), VmHWM: m.hwm})
+	return json.NewEncoder(os.Stdout).Encode(childResult{Values: values, Batches: batches, TookNS: int64(took), VmHWM: m.hwm, Steady: steady})
+}
+
+// rssSamples are VmRSS readings of a process, 1 s apart, and their median.
+type rssSamples struct {
+	Samples []int64 // bytes, in the order read
+	median  int64
+}
+
+func (r rssSamples) String() string {
+	parts := make([]string, len(r.Samples))
+	for i, x := range r.Samples {
+		parts[i] = fmtBytes(x)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// UnmarshalJSON recomputes the median (the child sends the samples).
+func (r *rssSamples) UnmarshalJSON(b []byte) error {
+	var x struct{ Samples []int64 }
+	if err := json.Unmarshal(b, &x); err != nil {
+		return err
+	}
+	*r = newRSSSamples(x.Samples)
+	return nil
+}
+
+func newRSSSamples(xs []int64) rssSamples {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	var m int64
+	switch {
+	case len(s) == 0:
+	case len(s)%2 == 1:
+		m = s[len(s)/2]
+	default:
+		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return rssSamples{Samples: xs, median: m}
+}
+
+// steadyRSS waits until from, then reads VmRSS of pid (0: this process) n
+// times, 1 s apart.
+func steadyRSS(ctx context.Context, pid int, from time.Time, n int) (rssSamples, error) {
+	xs := make([]int64, 0, n)
+	next := from
+	for range n {
+		select {
+		case <-ctx.Done():
+			return rssSamples{}, ctx.Err()
+		case <-time.After(time.Until(next)):
+		}
+		m, err := procStatus(pid)
+		if err != nil {
+			return rssSamples{}, err
+		}
+		xs = append(xs, m.rss)
+		next = next.Add(time.Second)
+	}
+	return newRSSSamples(xs), nil
 }
