@@ -13,6 +13,7 @@ require (
 	github.com/ipfs/go-ds-badger v0.3.4
 	github.com/ipfs/go-ds-crdt v0.6.8
 	github.com/ipfs/go-ipld-format v0.6.3
+	github.com/klauspost/compress v1.18.0
 	github.com/libp2p/go-libp2p v0.47.0
 	github.com/libp2p/go-libp2p-pubsub v0.15.0
 	github.com/libp2p/go-msgio v0.3.0

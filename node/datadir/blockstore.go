@@ -15,9 +15,9 @@ import (
 var BlockNamespace = ds.NewKey("/ferry/blocks")
 
 // NewBlockstore returns the block store kept in the datastore d, under
-// BlockNamespace.
+// BlockNamespace, each block compressed (see CompressBlock).
 func NewBlockstore(d ds.Batching) blockstore.Blockstore {
-	return blockstore.NewBlockstore(namespace.Wrap(d, BlockNamespace))
+	return blockstore.NewBlockstore(newCompressedStore(namespace.Wrap(d, BlockNamespace)))
 }
 
 // NewReportingBlockstore returns bs that calls failed with the error of

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/klauspost/compress/zstd"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -29,7 +30,12 @@ func Fetch(ctx context.Context, h host.Host, p peer.ID, dst ds.Batching, layout 
 	defer str.Close()
 	stop := context.AfterFunc(ctx, func() { _ = str.Reset() })
 	defer stop()
-	r := bufio.NewReaderSize(str, 1<<20)
+	zr, err := zstd.NewReader(str, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(8<<20), zstd.WithDecoderLowmem(true))
+	if err != nil {
+		return 0, 0, fmt.Errorf("snapshot from %s: %w", p, err)
+	}
+	defer zr.Close()
+	r := bufio.NewReaderSize(zr, 1<<20)
 	read := func(max int) ([]byte, error) {
 		l, err := binary.ReadUvarint(r)
 		if err != nil {

@@ -7,7 +7,9 @@
 // merged again (merges are idempotent) when the copy next syncs.
 //
 // Frames: uvarint key length, key, uvarint value length, value; a key
-// length of 0 ends the stream, followed by the uvarint entry count.
+// length of 0 ends the stream, followed by the uvarint entry count. The
+// whole stream is one zstd stream: keys share long prefixes and blocks are
+// kept compressed already, so a copy is a fraction of the store's size.
 package snapshot
 
 import (
@@ -23,12 +25,14 @@ import (
 	dshelp "github.com/ipfs/boxo/datastore/dshelp"
 	ds "github.com/ipfs/go-datastore"
 	badger "github.com/ipfs/go-ds-badger"
+	"github.com/klauspost/compress/zstd"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	mh "github.com/multiformats/go-multihash"
 
 	"github.com/ferry-crm/ferry/internal/lifecycle"
+	"github.com/ferry-crm/ferry/node/datadir"
 	"github.com/ferry-crm/ferry/node/wire"
 )
 
@@ -78,7 +82,11 @@ func (l Layout) Check(key string, val []byte) error {
 		if err != nil {
 			return fmt.Errorf("%w: block key %q: %v", ErrViolation, key, err)
 		}
-		got, err := mh.Sum(val, dec.Code, dec.Length)
+		raw, err := datadir.DecompressBlock(val)
+		if err != nil {
+			return fmt.Errorf("%w: block %q: %v", ErrViolation, key, err)
+		}
+		got, err := mh.Sum(raw, dec.Code, dec.Length)
 		if err != nil || string(got) != string(want) {
 			return fmt.Errorf("%w: block %q does not match its data", ErrViolation, key)
 		}
@@ -123,7 +131,13 @@ func (s *Server) handle(str network.Stream) {
 	// snapshot, without go-datastore's channel per entry.
 	txn := s.db.DB.NewTransaction(false)
 	defer txn.Discard()
-	w := bufio.NewWriterSize(str, 1<<20)
+	zw, err := zstd.NewWriter(str, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(1<<20))
+	if err != nil {
+		log.Warn("snapshot: compressor", "err", err)
+		_ = str.Reset()
+		return
+	}
+	w := bufio.NewWriterSize(zw, 1<<20)
 	var buf [binary.MaxVarintLen64]byte
 	put := func(b []byte) error {
 		if _, err := w.Write(buf[:binary.PutUvarint(buf[:], uint64(len(b)))]); err != nil {
@@ -170,6 +184,10 @@ func (s *Server) handle(str network.Stream) {
 		return
 	}
 	if err := w.Flush(); err != nil {
+		_ = str.Reset()
+		return
+	}
+	if err := zw.Close(); err != nil {
 		_ = str.Reset()
 		return
 	}
