@@ -2,7 +2,9 @@ package crdt
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/ferry-crm/ferry/schema"
 )
@@ -45,6 +47,25 @@ type ImportOptions struct {
 	SkipInvalid bool
 }
 
+// ImportSource yields the records of an import, in order, to yield. An
+// import reads its source twice (a validation pass, then the write pass),
+// so it must yield the same records both times. It stops at the first
+// error yield returns and returns it; an error of its own (input it cannot
+// read) fails the import, nothing written if it comes in the first pass.
+type ImportSource func(yield func(ImportRecord) error) error
+
+// ImportSlice is the source of records already in memory.
+func ImportSlice(recs []ImportRecord) ImportSource {
+	return func(yield func(ImportRecord) error) error {
+		for _, r := range recs {
+			if err := yield(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 // Import writes many records of one collection. Every record is validated
 // first (schema, required fields of new records, unique fields), so a bad
 // record fails the import with its line number and nothing is written. Then
@@ -60,7 +81,28 @@ func (s *Store) Import(ctx context.Context, collection string, recs []ImportReco
 // ImportWith is Import with options: a dry run, or leaving out the records
 // that fail validation instead of failing.
 func (s *Store) ImportWith(ctx context.Context, collection string, recs []ImportRecord, opts ImportOptions, progress func(done int)) (ImportResult, error) {
-	res := ImportResult{Records: len(recs)}
+	var p func(done, total int)
+	if progress != nil {
+		p = func(done, _ int) { progress(done) }
+	}
+	return s.ImportStream(ctx, collection, ImportSlice(recs), opts, p)
+}
+
+// ImportStream is ImportWith over records read from src, which it reads
+// twice and never holds: what it keeps besides one delta's writes is which
+// records of the collection exist, the unique values the import claims,
+// the ids it imports and the records it rejects.
+//
+// The first pass validates every record (and counts them): a bad one fails
+// the import with its line, nothing written, unless opts.SkipInvalid sets
+// it aside. A dry run plans each good record as it goes and stops there.
+// The second pass reads src again, validates each record again (a record
+// that fails now, because the store changed meanwhile, stops the import
+// with its line, the deltas before it committed) and writes them in
+// deltas as Import does. progress, if set, is called after each delta with
+// the records done and the total the first pass counted.
+func (s *Store) ImportStream(ctx context.Context, collection string, src ImportSource, opts ImportOptions, progress func(done, total int)) (ImportResult, error) {
+	var res ImportResult
 	coll, err := s.Collection(ctx, collection)
 	if err != nil {
 		return res, err
@@ -78,39 +120,47 @@ func (s *Store) ImportWith(ctx context.Context, collection string, recs []Import
 	// One scan tells which records exist; unique values are checked
 	// against the store's unique index, with the claims of earlier records
 	// of the import on top.
-	unique := uniqueFields(coll)
 	ix, err := s.scanExistence(ctx, collection)
 	if err != nil {
 		return res, fmt.Errorf("import %s: %w", collection, err)
 	}
-	claims := s.newClaims(coll)
+	v := s.newImportValidator(coll, ix)
 
 	// Validation pass: nothing is written unless every record is good (or,
-	// with SkipInvalid, the bad ones are left out).
-	eids := make([]string, 0, len(recs))
-	good := recs[:0:0]
-	seen := map[string]bool{}
-	for i := range recs {
-		r := recs[i]
-		eid, norm, err := s.validateImport(ctx, coll, unique, claims, r, !ix.exists[r.ID] && !seen[r.ID])
+	// with SkipInvalid, the bad ones are left out). A dry run plans the
+	// good ones against the store as it is.
+	var rejected []int // ordinals of the records left out, ascending
+	err = readSource(src, func(r ImportRecord) error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("import %s: %w", collection, err)
+		}
+		n := res.Records
+		res.Records++
+		eid, norm, err := v.check(ctx, r)
 		if err != nil {
 			if !opts.SkipInvalid {
-				return res, fmt.Errorf("line %d: %w", r.Line, err)
+				return fmt.Errorf("line %d: %w", r.Line, err)
 			}
 			res.Rejected = append(res.Rejected, ImportRejection{Line: r.Line, ID: r.ID, Reason: err.Error()})
-			continue
+			rejected = append(rejected, n)
+			return nil
 		}
-		r.Fields = norm
-		seen[r.ID] = true
-		eids = append(eids, eid)
-		good = append(good, r)
+		if opts.DryRun {
+			return s.planImport(ctx, collection, r.Line, eid, ix.known[r.ID], norm, ru, &res)
+		}
+		return nil
+	})
+	if err != nil {
+		return res, sourceError(collection, err)
 	}
-	recs = good
 	if opts.DryRun {
-		return s.planImport(ctx, collection, recs, eids, ix, ru, res)
+		return res, nil
 	}
+	total := res.Records
 
-	// Write pass.
+	// Write pass: the same records again, the good ones validated again
+	// (the claims start afresh).
+	v = s.newImportValidator(coll, ix)
 	b, err := s.openBatch(ctx)
 	if err != nil {
 		return res, fmt.Errorf("import %s: %w", collection, err)
@@ -144,63 +194,154 @@ func (s *Store) ImportWith(ctx context.Context, collection string, recs []Import
 		ops, bytes, queued = 0, 0, 0
 		clear(inBatch)
 		if progress != nil {
-			progress(res.Written + res.Unchanged)
+			progress(res.Written+res.Unchanged, total)
 		}
 		return nil
 	}
+	// written holds the new records written so far: a later line of the
+	// same record reads what the earlier one wrote.
 	written := map[string]bool{}
-	for i, r := range recs {
+	n := 0    // ordinal of the record
+	next := 0 // of the rejected records, the next one
+	err = readSource(src, func(r ImportRecord) error {
 		if err := ctx.Err(); err != nil {
-			return res, fmt.Errorf("import %s: %w", collection, err)
+			return fmt.Errorf("import %s: %w", collection, err)
 		}
-		eid := eids[i]
+		if n == total {
+			return fmt.Errorf("import %s: %w: more than the %d records of the first pass", collection, ErrImportSourceChanged, total)
+		}
+		if next < len(rejected) && rejected[next] == n {
+			// Left out in the first pass (where it claimed nothing).
+			if want := res.Rejected[next]; r.Line != want.Line || r.ID != want.ID {
+				return fmt.Errorf("import %s: line %d: %w: the record left out there was %q on line %d", collection, r.Line, ErrImportSourceChanged, want.ID, want.Line)
+			}
+			n++
+			next++
+			return nil
+		}
+		n++
+		eid, norm, err := v.check(ctx, r)
+		if err != nil {
+			return fmt.Errorf("line %d: %w", r.Line, err)
+		}
 		if inBatch[eid] {
 			// A pending write is invisible to reads: commit it before
 			// writing the same record again.
 			if err := flush(); err != nil {
-				return res, err
+				return err
 			}
 		}
 		cur := newRecordOps(eid)
 		if ix.known[r.ID] || written[eid] {
 			if cur, err = s.readRecord(ctx, collection, eid); err != nil {
-				return res, fmt.Errorf("line %d: %w", r.Line, err)
+				return fmt.Errorf("line %d: %w", r.Line, err)
 			}
 		}
-		p, err := s.planWrite(ctx, collection, eid, cur, r.Fields, ru)
+		p, err := s.planWrite(ctx, collection, eid, cur, norm, ru)
 		if err != nil {
-			return res, fmt.Errorf("line %d: %w", r.Line, err)
+			return fmt.Errorf("line %d: %w", r.Line, err)
 		}
 		if len(p.result.Fields) == 0 {
 			res.Unchanged++
-			continue
+			return nil
 		}
 		if p.result.Created {
 			res.Created++
 		}
 		if p.size > s.opts.BatchBytes {
-			return res, fmt.Errorf("line %d: %d bytes in one record: %w", r.Line, p.size, ErrTooLarge)
+			return fmt.Errorf("line %d: %d bytes in one record: %w", r.Line, p.size, ErrTooLarge)
 		}
-		n := len(p.keys) + len(p.tombs)
-		if ops > 0 && (ops+n > s.opts.BatchOps || bytes+p.size > s.opts.BatchBytes) {
+		k := len(p.keys) + len(p.tombs)
+		if ops > 0 && (ops+k > s.opts.BatchOps || bytes+p.size > s.opts.BatchBytes) {
 			if err := flush(); err != nil {
-				return res, err
+				return err
 			}
 		}
 		pending = append(pending, p)
-		ops += n
+		ops += k
 		bytes += p.size
 		inBatch[eid] = true
-		written[eid] = true
+		if !ix.known[r.ID] {
+			written[eid] = true
+		}
 		queued++
+		return nil
+	})
+	if err == nil && n != total {
+		err = fmt.Errorf("import %s: %w: %d records, %d in the first pass", collection, ErrImportSourceChanged, n, total)
+	}
+	if err != nil {
+		return res, sourceError(collection, err)
 	}
 	if err := flush(); err != nil {
 		return res, err
 	}
 	if progress != nil {
-		progress(res.Written + res.Unchanged)
+		progress(res.Written+res.Unchanged, total)
 	}
 	return res, nil
+}
+
+// ErrImportSourceChanged: the second pass of an import read other records
+// than the first.
+var ErrImportSourceChanged = errors.New("the import's input changed while it was read")
+
+// importStop carries the error of an import's own callback out of its
+// source, telling it from the source's own errors.
+type importStop struct{ err error }
+
+func (e *importStop) Error() string { return e.err.Error() }
+func (e *importStop) Unwrap() error { return e.err }
+
+// readSource runs src with fn; fn's error comes back as an *importStop
+// (however src wrapped it).
+func readSource(src ImportSource, fn func(ImportRecord) error) error {
+	var stop *importStop
+	err := src(func(r ImportRecord) error {
+		if err := fn(r); err != nil {
+			stop = &importStop{err}
+			return stop
+		}
+		return nil
+	})
+	if stop != nil {
+		return stop
+	}
+	return err
+}
+
+// sourceError is the error of an import's pass: its own as it is, an
+// error of the source (its input) wrapped with the import.
+func sourceError(collection string, err error) error {
+	if stop, ok := err.(*importStop); ok {
+		return stop.err
+	}
+	return fmt.Errorf("import %s: %w", collection, err)
+}
+
+// importValidator validates the records of one pass of an import, one
+// after another.
+type importValidator struct {
+	s      *Store
+	coll   *schema.Collection
+	unique []string
+	ix     *existence
+	claims *uniqueClaims
+	seen   map[string]bool // ids of the good records so far
+}
+
+func (s *Store) newImportValidator(coll *schema.Collection, ix *existence) *importValidator {
+	return &importValidator{s: s, coll: coll, unique: uniqueFields(coll), ix: ix, claims: s.newClaims(coll), seen: map[string]bool{}}
+}
+
+// check validates r, created unless it exists or an earlier good record of
+// the import has its id.
+func (v *importValidator) check(ctx context.Context, r ImportRecord) (string, map[string]any, error) {
+	eid, norm, err := v.s.validateImport(ctx, v.coll, v.unique, v.claims, r, !v.ix.exists[r.ID] && !v.seen[r.ID])
+	if err == nil {
+		v.seen[r.ID] = true
+	}
+	return eid, norm, err
 }
 
 // existence is what one scan of a collection tells an import.
@@ -246,43 +387,80 @@ func (s *Store) validateImport(ctx context.Context, coll *schema.Collection, uni
 	if err != nil {
 		return "", nil, err
 	}
-	for _, f := range unique {
-		if v, ok := norm[f]; ok {
-			if err := claims.claim(ctx, f, r.ID, v); err != nil {
-				return "", nil, err
-			}
-		}
+	if err := claimAll(ctx, claims, unique, r.ID, norm); err != nil {
+		return "", nil, err
 	}
 	return eid, norm, nil
 }
 
-// planImport is the dry run of an import: every record planned against the
-// store, nothing written.
-func (s *Store) planImport(ctx context.Context, collection string, recs []ImportRecord, eids []string, ix *existence, ru rules, res ImportResult) (ImportResult, error) {
-	for i, r := range recs {
-		if err := ctx.Err(); err != nil {
-			return res, fmt.Errorf("import %s: %w", collection, err)
+// claimAll claims the unique values of one record of an import, all or
+// none: when one is refused, those claimed before it are given back, so
+// that a record left out (ImportOptions.SkipInvalid) claims nothing and
+// releases nothing.
+func claimAll(ctx context.Context, claims *uniqueClaims, unique []string, id string, norm map[string]any) error {
+	type undo struct {
+		field      string
+		v, old     any
+		hadV       bool // v was claimed by id already
+		hadOld     bool // id had claimed old
+		releaseOld bool // claiming v gave old back
+	}
+	var done []undo
+	for _, f := range unique {
+		v, ok := norm[f]
+		if !ok {
+			continue
 		}
-		cur := newRecordOps(eids[i])
-		if ix.known[r.ID] {
-			var err error
-			if cur, err = s.readRecord(ctx, collection, eids[i]); err != nil {
-				return res, fmt.Errorf("line %d: %w", r.Line, err)
+		u := undo{field: f, v: v}
+		if fc := claims.fields[f]; fc != nil {
+			u.old, u.hadOld = fc.byOwner[id]
+			_, u.hadV = fc.byValue[v]
+			u.releaseOld = u.hadOld && u.old != nil && fc.byValue[u.old] == id
+		}
+		if err := claims.claim(ctx, f, id, v); err != nil {
+			for _, u := range slices.Backward(done) {
+				fc := claims.fields[u.field]
+				if u.v != nil && !u.hadV {
+					delete(fc.byValue, u.v)
+				}
+				if u.releaseOld {
+					fc.byValue[u.old] = id
+				}
+				if u.hadOld {
+					fc.byOwner[id] = u.old
+				} else {
+					delete(fc.byOwner, id)
+				}
 			}
+			return err
 		}
-		p, err := s.planWrite(ctx, collection, eids[i], cur, r.Fields, ru)
-		if err != nil {
-			return res, fmt.Errorf("line %d: %w", r.Line, err)
-		}
-		switch {
-		case len(p.result.Fields) == 0:
-			res.Unchanged++
-		case p.result.Created:
-			res.Written++
-			res.Created++
-		default:
-			res.Written++
+		done = append(done, u)
+	}
+	return nil
+}
+
+// planImport is the dry run of one good record of an import: planned
+// against the store as it is, counted, nothing written.
+func (s *Store) planImport(ctx context.Context, collection string, line int, eid string, known bool, norm map[string]any, ru rules, res *ImportResult) error {
+	cur := newRecordOps(eid)
+	if known {
+		var err error
+		if cur, err = s.readRecord(ctx, collection, eid); err != nil {
+			return fmt.Errorf("line %d: %w", line, err)
 		}
 	}
-	return res, nil
+	p, err := s.planWrite(ctx, collection, eid, cur, norm, ru)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", line, err)
+	}
+	switch {
+	case len(p.result.Fields) == 0:
+		res.Unchanged++
+	case p.result.Created:
+		res.Written++
+		res.Created++
+	default:
+		res.Written++
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"sort"
 	"time"
 
@@ -34,7 +35,14 @@ func (n *Node) Serve(ctx context.Context) error {
 // is a JSON shape rather than a Go value.
 type apiBackend struct{ *Node }
 
-var _ api.Backend = apiBackend{}
+var (
+	_ api.Backend    = apiBackend{}
+	_ api.SpoolDirer = apiBackend{}
+)
+
+// SpoolDir is where the API spools import request bodies: the data dir's
+// tmp/, on the store's disk rather than in a tmpfs /tmp (api.SpoolDirer).
+func (b apiBackend) SpoolDir() string { return filepath.Join(b.cfg.Dir, "tmp") }
 
 func (b apiBackend) Invite(ctx context.Context, name, role string, ttl time.Duration) (apijson.InviteResponse, error) {
 	if role == "" {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -74,7 +73,10 @@ CSV exported by another CRM or by Excel, as it comes:
 Every record is validated before anything is written: a bad one fails the
 import with its line (for CSV, the line where its row starts, and the column)
 and nothing is written. Records are then written in large batched deltas
-(about 400 field operations each); a record is never split.
+(about 400 field operations each); a record is never split. The file is
+streamed to the node, which keeps a copy in the data dir's tmp/ while the
+import runs (1 GiB at most: split larger files); neither holds the records
+in memory, whatever the file's size.
 
 --dry-run validates everything and prints how many records would be
 created, updated, left unchanged and rejected, writing nothing. --rejects
@@ -166,21 +168,45 @@ imported again (--ignore-unknown leaves the two added columns out).`,
 				if err := checkMapTargets(coll, opts.Map); err != nil {
 					return usageError{fmt.Errorf("import: %w", err)}
 				}
-				body, res, err := csvImportBody(in, name, coll, opts)
+				// The file is read as it is sent, and again for the rows
+				// the node leaves out (--rejects): stdin is copied to a
+				// temporary file first.
+				src, start, done, err := seekableInput(in)
 				if err != nil {
-					return fmt.Errorf("import: %w", err)
+					return fmt.Errorf("import: %s: %w", name, err)
 				}
-				if len(res.Ignored) > 0 {
-					fmt.Fprintf(cmd.ErrOrStderr(), "%s: columns left out: %s\n", name, quoteList(res.Ignored))
+				defer done()
+				rd, err := newCSVReader(src, coll, opts)
+				if err != nil {
+					return fmt.Errorf("import: %s: %w", name, err)
 				}
-				run.relocate = func(msg string) string { return name + ": " + relocateImportError(msg, res.Records) }
-				r, err := run.post(bytes.NewReader(body))
+				if len(rd.Ignored) > 0 {
+					fmt.Fprintf(cmd.ErrOrStderr(), "%s: columns left out: %s\n", name, quoteList(rd.Ignored))
+				}
+				var ci csvImport
+				body := newBodyStream(func(w io.Writer) error {
+					if err := writeCSVImport(w, rd, &ci); err != nil {
+						return fmt.Errorf("%s: %w", name, err)
+					}
+					return nil
+				})
+				run.finish = body.finish
+				run.relocate = func(msg string) string { return name + ": " + relocateLine(msg, &ci.Lines) }
+				r, err := run.post(body)
 				if err != nil {
 					return err
 				}
-				rejected := append(res.Rejected, nodeRejections(r.Rejected, res.Records)...)
+				rejected := ci.Rejected
+				for _, x := range r.Rejected {
+					if line, ok := ci.Lines.line(x.Line); ok {
+						rejected = append(rejected, csvRejection{Line: line, Reason: x.Reason})
+					}
+				}
 				if rejects != "" {
-					if err := writeRejects(rejects, res.Header, rejected); err != nil {
+					if err := rejectedRows(src, start, coll, opts, rd, rejected[len(ci.Rejected):]); err != nil {
+						return fmt.Errorf("import: %s: rejects: %w", name, err)
+					}
+					if err := writeRejects(rejects, rd.Header, rejected); err != nil {
 						return fmt.Errorf("import: %w", err)
 					}
 				} else {
@@ -218,6 +244,9 @@ type importRun struct {
 	// relocate, when set, rewrites the node's error messages (the lines it
 	// names are lines of the request body).
 	relocate func(string) string
+	// finish, when set, ends what writes the request body once the node
+	// has answered, and returns its error (which explains the node's).
+	finish func() error
 }
 
 // post sends JSON Lines to the node's import endpoint, follows its progress
@@ -244,6 +273,11 @@ func (ir importRun) post(body io.Reader) (crdt.ImportResult, error) {
 			_ = bar.Set(p.Done)
 		}
 	})
+	if ir.finish != nil {
+		if werr := ir.finish(); werr != nil {
+			return crdt.ImportResult{}, fmt.Errorf("import: %w", werr)
+		}
+	}
 	var ae *api.Error
 	var ie *api.ImportError
 	switch {
@@ -320,4 +354,92 @@ func listRejections(w io.Writer, name string, rej []csvRejection) {
 		}
 		fmt.Fprintf(w, "%s: rejected: %s\n", name, reason)
 	}
+}
+
+// bodyStream is a request body written by a goroutine as it is sent.
+type bodyStream struct {
+	pr   *io.PipeReader
+	done chan struct{}
+	err  error // the writer's, once done is closed
+}
+
+func newBodyStream(write func(io.Writer) error) *bodyStream {
+	pr, pw := io.Pipe()
+	b := &bodyStream{pr: pr, done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		b.err = write(pw)
+		pw.CloseWithError(b.err) // nil: the reader sees the end
+	}()
+	return b
+}
+
+func (b *bodyStream) Read(p []byte) (int, error) { return b.pr.Read(p) }
+
+// finish stops the writer if the request ended before it did (the node
+// answered, or the request failed), waits for it and returns its error;
+// a write cut short by the end of the request is no error of its own.
+func (b *bodyStream) finish() error {
+	_ = b.pr.Close()
+	<-b.done
+	if errors.Is(b.err, io.ErrClosedPipe) {
+		return nil
+	}
+	return b.err
+}
+
+// seekableInput returns in as a reader that can be read again, and the
+// offset it starts at: in itself when it can seek (a file, stdin
+// redirected from a file), else a copy in a temporary file (a pipe),
+// removed by done.
+func seekableInput(in io.Reader) (src io.ReadSeeker, start int64, done func(), err error) {
+	if rs, ok := in.(io.ReadSeeker); ok {
+		if start, err := rs.Seek(0, io.SeekCurrent); err == nil {
+			return rs, start, func() {}, nil
+		}
+	}
+	f, err := os.CreateTemp("", "ferry-import-*.csv")
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("copy the input: %w", err)
+	}
+	done = func() {
+		_ = f.Close()
+		_ = os.Remove(f.Name())
+	}
+	if _, err := io.Copy(f, in); err != nil {
+		done()
+		return nil, 0, nil, fmt.Errorf("copy the input: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		done()
+		return nil, 0, nil, fmt.Errorf("copy the input: %w", err)
+	}
+	return f, 0, done, nil
+}
+
+// rejectedRows reads the file again from start, as rd read it, and gives
+// each rejection of rej the cells of the row on its line (what the node
+// left out is known by line only).
+func rejectedRows(in io.ReadSeeker, start int64, coll *schema.Collection, opts csvOptions, rd *csvReader, rej []csvRejection) error {
+	if len(rej) == 0 {
+		return nil
+	}
+	want := make(map[int]int, len(rej)) // line -> rejection
+	for i, r := range rej {
+		want[r.Line] = i
+	}
+	if _, err := in.Seek(start, io.SeekStart); err != nil {
+		return fmt.Errorf("read the file again: %w", err)
+	}
+	opts.Comma, opts.Encoding = rd.Comma, rd.Encoding
+	again, err := newCSVReader(in, coll, opts)
+	if err != nil {
+		return err
+	}
+	return again.rows(func(line int, row []string) error {
+		if i, ok := want[line]; ok {
+			rej[i].Row = row
+		}
+		return nil
+	})
 }

@@ -1,14 +1,14 @@
 package main
 
 // CSV import and export. Users come from CRMs that export CSV: the import
-// converts a whole CSV file to the JSON Lines the node's import endpoint
-// takes (typed values, one line per record) before sending anything, so a bad
-// file fails with its line and column and writes nothing. The export writes
-// what 'ferry get' shows, which the import reads back.
+// converts a CSV file row by row to the JSON Lines the node's import
+// endpoint takes (typed values, one line per record) as it sends them; the
+// node spools the request and writes nothing before it has all of it, so a
+// bad row fails the import with its line and column and writes nothing.
+// The export writes what 'ferry get' shows, which the import reads back.
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -146,16 +147,87 @@ func writeImportLines(w io.Writer, recs []csvRecord) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	enc := json.NewEncoder(bw)
 	for _, r := range recs {
-		obj := make(map[string]any, len(r.Fields)+1)
-		for k, v := range r.Fields {
-			obj[k] = v
-		}
-		obj[schema.ReservedIDField] = r.ID
-		if err := enc.Encode(obj); err != nil { // ends each object with one '\n'
-			return fmt.Errorf("line %d: %w", r.Line, err)
+		if err := writeImportLine(enc, r); err != nil {
+			return err
 		}
 	}
 	return bw.Flush()
+}
+
+// writeImportLine writes one record as one JSON line.
+func writeImportLine(enc *json.Encoder, r csvRecord) error {
+	obj := make(map[string]any, len(r.Fields)+1)
+	for k, v := range r.Fields {
+		obj[k] = v
+	}
+	obj[schema.ReservedIDField] = r.ID
+	if err := enc.Encode(obj); err != nil { // ends each object with one '\n'
+		return fmt.Errorf("line %d: %w", r.Line, err)
+	}
+	return nil
+}
+
+// csvImport is what streaming a CSV file to the node keeps: the file line
+// of each line sent, and the rows left out on this side (csvOptions.Collect).
+type csvImport struct {
+	Lines    lineMap
+	Rejected []csvRejection
+}
+
+// writeCSVImport reads the records of rd one at a time and writes each as
+// one JSON line to w (line K of w is the K-th record), noting in ci where
+// each comes from and the rows left out.
+func writeCSVImport(w io.Writer, rd *csvReader, ci *csvImport) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := json.NewEncoder(bw)
+	for {
+		rec, rej, err := rd.next()
+		switch {
+		case err == io.EOF:
+			return bw.Flush()
+		case err != nil:
+			return err
+		case rej != nil:
+			ci.Rejected = append(ci.Rejected, *rej)
+			continue
+		}
+		if err := writeImportLine(enc, *rec); err != nil {
+			return err
+		}
+		ci.Lines.add(rec.Line)
+	}
+}
+
+// lineMap maps the lines of an import request (one record each) to the
+// lines of the file where the records start. It keeps one entry per run of
+// records on consecutive lines, not one per record.
+type lineMap struct {
+	n    int       // lines mapped
+	runs []lineRun // by k
+}
+
+// lineRun: request line k is file line line, and the lines after it follow
+// one to one up to the next run.
+type lineRun struct{ k, line int }
+
+// add maps the next request line to file line line.
+func (m *lineMap) add(line int) {
+	m.n++
+	if len(m.runs) > 0 {
+		if last := m.runs[len(m.runs)-1]; last.line+(m.n-last.k) == line {
+			return
+		}
+	}
+	m.runs = append(m.runs, lineRun{k: m.n, line: line})
+}
+
+// line returns the file line of request line k.
+func (m *lineMap) line(k int) (int, bool) {
+	if k < 1 || k > m.n {
+		return 0, false
+	}
+	i := sort.Search(len(m.runs), func(i int) bool { return m.runs[i].k > k }) - 1
+	return m.runs[i].line + k - m.runs[i].k, true
 }
 
 // importLineRE matches the "line K: " the node puts before an import error.
@@ -164,15 +236,28 @@ var importLineRE = regexp.MustCompile(`^line ([0-9]+): `)
 // relocateImportError rewrites the node's "line K: ..." (K counts the JSON
 // lines sent) to the line of the CSV file where record K starts.
 func relocateImportError(msg string, recs []csvRecord) string {
-	m := importLineRE.FindStringSubmatch(msg)
-	if m == nil {
+	var m lineMap
+	for _, r := range recs {
+		m.add(r.Line)
+	}
+	return relocateLine(msg, &m)
+}
+
+// relocateLine is relocateImportError with the lines of a lineMap.
+func relocateLine(msg string, m *lineMap) string {
+	sub := importLineRE.FindStringSubmatch(msg)
+	if sub == nil {
 		return msg
 	}
-	k, err := strconv.Atoi(m[1])
-	if err != nil || k < 1 || k > len(recs) {
+	k, err := strconv.Atoi(sub[1])
+	if err != nil {
 		return msg
 	}
-	return fmt.Sprintf("line %d: %s", recs[k-1].Line, msg[len(m[0]):])
+	line, ok := m.line(k)
+	if !ok {
+		return msg
+	}
+	return fmt.Sprintf("line %d: %s", line, msg[len(sub[0]):])
 }
 
 // csvExporter writes records as CSV: a header row (id, then the fields of
@@ -288,19 +373,4 @@ func fetchCollection(ctx context.Context, c *client, name string) (*schema.Colle
 	}
 	coll.Name = name
 	return coll, nil
-}
-
-// csvImportBody reads a whole CSV file and returns the import request body
-// and what reading found (its records relocate the node's errors). name
-// labels errors.
-func csvImportBody(in io.Reader, name string, coll *schema.Collection, opts csvOptions) ([]byte, csvResult, error) {
-	res, err := readCSVWith(in, coll, opts)
-	if err != nil {
-		return nil, res, fmt.Errorf("%s: %w", name, err)
-	}
-	var body bytes.Buffer
-	if err := writeImportLines(&body, res.Records); err != nil {
-		return nil, res, fmt.Errorf("%s: %w", name, err)
-	}
-	return body.Bytes(), res, nil
 }

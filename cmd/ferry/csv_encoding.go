@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -16,43 +18,140 @@ import (
 // The bytes of CSV files: encodings (BOMs, UTF-16, Windows-1252) and the
 // delimiter, read and written as Excel and other CRMs do.
 
-// decodeCSV turns the file's bytes into text: a BOM decides (UTF-8, UTF-16
-// LE or BE), else enc, else UTF-8 when the bytes are valid UTF-8 and
-// Windows-1252 when not. It returns the encoding used.
-func decodeCSV(raw []byte, enc string) (string, string, error) {
+// decodeCSV returns the text of a CSV file, read from in from where it
+// stands, as it is read: a BOM decides (UTF-8, UTF-16 LE or BE), else enc,
+// else UTF-8 when the bytes are valid UTF-8 and Windows-1252 when not (to
+// tell, the file is read once before, and in sought back). It returns the
+// encoding used.
+func decodeCSV(in io.ReadSeeker, enc string) (io.Reader, string, error) {
+	start, err := in.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil, "", fmt.Errorf("read CSV: %w", err)
+	}
+	br := bufio.NewReaderSize(in, 64<<10)
+	head, err := br.Peek(len(utf8BOM))
+	if err != nil && err != io.EOF && !errors.Is(err, bufio.ErrBufferFull) {
+		return nil, "", fmt.Errorf("read CSV: %w", err)
+	}
 	switch {
-	case bytes.HasPrefix(raw, []byte(utf8BOM)):
+	case bytes.HasPrefix(head, []byte(utf8BOM)):
 		if enc != "" && !strings.EqualFold(enc, "utf-8") {
-			return "", "", fmt.Errorf("the file starts with a UTF-8 byte order mark, but --encoding says %s", enc)
+			return nil, "", fmt.Errorf("the file starts with a UTF-8 byte order mark, but --encoding says %s", enc)
 		}
-		raw, enc = raw[len(utf8BOM):], "utf-8"
-	case bytes.HasPrefix(raw, []byte{0xFF, 0xFE}), bytes.HasPrefix(raw, []byte{0xFE, 0xFF}):
+		_, _ = br.Discard(len(utf8BOM))
+		return br, "utf-8", nil
+	case bytes.HasPrefix(head, []byte{0xFF, 0xFE}), bytes.HasPrefix(head, []byte{0xFE, 0xFF}):
 		enc = "utf-16"
 	}
 	var dec *encoding.Decoder
 	switch strings.ToLower(enc) {
 	case "":
-		if utf8.Valid(raw) {
-			return string(raw), "utf-8", nil
+		valid, err := validUTF8(br)
+		if err != nil {
+			return nil, "", fmt.Errorf("read CSV: %w", err)
+		}
+		if _, err := in.Seek(start, io.SeekStart); err != nil {
+			return nil, "", fmt.Errorf("read CSV: %w", err)
+		}
+		br.Reset(in)
+		if valid {
+			return br, "utf-8", nil
 		}
 		enc, dec = "windows-1252", charmap.Windows1252.NewDecoder()
 	case "utf-8", "utf8":
 		// Bytes that are not UTF-8 are refused cell by cell, with their
 		// line and column.
-		return string(raw), "utf-8", nil
+		return br, "utf-8", nil
 	case "windows-1252", "cp1252", "latin1", "iso-8859-1":
 		enc, dec = "windows-1252", charmap.Windows1252.NewDecoder()
 	case "utf-16", "utf16":
 		// Excel's "Unicode text": little-endian unless its BOM says otherwise.
 		enc, dec = "utf-16", unicode.UTF16(unicode.LittleEndian, unicode.UseBOM).NewDecoder()
 	default:
-		return "", "", fmt.Errorf("--encoding %q: want utf-8, windows-1252 or utf-16", enc)
+		return nil, "", fmt.Errorf("--encoding %q: want utf-8, windows-1252 or utf-16", enc)
 	}
-	out, err := dec.Bytes(raw)
-	if err != nil {
-		return "", "", fmt.Errorf("decode %s: %w", enc, err)
+	out := bufio.NewReaderSize(decodeErrors{transform.NewReader(br, dec), enc}, 64<<10)
+	if head, _ := out.Peek(len(utf8BOM)); bytes.Equal(head, []byte(utf8BOM)) {
+		_, _ = out.Discard(len(utf8BOM))
 	}
-	return strings.TrimPrefix(string(out), utf8BOM), enc, nil
+	return out, enc, nil
+}
+
+// decodeErrors names the encoding in the errors of a decoding reader.
+type decodeErrors struct {
+	r   io.Reader
+	enc string
+}
+
+func (d decodeErrors) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("decode %s: %w", d.enc, err)
+	}
+	return n, err
+}
+
+// validUTF8 reads r to its end and tells whether it is valid UTF-8.
+func validUTF8(r io.Reader) (bool, error) {
+	buf := make([]byte, 64<<10)
+	carry := 0 // bytes of a rune cut by the previous read
+	for {
+		n, err := r.Read(buf[carry:])
+		n += carry
+		end := n
+		if err == nil {
+			// Keep a rune the read cut for the next one.
+			for k := 1; k < utf8.UTFMax && k <= n; k++ {
+				if utf8.RuneStart(buf[n-k]) {
+					if !utf8.FullRune(buf[n-k : n]) {
+						end = n - k
+					}
+					break
+				}
+			}
+		}
+		if !utf8.Valid(buf[:end]) {
+			return false, nil
+		}
+		carry = copy(buf, buf[end:n])
+		switch {
+		case err == io.EOF:
+			return true, nil
+		case err != nil:
+			return false, err
+		}
+	}
+}
+
+// csvHeaderMax bounds what is read to detect the delimiter.
+const csvHeaderMax = 1 << 20
+
+// peekHeader returns the first line of a CSV text (up to the first line
+// break outside quotes, at most csvHeaderMax bytes) and a reader of the
+// whole text, that line included.
+func peekHeader(r io.Reader) (string, io.Reader, error) {
+	br, ok := r.(*bufio.Reader)
+	if !ok {
+		br = bufio.NewReader(r)
+	}
+	var head []byte
+	quoted := false
+	for len(head) < csvHeaderMax {
+		c, err := br.ReadByte()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", nil, fmt.Errorf("read CSV: %w", err)
+		}
+		head = append(head, c)
+		if c == '"' {
+			quoted = !quoted
+		} else if c == '\n' && !quoted {
+			break
+		}
+	}
+	return string(head), io.MultiReader(bytes.NewReader(head), br), nil
 }
 
 // detectComma picks the delimiter of a CSV text: the most frequent of ',',

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/csv"
@@ -13,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/ferry-crm/ferry/crdt"
 	"github.com/ferry-crm/ferry/schema"
 )
 
@@ -33,7 +33,7 @@ type csvOptions struct {
 	// field ignores the column. It wins over names and aliases.
 	Map map[string]string
 	// IgnoreUnknown leaves out columns that map to no field instead of
-	// failing; they are listed in csvResult.Ignored.
+	// failing; they are listed in csvReader.Ignored.
 	IgnoreUnknown bool
 	// IDColumn names the column that holds the record ids (default: the
 	// column named "id").
@@ -47,12 +47,13 @@ type csvOptions struct {
 	NewIDs bool
 	// Format reads numbers and dates written for a locale.
 	Format schema.TextFormat
-	// Collect leaves out a row that cannot be read (csvResult.Rejected)
-	// instead of failing; a bad header still fails.
+	// Collect leaves out a row that cannot be read (a csvRejection of
+	// csvReader.next) instead of failing; a bad header still fails.
 	Collect bool
 }
 
-// csvResult is what reading a file found besides its records.
+// csvResult is a whole file read (readCSVWith): its records and what
+// reading found besides.
 type csvResult struct {
 	Records  []csvRecord
 	Comma    rune
@@ -69,78 +70,150 @@ func readCSV(r io.Reader, coll *schema.Collection, comma rune) ([]csvRecord, err
 	return res.Records, err
 }
 
-// readCSVWith converts a CSV file to records of coll. The first row is the
-// header: each column maps, in this order, through opts.Map, to the id
-// (opts.IDColumn, or a column named "id"), or to a field by its name or one
-// of its aliases (schema.Collection.Column: case and spaces do not count).
-// Every later row is one record: an empty cell leaves its field out, every
-// other cell is parsed by its field's type like 'ferry put' parses
-// FIELD=VALUE, in opts.Format. Rows whose cells are all empty are skipped.
-// The whole input is read: the first problem is returned as a *csvError
-// (or an I/O error) and no record.
+// readCSVWith converts a whole CSV file, in memory, to records of coll
+// (see csvReader; the import streams instead: writeCSVImport). The first
+// problem is returned as a *csvError (or an I/O error) and no record.
 func readCSVWith(r io.Reader, coll *schema.Collection, opts csvOptions) (csvResult, error) {
 	var res csvResult
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		return res, fmt.Errorf("read CSV: %w", err)
 	}
-	text, enc, err := decodeCSV(raw, opts.Encoding)
+	rd, err := newCSVReader(bytes.NewReader(raw), coll, opts)
+	if rd != nil {
+		res.Encoding, res.Comma, res.Header, res.Ignored = rd.Encoding, rd.Comma, rd.Header, rd.Ignored
+	}
 	if err != nil {
 		return res, err
 	}
-	res.Encoding = enc
-	res.Comma = opts.Comma
-	if res.Comma == 0 {
-		res.Comma = detectComma(text)
+	for {
+		rec, rej, err := rd.next()
+		switch {
+		case err == io.EOF:
+			return res, nil
+		case err != nil:
+			res.Records = nil
+			return res, err
+		case rej != nil:
+			res.Rejected = append(res.Rejected, *rej)
+		default:
+			res.Records = append(res.Records, *rec)
+		}
 	}
-	cr := csv.NewReader(strings.NewReader(text))
-	cr.Comma = res.Comma
-	cr.FieldsPerRecord = -1 // checked here, with a better message
+}
 
-	header, err := cr.Read()
+// csvReader reads the records of a CSV file one at a time. The first row
+// is the header: each column maps, in this order, through opts.Map, to the
+// id (opts.IDColumn, or a column named "id"), or to a field by its name or
+// one of its aliases (schema.Collection.Column: case and spaces do not
+// count). Every later row is one record: an empty cell leaves its field
+// out, every other cell is parsed by its field's type like 'ferry put'
+// parses FIELD=VALUE, in opts.Format. Rows whose cells are all empty are
+// skipped.
+type csvReader struct {
+	Comma    rune
+	Encoding string   // how the bytes are decoded
+	Ignored  []string // columns left out (IgnoreUnknown, or mapped to "")
+	Header   []string // the header row as read
+
+	cr    *csv.Reader
+	coll  *schema.Collection
+	opts  csvOptions
+	cols  []string
+	idCol int
+	ids   *idMaker
+}
+
+// newCSVReader decodes the text of in (see decodeCSV), detects its
+// delimiter unless opts gives it, and reads and maps the header. On an
+// error past decoding it returns what it found with the error.
+func newCSVReader(in io.ReadSeeker, coll *schema.Collection, opts csvOptions) (*csvReader, error) {
+	text, enc, err := decodeCSV(in, opts.Encoding)
+	if err != nil {
+		return nil, err
+	}
+	rd := &csvReader{Encoding: enc, Comma: opts.Comma, coll: coll, opts: opts}
+	if rd.Comma == 0 {
+		var head string
+		if head, text, err = peekHeader(text); err != nil {
+			return rd, err
+		}
+		rd.Comma = detectComma(head)
+	}
+	rd.cr = csv.NewReader(text)
+	rd.cr.Comma = rd.Comma
+	rd.cr.FieldsPerRecord = -1 // checked here, with a better message
+
+	header, err := rd.cr.Read()
 	if err == io.EOF {
-		return res, &csvError{Line: 1, Err: errors.New(`the file is empty: want a header row naming the columns, one of them the id`)}
+		return rd, &csvError{Line: 1, Err: errors.New(`the file is empty: want a header row naming the columns, one of them the id`)}
 	}
 	if err != nil {
-		return res, csvReadError(err)
+		return rd, csvReadError(err)
 	}
-	line, _ := cr.FieldPos(0)
-	res.Header = header
+	line, _ := rd.cr.FieldPos(0)
+	rd.Header = header
 	cols, idCol, ignored, err := mapColumns(header, coll, opts)
 	if err != nil {
-		return res, &csvError{Line: line, Err: err}
+		return rd, &csvError{Line: line, Err: err}
 	}
-	res.Ignored = ignored
-	ids, err := newIDMaker(coll, opts, idCol, header)
-	if err != nil {
-		return res, &csvError{Line: line, Err: err}
+	rd.cols, rd.idCol, rd.Ignored = cols, idCol, ignored
+	if rd.ids, err = newIDMaker(coll, opts, idCol, header); err != nil {
+		return rd, &csvError{Line: line, Err: err}
 	}
+	return rd, nil
+}
+
+// next returns the next record, or with opts.Collect a row that cannot be
+// read, left out; io.EOF at the end. Without opts.Collect such a row is
+// an error (a *csvError).
+func (rd *csvReader) next() (*csvRecord, *csvRejection, error) {
 	for {
-		row, err := cr.Read()
+		row, err := rd.cr.Read()
 		if err == io.EOF {
-			return res, nil
+			return nil, nil, io.EOF
 		}
 		var pe *csv.ParseError
-		if err != nil && !(opts.Collect && errors.As(err, &pe)) {
-			return res, csvReadError(err)
+		if err != nil && !(rd.opts.Collect && errors.As(err, &pe)) {
+			return nil, nil, csvReadError(err)
 		}
 		if err != nil {
 			// A broken quote: encoding/csv has read past it to what it
 			// could, and goes on from there.
-			res.Rejected = append(res.Rejected, csvRejection{Line: pe.StartLine, Row: row, Reason: csvReadError(err).Error()})
-			continue
+			return nil, &csvRejection{Line: pe.StartLine, Row: row, Reason: csvReadError(err).Error()}, nil
 		}
-		rec, err := readRow(cr, row, header, cols, idCol, coll, ids, opts, res.Comma)
+		rec, err := readRow(rd.cr, row, rd.Header, rd.cols, rd.idCol, rd.coll, rd.ids, rd.opts, rd.Comma)
 		if err != nil {
 			var ce *csvError
-			if !opts.Collect || !errors.As(err, &ce) {
-				return res, err
+			if !rd.opts.Collect || !errors.As(err, &ce) {
+				return nil, nil, err
 			}
-			res.Rejected = append(res.Rejected, csvRejection{Line: ce.Line, Row: row, Reason: ce.Error()})
-			continue
+			return nil, &csvRejection{Line: ce.Line, Row: row, Reason: ce.Error()}, nil
 		}
 		if rec != nil {
-			res.Records = append(res.Records, *rec)
+			return rec, nil, nil
+		}
+	}
+}
+
+// rows calls fn with every data row as read, and the line where it starts
+// (the rows encoding/csv cannot read are left out).
+func (rd *csvReader) rows(fn func(line int, row []string) error) error {
+	for {
+		row, err := rd.cr.Read()
+		if err == io.EOF {
+			return nil
+		}
+		var pe *csv.ParseError
+		if errors.As(err, &pe) {
+			continue
+		}
+		if err != nil {
+			return csvReadError(err)
+		}
+		line, _ := rd.cr.FieldPos(0)
+		if err := fn(line, row); err != nil {
+			return err
 		}
 	}
 }
@@ -331,21 +404,6 @@ type csvRejection struct {
 	Line   int
 	Row    []string // the row's cells as read
 	Reason string
-}
-
-// nodeRejections turns the records the node left out (their lines are
-// lines of the request body: record K-1) into rejections of the file's
-// rows.
-func nodeRejections(rej []crdt.ImportRejection, recs []csvRecord) []csvRejection {
-	out := make([]csvRejection, 0, len(rej))
-	for _, r := range rej {
-		if r.Line < 1 || r.Line > len(recs) {
-			continue
-		}
-		rec := recs[r.Line-1]
-		out = append(out, csvRejection{Line: rec.Line, Row: rec.Row, Reason: r.Reason})
-	}
-	return out
 }
 
 // writeRejects writes the rows left out to a new CSV file: "line" and

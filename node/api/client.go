@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferry-crm/ferry/crdt"
@@ -171,8 +172,50 @@ func (c *Client) List(ctx context.Context, collection string, opts ListOptions, 
 
 // Import sends JSON Lines (one object with an "id" member per line) and
 // calls progress with every progress line; it returns the final result.
-// opts asks for a dry run, or to leave out invalid records.
+// opts asks for a dry run, or to leave out invalid records. lines is sent
+// as it is read (it may be an io.Pipe written while the import is sent):
+// the node spools it and reads it only once it has all of it, so an input
+// that fails part-way (an error from lines) writes nothing. Past the
+// node's limit (apijson.MaxImportBody) it fails with ErrImportTooLarge.
 func (c *Client) Import(ctx context.Context, collection string, lines io.Reader, opts crdt.ImportOptions, progress func(apijson.ImportProgress)) (crdt.ImportResult, error) {
+	body := &importBody{r: lines, left: maxImportBody}
+	res, err := c.importLines(ctx, collection, body, opts, progress)
+	if body.over.Load() {
+		return crdt.ImportResult{}, fmt.Errorf("%w of %s (split it into smaller files)", ErrImportTooLarge, byteSize(maxImportBody))
+	}
+	return res, err
+}
+
+// ErrImportTooLarge: an import's input is over the node's limit.
+var ErrImportTooLarge = errors.New("the input is over the node's import limit")
+
+// importBody is the body of an import, read up to a limit.
+type importBody struct {
+	r    io.Reader
+	left int64
+	// over: more than the limit was read. Atomic: the transport may still
+	// read the body after the answer came.
+	over atomic.Bool
+}
+
+func (b *importBody) Read(p []byte) (int, error) {
+	if b.over.Load() {
+		return 0, ErrImportTooLarge
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.r.Read(p)
+	if int64(n) > b.left {
+		n, b.left = int(b.left), 0
+		b.over.Store(true)
+		return n, ErrImportTooLarge
+	}
+	b.left -= int64(n)
+	return n, err
+}
+
+func (c *Client) importLines(ctx context.Context, collection string, lines io.Reader, opts crdt.ImportOptions, progress func(apijson.ImportProgress)) (crdt.ImportResult, error) {
 	var res *crdt.ImportResult
 	q := url.Values{}
 	if opts.DryRun {

@@ -3,9 +3,11 @@ package api
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 
@@ -161,10 +163,23 @@ func importQuery(r *http.Request) (crdt.ImportOptions, error) {
 	return opts, nil
 }
 
-// importLines reads JSON Lines (one object with an "id" member per line),
-// validates every line, then writes them in batched deltas, streaming
-// progress as JSON Lines. A validation error is a plain 400: nothing was
-// written.
+// maxImportBody bounds an import's request body (a variable for tests).
+var maxImportBody int64 = apijson.MaxImportBody
+
+// SpoolDirer is implemented by a Backend that has a directory of its own
+// for the import's spooled request bodies (the node: its data dir's tmp/);
+// without one they go to os.TempDir().
+type SpoolDirer interface {
+	SpoolDir() string
+}
+
+// importLines reads JSON Lines (one object with an "id" member per line)
+// into a temporary file, up to maxImportBody bytes, then imports them from
+// it in two passes (crdt.Store.ImportStream), streaming progress as JSON
+// Lines: the first pass validates every line, the second writes them in
+// batched deltas. A malformed line or a record that fails validation is a
+// plain 400 naming its line, and nothing was written; a body over the
+// limit is a 413.
 func (s *Server) importLines(w http.ResponseWriter, r *http.Request) {
 	collection := r.PathValue("collection")
 	opts, err := importQuery(r)
@@ -172,11 +187,36 @@ func (s *Server) importLines(w http.ResponseWriter, r *http.Request) {
 		writeError(w, BadRequest(err))
 		return
 	}
-	recs, err := apijson.ReadLines(r.Body)
+	f, err := s.spool(w, r)
 	if err != nil {
-		writeError(w, BadRequest(err))
+		if errors.Is(err, ErrImportTooLarge) {
+			writeJSON(w, http.StatusRequestEntityTooLarge, apijson.ErrorBody{Error: err.Error()})
+			return
+		}
+		writeError(w, err)
 		return
 	}
+	defer func() {
+		_ = f.Close()
+		if err := os.Remove(f.Name()); err != nil {
+			s.log.Warn("import: remove the spooled request", "file", f.Name(), "err", err)
+		}
+	}()
+	src := func(yield func(crdt.ImportRecord) error) error {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return fmt.Errorf("read the spooled request: %w", err)
+		}
+		var stop error
+		err := apijson.EachLine(bufio.NewReaderSize(f, 64<<10), func(rec crdt.ImportRecord) error {
+			stop = yield(rec)
+			return stop
+		})
+		if err != nil && stop == nil {
+			return BadRequest(err) // a malformed line
+		}
+		return err
+	}
+
 	started := false
 	var enc *json.Encoder
 	emit := func(p apijson.ImportProgress) {
@@ -191,15 +231,75 @@ func (s *Server) importLines(w http.ResponseWriter, r *http.Request) {
 			f.Flush()
 		}
 	}
-	res, err := s.b.Store().ImportWith(r.Context(), collection, recs, opts, func(done int) {
-		emit(apijson.ImportProgress{Done: done, Total: len(recs)})
+	res, err := s.b.Store().ImportStream(r.Context(), collection, src, opts, func(done, total int) {
+		emit(apijson.ImportProgress{Done: done, Total: total})
 	})
 	switch {
 	case err != nil && !started:
 		writeError(w, err)
 	case err != nil:
-		emit(apijson.ImportProgress{Done: res.Written + res.Unchanged, Total: len(recs), Error: err.Error()})
+		emit(apijson.ImportProgress{Done: res.Written + res.Unchanged, Total: res.Records, Error: err.Error()})
 	default:
-		emit(apijson.ImportProgress{Done: len(recs), Total: len(recs), Result: &res})
+		emit(apijson.ImportProgress{Done: res.Records, Total: res.Records, Result: &res})
 	}
+}
+
+// spool copies the request body to a new temporary file, which the caller
+// closes and removes. A body over maxImportBody is ErrImportTooLarge; a
+// body that cannot be read is the caller's mistake.
+func (s *Server) spool(w http.ResponseWriter, r *http.Request) (*os.File, error) {
+	dir := os.TempDir()
+	if sd, ok := s.b.(SpoolDirer); ok && sd.SpoolDir() != "" {
+		dir = sd.SpoolDir()
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("import: spool the request: %w", err)
+		}
+	}
+	f, err := os.CreateTemp(dir, "import-*.jsonl")
+	if err != nil {
+		return nil, fmt.Errorf("import: spool the request: %w", err)
+	}
+	sw := &spoolWriter{f: f}
+	_, err = io.Copy(sw, http.MaxBytesReader(w, r.Body, maxImportBody))
+	if err != nil {
+		_ = f.Close()
+		_ = os.Remove(f.Name())
+		var tooLarge *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooLarge):
+			return nil, fmt.Errorf("import: %w of %s (split it into smaller files)", ErrImportTooLarge, byteSize(tooLarge.Limit))
+		case sw.err != nil:
+			return nil, fmt.Errorf("import: spool the request: %w", err)
+		}
+		return nil, BadRequest(fmt.Errorf("import: read the request: %w", err))
+	}
+	return f, nil
+}
+
+// spoolWriter is the spool file, telling its write errors from the
+// body's read errors.
+type spoolWriter struct {
+	f   *os.File
+	err error
+}
+
+func (w *spoolWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}
+
+// byteSize renders a size limit: "1 GiB", "64 KiB", "100 bytes".
+func byteSize(n int64) string {
+	for _, u := range []struct {
+		unit string
+		size int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return fmt.Sprintf("%d %s", n/u.size, u.unit)
+		}
+	}
+	return fmt.Sprintf("%d bytes", n)
 }

@@ -2,6 +2,7 @@ package apijson
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +15,10 @@ import (
 
 // MaxLine bounds one JSON Lines record of an import, and a request body.
 const MaxLine = 1 << 20
+
+// MaxImportBody bounds the body of an import request (the node spools it
+// to a file before reading it): 1 GiB, millions of typical contacts.
+const MaxImportBody = 1 << 30
 
 // Record is a record as the API and the CLI print it.
 type Record struct {
@@ -141,36 +146,52 @@ type ImportProgress struct {
 // ReadLines parses import input: one JSON object per line with a string
 // "id"; blank lines are skipped. Errors name the line.
 func ReadLines(r io.Reader) ([]crdt.ImportRecord, error) {
+	var out []crdt.ImportRecord
+	err := EachLine(r, func(rec crdt.ImportRecord) error {
+		out = append(out, rec)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// EachLine is ReadLines one record at a time: it calls fn with each record
+// as it is read, holding none, and stops at the first malformed line (an
+// error naming it) or at fn's error, which it returns as it is.
+func EachLine(r io.Reader, fn func(crdt.ImportRecord) error) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), MaxLine)
-	var out []crdt.ImportRecord
 	line := 0
 	for sc.Scan() {
 		line++
-		text := strings.TrimSpace(sc.Text())
-		if text == "" {
+		text := bytes.TrimSpace(sc.Bytes())
+		if len(text) == 0 {
 			continue
 		}
-		dec := json.NewDecoder(strings.NewReader(text))
+		dec := json.NewDecoder(bytes.NewReader(text))
 		dec.UseNumber()
 		var obj map[string]any
 		if err := dec.Decode(&obj); err != nil {
-			return nil, fmt.Errorf("line %d: not a JSON object: %w", line, err)
+			return fmt.Errorf("line %d: not a JSON object: %w", line, err)
 		}
 		if dec.More() {
-			return nil, fmt.Errorf("line %d: more than one JSON value", line)
+			return fmt.Errorf("line %d: more than one JSON value", line)
 		}
 		id, ok := obj[schema.ReservedIDField].(string)
 		if !ok || id == "" {
-			return nil, fmt.Errorf("line %d: missing string \"id\"", line)
+			return fmt.Errorf("line %d: missing string \"id\"", line)
 		}
 		delete(obj, schema.ReservedIDField)
-		out = append(out, crdt.ImportRecord{Line: line, ID: id, Fields: obj})
+		if err := fn(crdt.ImportRecord{Line: line, ID: id, Fields: obj}); err != nil {
+			return err
+		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("line %d: %w", line+1, err)
+		return fmt.Errorf("line %d: %w", line+1, err)
 	}
-	return out, nil
+	return nil
 }
 
 // FromHistory converts a record's history for output: record deletes,
