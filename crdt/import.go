@@ -174,7 +174,7 @@ func (s *Store) ImportStream(ctx context.Context, collection string, src ImportS
 		if ops == 0 {
 			return nil
 		}
-		if err := s.signAll(pending); err != nil {
+		if err := s.signBatch(pending); err != nil {
 			return fmt.Errorf("import %s: %w", collection, err)
 		}
 		if err := s.checkRoom(ctx); err != nil {

@@ -39,7 +39,10 @@ type write struct {
 	// Legacy: the write was migrated from store format 1, and Sig is the
 	// format-1 signature over its per-field ops (see legacyMessage).
 	Legacy bool
-	Sig    []byte
+	// Batch: Sig is the signature of the whole import batch the write was
+	// part of (see batchMessage).
+	Batch bool
+	Sig   []byte
 	// signed is the part of the stored value the signature covers (set by
 	// decodeWrite).
 	signed []byte
@@ -58,7 +61,8 @@ func (w *write) refs() []string {
 // field with a JSON envelope; format 2 stores one element per write:
 //
 //	byte 0      Format (2)
-//	byte 1      flags: bit 0 set = migrated from format 1 (legacy signature)
+//	byte 1      flags: bit 0 set = migrated from format 1 (legacy signature),
+//	            bit 1 set = signed as part of an import batch (batchMessage)
 //	uvarint     length of the body
 //	body        CBOR, see wireBody
 //	rest        the writer's signature (absent in an open network)
@@ -72,6 +76,7 @@ const (
 	LegacyFormat = 1
 
 	flagLegacy = 1
+	flagBatch  = 2
 )
 
 // wireBody is the CBOR body of a write. Nothing the key holds (collection,
@@ -203,6 +208,9 @@ func encodeWrite(w *write) ([]byte, error) {
 	if w.Legacy {
 		flags |= flagLegacy
 	}
+	if w.Batch {
+		flags |= flagBatch
+	}
 	out = append(out, Format, flags)
 	out = binary.AppendUvarint(out, uint64(len(b)))
 	return append(out, b...), nil
@@ -222,7 +230,7 @@ func decodeWrite(k keyParts, data []byte) (*write, error) {
 		return nil, fmt.Errorf("decode write %s: store format %d, want %d", k.Op, data[0], Format)
 	}
 	flags := data[1]
-	if flags&^flagLegacy != 0 {
+	if flags&^(flagLegacy|flagBatch) != 0 || flags == flagLegacy|flagBatch {
 		return nil, fmt.Errorf("decode write %s: unknown flags %#x", k.Op, flags)
 	}
 	n, m := binary.Uvarint(data[2:])
@@ -234,7 +242,7 @@ func decodeWrite(k keyParts, data []byte) (*write, error) {
 	if err := cborDec.Unmarshal(data[2+m:end], &body); err != nil {
 		return nil, fmt.Errorf("decode write %s: %w", k.Op, err)
 	}
-	w := &write{ID: k.Op, Legacy: flags&flagLegacy != 0, signed: data[:end]}
+	w := &write{ID: k.Op, Legacy: flags&flagLegacy != 0, Batch: flags&flagBatch != 0, signed: data[:end]}
 	if end < len(data) {
 		w.Sig = data[end:]
 	}

@@ -365,3 +365,74 @@ func TestTrustReplay(t *testing.T) {
 	tn.waitConverged(10 * time.Second)
 	expectEverywhere(t, tn, "contacts", "c1", "phone", "1", forgedID, ReasonBadSignature)
 }
+
+// TestTrustImportBatchSignature: the writes of one import delta carry one
+// signature over all of them. A member replaying some of them in a delta of
+// its own changes nothing (their honest block verified); a write forged
+// with that signature is ignored everywhere.
+func TestTrustImportBatchSignature(t *testing.T) {
+	tn := newTrustNet(t, 3)
+	a, c := tn.replicas[0], tn.replicas[2]
+	ctx := context.Background()
+	var recs []ImportRecord
+	for i := range 10 {
+		recs = append(recs, ImportRecord{Line: i + 1, ID: fmt.Sprintf("b%d", i), Fields: map[string]any{"last_name": "L", "phone": fmt.Sprint(i)}})
+	}
+	res, err := a.Import(ctx, "contacts", recs, nil)
+	if err != nil || res.Deltas != 1 {
+		t.Fatalf("import: %+v %v", res, err)
+	}
+	tn.waitConverged(10 * time.Second)
+	var sig []byte
+	var stored [][2]string // key, value
+	if err := c.scan(ctx, collectionPrefix("contacts").String()+"/", func(kp keyParts, w *write) error {
+		if !w.Batch || sig != nil && string(w.Sig) != string(sig) {
+			t.Errorf("write %s: batch %v, signature shared %v", kp.Op, w.Batch, sig == nil || string(w.Sig) == string(sig))
+		}
+		sig = w.Sig
+		v, err := c.eng().Get(ctx, writeKey("contacts", kp.EscapedID, kp.Op))
+		if err != nil {
+			return err
+		}
+		stored = append(stored, [2]string{writeKey("contacts", kp.EscapedID, kp.Op).String(), string(v)})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) != 10 {
+		t.Fatalf("%d writes stored", len(stored))
+	}
+	// Replay three of them in C's own delta.
+	b, _ := c.eng().Batch(ctx)
+	for _, kv := range stored[:3] {
+		if err := b.Put(ctx, dsKey(kv[0]), []byte(kv[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tn.waitConverged(10 * time.Second)
+	for _, r := range tn.all() {
+		if ig, _ := r.Ignored(ctx); len(ig) != 0 {
+			t.Errorf("%s: a replay got writes ignored: %v", r.writer, ig)
+		}
+	}
+	// A forged write carrying the batch's signature.
+	kp, _ := parseOpKey(stored[0][0])
+	forgedID := OpID{Time: kp.Op.Time + 1, Writer: kp.Op.Writer}
+	fw := &write{ID: forgedID, Batch: true, Ops: []Op{{ID: forgedID, Field: "phone", Value: "forged", Supersedes: []string{"phone/" + kp.Op.String()}}}}
+	forged, err := encodeWrite(fw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = c.eng().Batch(ctx)
+	if err := b.Put(ctx, writeKey("contacts", kp.EscapedID, forgedID), append(forged, sig...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tn.waitConverged(10 * time.Second)
+	expectEverywhere(t, tn, "contacts", "b0", "phone", "0", forgedID, ReasonBadSignature)
+}
