@@ -97,6 +97,12 @@ type Config struct {
 	// DiskReserve is the free space kept on the data dir's filesystem:
 	// below it local writes are refused (nil: disk.DefaultReserve).
 	DiskReserve *disk.Reserve
+	// MemoryLimit is the Go soft memory limit, in bytes, that Start sets
+	// for the whole process (runtime/debug.SetMemoryLimit): Go keeps the
+	// memory an import churned through unless a limit makes it give it
+	// back. Default DefaultMemoryLimit; 0 leaves the process's limit as it
+	// is. GOMEMLIMIT in the environment wins over both.
+	MemoryLimit int64
 	// ConflictHook, on an office node, is offered every open conflict.
 	ConflictHook *HookConfig
 	// Logger receives the node's logs (default slog.Default()).
@@ -120,6 +126,7 @@ func DefaultConfig(dir string) Config {
 
 		SyncInterval: 30 * time.Second,
 		Store:        crdt.DefaultOptions(),
+		MemoryLimit:  DefaultMemoryLimit,
 		Logger:       slog.Default(),
 	}
 }
@@ -128,13 +135,15 @@ func DefaultConfig(dir string) Config {
 // the timers a test would otherwise wait on short (re-dials from 50 ms,
 // peer exchange every 200 ms). The periodic heads exchange keeps its 30 s,
 // so that a test of the exchanges on connect and on change is not passed
-// by it.
+// by it. The process's memory limit is left alone: a test process runs
+// many nodes at once.
 func TestConfig(dir string) Config {
 	cfg := DefaultConfig(dir)
 	cfg.ListenAddrs = []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/0")}
 	cfg.DialMin, cfg.DialMax = 50*time.Millisecond, 500*time.Millisecond
 	cfg.PeerExchangeInterval = 200 * time.Millisecond
 	cfg.MDNS = false
+	cfg.MemoryLimit = 0
 	return cfg
 }
 
@@ -154,6 +163,8 @@ func (c *Config) validate() error {
 		return errors.New("a conflict hook runs on an office node only")
 	case c.ConflictHook != nil && len(c.ConflictHook.Command) == 0 && c.ConflictHook.URL == "":
 		return errors.New("conflict hook: give a command or a URL")
+	case c.MemoryLimit < 0:
+		return fmt.Errorf("memory limit %d: want bytes, or 0 for none", c.MemoryLimit)
 	}
 	return nil
 }
@@ -172,9 +183,11 @@ type Node struct {
 	life *lifecycle.Group // the node's own loops: repair, hook, first digest
 
 	// storage, outside-in: base is badger; every write goes through guard
-	// (and fault, when injected); bstore holds the DAG's blocks under it.
+	// (and fault, when injected); bstore holds the DAG's blocks under it;
+	// gc reclaims badger's value log, through guard.
 	base   *badger.Datastore
 	guard  *datadir.Guard
+	gc     *datadir.GC
 	fault  *diskfault.Store // set through disk.FaultFullEnv (tests, fault harness)
 	disk   *disk.Watch
 	bstore blockstore.Blockstore
@@ -212,6 +225,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("start node: %w", err)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), key: key, self: self, life: lifecycle.New()}
+	applyMemoryLimit(cfg.MemoryLimit, n.log)
 	defer func() {
 		if err != nil {
 			_ = n.Close()
@@ -221,6 +235,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Value-log GC writes too: through the guard, and only with room.
+	n.gc = datadir.StartGC(n.guard, cfg.Dir, datadir.GCOptions{Room: n.disk.CheckRoom, Logger: n.log})
 	if cfg.Network {
 		if n.net, err = n.startTransport(ctx); err != nil {
 			return nil, fmt.Errorf("start node: %w", err)
@@ -247,9 +263,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 //  2. the node's own loops end (repair, conflict hook, first digest);
 //  3. the crdt store closes (go-ds-crdt's workers stop);
 //  4. bitswap, then the libp2p host;
-//  5. the datastore; last, the open marker goes, recording a clean
-//     shutdown, unless a merge was cut short (then the next start recovers
-//     as after a crash).
+//  5. the value-log GC (a round in progress finishes), then the
+//     datastore; last, the open marker goes, recording a clean shutdown,
+//     unless a merge was cut short (then the next start recovers as after
+//     a crash).
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
@@ -274,7 +291,10 @@ func (n *Node) Close() error {
 		if n.net != nil { // 4
 			add("network", n.net.closeTransport())
 		}
-		if n.base != nil { // 5
+		if n.gc != nil { // 5
+			add("value-log GC", n.gc.Close())
+		}
+		if n.base != nil {
 			add("datastore", n.base.Close())
 			if interrupted {
 				n.log.Warn("closed during a merge: the next start re-walks the DAG")

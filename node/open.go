@@ -78,6 +78,13 @@ func ConfigFromSettings(dir string, s *datadir.Settings) (Config, error) {
 		}
 		cfg.DiskReserve = &r
 	}
+	if s.MemoryLimit != "" {
+		l, err := ParseMemoryLimit(s.MemoryLimit)
+		if err != nil {
+			return cfg, fmt.Errorf("config memory_limit %w", err)
+		}
+		cfg.MemoryLimit = l
+	}
 	if h := s.ConflictHook; h != nil {
 		cfg.ConflictHook = &HookConfig{Command: h.Command, URL: h.URL}
 		if h.Timeout != "" {

@@ -37,6 +37,10 @@ func (n *Node) Status(ctx context.Context) apijson.Status {
 	if sp, err := n.disk.Space(); err == nil {
 		s.Disk = &sp
 	}
+	if s.Running {
+		// Without a running node, this process is the CLI command's.
+		s.Memory = memoryStatus()
+	}
 	for i, h := range st.Heads {
 		s.Heads[i] = h.String()
 	}
@@ -132,6 +136,9 @@ func (n *Node) Peers(ctx context.Context) ([]apijson.PeerInfo, error) {
 			}
 			if t, ok := n.net.heads.LastExchange(pid); ok {
 				p.LastSync = t
+			}
+			if inc, ok := n.net.formats.Peer(pid); ok {
+				p.Incompatible = inc.Reason
 			}
 		}
 	}

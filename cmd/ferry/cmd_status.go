@@ -57,6 +57,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 						fmt.Fprintf(tw, "disk:\t%s free of %s (reserve %s)\n", humanize.IBytes(d.Free), humanize.IBytes(d.Total), humanize.IBytes(d.Reserve))
 					}
 				}
+				if st.Memory != nil {
+					fmt.Fprintf(tw, "memory:\t%s\n", memoryLine(st.Memory))
+				}
 				if st.Digest == "" && !st.Running {
 					fmt.Fprintf(tw, "digest:\t(computed by a running node)\n")
 				} else if st.DigestPending {
@@ -129,7 +132,10 @@ func newPeersCmd(g *globals) *cobra.Command {
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%s\t%s\n", p.ID, p.Name, p.Role, p.Connected, howKnown(p), last)
 				}
-				return tw.Flush()
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				return printIncompatiblePeers(cmd.OutOrStdout(), peers)
 			})
 		},
 	}
@@ -168,6 +174,22 @@ func newOfflineCmd(g *globals, offline bool) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// memoryLine describes a node's memory: "84 MiB resident (peak 212 MiB),
+// Go heap 40 MiB, limit 256 MiB" (no RSS where the OS does not say).
+func memoryLine(m *apijson.Memory) string {
+	var parts []string
+	if m.RSS > 0 {
+		parts = append(parts, fmt.Sprintf("%s resident (peak %s)", humanize.IBytes(m.RSS), humanize.IBytes(m.PeakRSS)))
+	}
+	parts = append(parts, "Go heap "+humanize.IBytes(m.Heap))
+	if m.Limit > 0 {
+		parts = append(parts, "limit "+humanize.IBytes(m.Limit))
+	} else {
+		parts = append(parts, "no limit")
+	}
+	return strings.Join(parts, ", ")
 }
 
 // howKnown says how this node knows a peer.

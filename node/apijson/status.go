@@ -57,6 +57,24 @@ type Status struct {
 	Ignored    []Ignored `json:"ignored,omitempty"`
 	// RefusedStreams counts protocol streams refused to non-members.
 	RefusedStreams uint64 `json:"refused_streams"`
+	// Memory is the running node's process memory (absent when no node
+	// runs: the command opened the store itself).
+	Memory *Memory `json:"memory,omitempty"`
+}
+
+// Memory is a node process's memory, in bytes.
+type Memory struct {
+	// RSS is the memory resident in RAM (VmRSS of /proc/self/status),
+	// pages of the store's memory-mapped tables included; PeakRSS is the
+	// most it has been since the process started (VmHWM). Both are absent
+	// where /proc is not (not Linux).
+	RSS     uint64 `json:"rss_bytes,omitempty"`
+	PeakRSS uint64 `json:"peak_rss_bytes,omitempty"`
+	// Heap is the Go heap in use (runtime.MemStats.HeapInuse).
+	Heap uint64 `json:"heap_bytes"`
+	// Limit is the Go soft memory limit in force (memory_limit in
+	// config.yaml, or GOMEMLIMIT); absent: none.
+	Limit uint64 `json:"limit_bytes,omitempty"`
 }
 
 // CatchUp is a bulk fetch of missing blocks in progress.

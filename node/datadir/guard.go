@@ -44,19 +44,23 @@ import (
 // write and seeks there) before the next write. Reads pass through.
 // TestGuardSurvivesFullDisk shows the damage without it on a real
 // filesystem that fills up (every acknowledged value lost or misread), and
-// none with it. One gap remains: badger's own value-log GC (go-ds-badger
-// runs it every 15 minutes) writes outside the guard; a rewind that runs
-// while it writes could cut its bytes.
+// none with it. Badger's value-log GC rewrites live entries into the log
+// too: it runs through the guard as well (RunValueLogGC), so a rewind never
+// cuts its bytes and a rewrite that fails part-way is cut like any write.
 //
 // Create it with NewGuard. It is safe for concurrent use, and is a
 // ds.Batching over the same store (it embeds the badger datastore, so
-// everything else — Sync, Close, GC — is badger's).
+// everything else — Sync, Close — is badger's; value-log GC must go
+// through RunValueLogGC, not the datastore's CollectGarbage).
 type Guard struct {
 	*badger.Datastore
 	log *slog.Logger
 	mu  sync.Mutex // one write at a time, and none while rewinding
 	// rewinds counts value-log rewinds after failed writes.
 	rewinds atomic.Uint64
+	// written counts the bytes of keys and values written (GC runs after
+	// enough of them).
+	written atomic.Uint64
 }
 
 var _ ds.Batching = (*Guard)(nil)
@@ -70,18 +74,47 @@ func NewGuard(d *badger.Datastore, log *slog.Logger) *Guard {
 // value log that the guard cut.
 func (g *Guard) Rewinds() uint64 { return g.rewinds.Load() }
 
+// Written is how many bytes of keys and values were written through the
+// guard since it was made (what badger appended to its value log, give or
+// take its headers).
+func (g *Guard) Written() uint64 { return g.written.Load() }
+
 // Put writes v under k, rewinding the value log if the write fails.
 func (g *Guard) Put(ctx context.Context, k ds.Key, v []byte) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.after(g.Datastore.Put(ctx, k, v))
+	return g.count(g.after(g.Datastore.Put(ctx, k, v)), len(k.String())+len(v))
 }
 
 // Delete removes k, rewinding the value log if the write fails.
 func (g *Guard) Delete(ctx context.Context, k ds.Key) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.after(g.Datastore.Delete(ctx, k))
+	return g.count(g.after(g.Datastore.Delete(ctx, k)), len(k.String()))
+}
+
+// RunValueLogGC runs one round of badger's value-log GC (DB.RunValueLogGC:
+// it picks one log file and, when at least ratio of a sample of it is
+// dead, rewrites the live entries at the log's end and deletes the file),
+// with no write running meanwhile, and rewinds the log if the rewrite
+// failed part-way. It returns badger.ErrNoRewrite when no file was worth
+// rewriting and badger.ErrRejected when another GC runs.
+func (g *Guard) RunValueLogGC(ratio float64) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	err := g.Datastore.DB.RunValueLogGC(ratio)
+	if err == nil || errors.Is(err, badgerdb.ErrNoRewrite) || errors.Is(err, badgerdb.ErrRejected) {
+		return err
+	}
+	return g.after(err)
+}
+
+// count adds n written bytes when err is nil, and returns err.
+func (g *Guard) count(err error, n int) error {
+	if err == nil {
+		g.written.Add(uint64(n))
+	}
+	return err
 }
 
 // Batch buffers the writes: badger's own write batch may write part of
@@ -118,9 +151,13 @@ func (b *guardedBatch) Commit(ctx context.Context) error {
 	if len(ops) == 0 {
 		return nil
 	}
+	n := 0
+	for _, op := range ops {
+		n += len(op.Key.String()) + len(op.Value)
+	}
 	b.g.mu.Lock()
 	defer b.g.mu.Unlock()
-	return b.g.after(dsbatch.Apply(ctx, b.g.Datastore, ops))
+	return b.g.count(b.g.after(dsbatch.Apply(ctx, b.g.Datastore, ops)), n)
 }
 
 // rewindValueLog truncates badger's current value log file to the end

@@ -41,6 +41,10 @@ type Settings struct {
 	// smaller of both, "0" for none; default 1%, at most 256 MiB). See
 	// disk.ParseReserve.
 	DiskReserve string `yaml:"disk_reserve,omitempty"`
+	// MemoryLimit is the Go soft memory limit of the node's process
+	// ("512MiB"; "0" or "off" for none; default 256 MiB; GOMEMLIMIT in the
+	// environment wins). See node.ParseMemoryLimit.
+	MemoryLimit string `yaml:"memory_limit,omitempty"`
 	// ConflictHook (office only) is offered every open conflict.
 	ConflictHook *Hook `yaml:"conflict_hook,omitempty"`
 }
