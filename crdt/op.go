@@ -48,15 +48,6 @@ type write struct {
 	signed []byte
 }
 
-// refs lists the "field/opid" names of the write's ops.
-func (w *write) refs() []string {
-	out := make([]string, len(w.Ops))
-	for i, op := range w.Ops {
-		out[i] = op.Ref()
-	}
-	return out
-}
-
 // Store format. Format 1 (before this release) stored one element per
 // field with a JSON envelope; format 2 stores one element per write:
 //

@@ -162,13 +162,12 @@ type recordOps struct {
 	killed map[string]bool
 }
 
-// visibleWrite is what a new write needs to know of a visible one to decide
-// whether to tombstone it and which of its supersede facts to carry on.
+// visibleWrite is a write go-ds-crdt shows: what a new write needs to
+// decide whether to tombstone it and which of its supersede facts to carry
+// on (see Store.retire). Reads only collect them.
 type visibleWrite struct {
-	id      OpID
-	refs    []string // its ops
-	sups    []string // every op its ops superseded
-	ignored bool     // some op of it does not count
+	*write
+	ignored bool // some op of it does not count
 }
 
 func newRecordOps(escapedID string) *recordOps {
@@ -191,11 +190,7 @@ func (r *recordOps) add(op Op) {
 
 // noteWrite records a write go-ds-crdt shows.
 func (r *recordOps) noteWrite(w *write, ignored bool) {
-	vw := visibleWrite{id: w.ID, refs: w.refs(), ignored: ignored}
-	for _, op := range w.Ops {
-		vw.sups = append(vw.sups, op.Supersedes...)
-	}
-	r.writes = append(r.writes, vw)
+	r.writes = append(r.writes, visibleWrite{write: w, ignored: ignored})
 }
 
 // prune drops the ops some op that counts superseded: the dead fields of

@@ -273,43 +273,45 @@ func (s *Store) retire(ctx context.Context, collection, eid string, cur *recordO
 	retired := map[OpID]bool{}
 	var gone []visibleWrite
 	for _, vw := range cur.writes {
-		visible[vw.id] = true
-		if vw.ignored || vw.id == w.ID {
+		visible[vw.ID] = true
+		if vw.ignored || vw.ID == w.ID {
 			continue
 		}
 		dead := true
-		for _, r := range vw.refs {
-			if !sup[r] && !cur.killed[r] {
+		for _, op := range vw.Ops {
+			if r := op.Ref(); !sup[r] && !cur.killed[r] {
 				dead = false
 				break
 			}
 		}
-		if dead && !retired[vw.id] {
-			retired[vw.id] = true
+		if dead && !retired[vw.ID] {
+			retired[vw.ID] = true
 			gone = append(gone, vw)
-			tombs = append(tombs, writeKey(collection, eid, vw.id))
+			tombs = append(tombs, writeKey(collection, eid, vw.ID))
 		}
 	}
 	for _, vw := range gone {
-		for _, r := range vw.sups {
-			if sup[r] {
-				continue
-			}
-			_, target, err := splitRef(r)
-			if err != nil || retired[target] {
-				continue
-			}
-			if !visible[target] {
-				here, err := s.tombstonedHere(ctx, collection, eid, target)
-				if err != nil {
-					return nil, nil, fmt.Errorf("write %s/%s: %w", collection, eid, err)
-				}
-				if here {
+		for _, op := range vw.Ops {
+			for _, r := range op.Supersedes {
+				if sup[r] {
 					continue
 				}
+				_, target, err := splitRef(r)
+				if err != nil || retired[target] {
+					continue
+				}
+				if !visible[target] {
+					here, err := s.tombstonedHere(ctx, collection, eid, target)
+					if err != nil {
+						return nil, nil, fmt.Errorf("write %s/%s: %w", collection, eid, err)
+					}
+					if here {
+						continue
+					}
+				}
+				sup[r] = true
+				carried = append(carried, r)
 			}
-			sup[r] = true
-			carried = append(carried, r)
 		}
 	}
 	sort.Strings(carried)
