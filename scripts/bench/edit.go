@@ -136,22 +136,7 @@ func fieldKey(id, field string) ds.Key { return ds.NewKey("/contacts/" + id + "/
 // JSON(value), in batches of batchSize keys, each committed then synced. It
 // returns the number of values and batches written.
 func writeRecords(ctx context.Context, d *badger.Datastore, recs []crdt.ImportRecord, batchSize int) (values, batches int, err error) {
-	var b ds.Batch
-	inBatch := 0
-	flush := func() error {
-		if inBatch == 0 {
-			return nil
-		}
-		if err := b.Commit(ctx); err != nil {
-			return fmt.Errorf("commit batch: %w", err)
-		}
-		if err := d.Sync(ctx, ds.NewKey("/")); err != nil {
-			return fmt.Errorf("sync: %w", err)
-		}
-		b, inBatch = nil, 0
-		batches++
-		return nil
-	}
+	w := &syncedBatches{d: d, size: batchSize}
 	for _, r := range recs {
 		names := make([]string, 0, len(r.Fields))
 		for name := range r.Fields {
@@ -161,25 +146,58 @@ func writeRecords(ctx context.Context, d *badger.Datastore, recs []crdt.ImportRe
 		for _, name := range names {
 			v, err := json.Marshal(r.Fields[name])
 			if err != nil {
-				return values, batches, err
+				return values, w.batches, err
 			}
-			if b == nil {
-				if b, err = d.Batch(ctx); err != nil {
-					return values, batches, fmt.Errorf("open batch: %w", err)
-				}
-			}
-			if err := b.Put(ctx, fieldKey(r.ID, name), v); err != nil {
-				return values, batches, fmt.Errorf("batch put: %w", err)
+			if err := w.put(ctx, fieldKey(r.ID, name), v); err != nil {
+				return values, w.batches, err
 			}
 			values++
-			if inBatch++; inBatch == batchSize {
-				if err := flush(); err != nil {
-					return values, batches, err
-				}
-			}
 		}
 	}
-	return values, batches, flush()
+	err = w.flush(ctx)
+	return values, w.batches, err
+}
+
+// syncedBatches writes keys into a datastore in batches of size keys, each
+// committed and then synced: the baselines' way of writing.
+type syncedBatches struct {
+	d       ds.Batching
+	size    int
+	b       ds.Batch
+	n       int // keys in b
+	batches int // batches committed
+}
+
+func (w *syncedBatches) put(ctx context.Context, k ds.Key, v []byte) error {
+	if w.b == nil {
+		b, err := w.d.Batch(ctx)
+		if err != nil {
+			return fmt.Errorf("open batch: %w", err)
+		}
+		w.b = b
+	}
+	if err := w.b.Put(ctx, k, v); err != nil {
+		return fmt.Errorf("batch put: %w", err)
+	}
+	if w.n++; w.n == w.size {
+		return w.flush(ctx)
+	}
+	return nil
+}
+
+func (w *syncedBatches) flush(ctx context.Context) error {
+	if w.n == 0 {
+		return nil
+	}
+	if err := w.b.Commit(ctx); err != nil {
+		return fmt.Errorf("commit batch: %w", err)
+	}
+	if err := w.d.Sync(ctx, ds.NewKey("/")); err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	w.b, w.n = nil, 0
+	w.batches++
+	return nil
 }
 
 // badgerPuts is the baseline of benchEdit: a badger store preloaded with the

@@ -331,21 +331,7 @@ func badgerRecords(ctx context.Context, dir string, lines [][]byte, batchSize in
 		return err
 	}
 	defer closeDatastore(d, &err)
-	var b ds.Batch
-	inBatch := 0
-	flush := func() error {
-		if inBatch == 0 {
-			return nil
-		}
-		if err := b.Commit(ctx); err != nil {
-			return fmt.Errorf("commit batch: %w", err)
-		}
-		if err := d.Sync(ctx, ds.NewKey("/")); err != nil {
-			return fmt.Errorf("sync: %w", err)
-		}
-		b, inBatch = nil, 0
-		return nil
-	}
+	w := &syncedBatches{d: d, size: batchSize}
 	for _, l := range lines {
 		var rec struct {
 			ID string `json:"id"`
@@ -353,21 +339,11 @@ func badgerRecords(ctx context.Context, dir string, lines [][]byte, batchSize in
 		if err := json.Unmarshal(l, &rec); err != nil || rec.ID == "" {
 			return fmt.Errorf("record line %.60q: no id (%v)", l, err)
 		}
-		if b == nil {
-			if b, err = d.Batch(ctx); err != nil {
-				return fmt.Errorf("open batch: %w", err)
-			}
-		}
-		if err := b.Put(ctx, recordKey(rec.ID), l); err != nil {
-			return fmt.Errorf("batch put: %w", err)
-		}
-		if inBatch++; inBatch == batchSize {
-			if err := flush(); err != nil {
-				return err
-			}
+		if err := w.put(ctx, recordKey(rec.ID), l); err != nil {
+			return err
 		}
 	}
-	return flush()
+	return w.flush(ctx)
 }
 
 func recordKey(id string) ds.Key { return ds.NewKey("/contacts/" + id) }
