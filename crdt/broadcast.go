@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -24,11 +25,102 @@ type lenientBroadcaster struct {
 	held [][]byte
 	// quiet drops every announcement (a migration is replaying writes).
 	quiet atomic.Bool
+	// epoch is the store's current epoch: announcements are tagged with
+	// it, and only heads of it are handed to go-ds-crdt; heads of another
+	// epoch go to foreign (if set).
+	epoch   func() Epoch
+	foreign func(Epoch, []byte)
+
+	// requeued heads are handed to go-ds-crdt before anything received
+	// (heads of a later epoch heard while moving to it); wake interrupts a
+	// waiting Next.
+	reqMu    sync.Mutex
+	requeued [][]byte
+	wake     chan struct{}
+}
+
+// requeue hands heads (of the current epoch) to go-ds-crdt.
+func (b *lenientBroadcaster) requeue(data []byte) {
+	b.reqMu.Lock()
+	b.requeued = append(b.requeued, data)
+	if b.wake == nil {
+		b.wake = make(chan struct{}, 1)
+	}
+	wake := b.wake
+	b.reqMu.Unlock()
+	select {
+	case wake <- struct{}{}:
+	default:
+	}
+}
+
+// next returns a requeued payload, or waits for the next one received.
+func (b *lenientBroadcaster) next(ctx context.Context) ([]byte, error) {
+	b.reqMu.Lock()
+	if len(b.requeued) > 0 {
+		data := b.requeued[0]
+		b.requeued = b.requeued[1:]
+		b.reqMu.Unlock()
+		return data, nil
+	}
+	if b.wake == nil {
+		b.wake = make(chan struct{}, 1)
+	}
+	wake := b.wake
+	b.reqMu.Unlock()
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	woke := make(chan struct{})
+	go func() {
+		select {
+		case <-wake:
+			close(woke)
+			cancel()
+		case <-cctx.Done():
+		}
+	}()
+	data, err := b.Broadcaster.Next(cctx)
+	if err != nil && ctx.Err() == nil {
+		select {
+		case <-woke:
+			return nil, errRequeued
+		default:
+		}
+	}
+	return data, err
+}
+
+var errRequeued = errors.New("requeued heads")
+
+// Next hands go-ds-crdt the next heads of the store's own epoch.
+func (b *lenientBroadcaster) Next(ctx context.Context) ([]byte, error) {
+	for {
+		data, err := b.next(ctx)
+		if errors.Is(err, errRequeued) {
+			continue
+		}
+		if err != nil || b.epoch == nil {
+			return data, err
+		}
+		ep, rest, err := splitEpochTag(data)
+		if err != nil {
+			return data, nil // go-ds-crdt refuses it and says so
+		}
+		if ep == b.epoch() {
+			return rest, nil
+		}
+		if b.foreign != nil {
+			b.foreign(ep, rest)
+		}
+	}
 }
 
 func (b *lenientBroadcaster) Broadcast(ctx context.Context, data []byte) error {
 	if b.quiet.Load() {
 		return nil
+	}
+	if b.epoch != nil {
+		data = appendEpochTag(data, b.epoch())
 	}
 	if isLocalWrite(ctx) {
 		b.mu.Lock()

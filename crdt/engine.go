@@ -44,7 +44,7 @@ func (l layout) badSigs() ds.Key   { return l.ns.ChildString("x").ChildString("b
 func prefix(k ds.Key) string { return k.String() + "/" }
 
 // layout returns the store's go-ds-crdt layout.
-func (s *Store) layout() layout { return layout{ns: s.opts.Namespace} }
+func (s *Store) layout() layout { return layout{ns: s.namespace()} }
 
 // blockKey is a block's id in go-ds-crdt's keys.
 func blockKey(c cid.Cid) string { return dshelp.MultihashToDsKey(c.Hash()).String()[1:] }
@@ -187,8 +187,9 @@ func BlockOps(raw []byte) ([]BlockOp, error) {
 }
 
 // EncodeHeads builds a heads payload in go-ds-crdt's broadcast format
-// (pb.CRDTBroadcast), the payload its Broadcaster carries.
-func EncodeHeads(heads []cid.Cid) ([]byte, error) {
+// (pb.CRDTBroadcast), the payload its Broadcaster carries, tagged with the
+// epoch the heads belong to.
+func EncodeHeads(heads []cid.Cid, e Epoch) ([]byte, error) {
 	msg := pb.CRDTBroadcast{Heads: make([]*pb.Head, 0, len(heads))}
 	for _, c := range heads {
 		if !c.Defined() {
@@ -196,13 +197,27 @@ func EncodeHeads(heads []cid.Cid) ([]byte, error) {
 		}
 		msg.Heads = append(msg.Heads, &pb.Head{Cid: c.Bytes()})
 	}
-	return proto.Marshal(&msg)
+	b, err := proto.Marshal(&msg)
+	if err != nil {
+		return nil, err
+	}
+	return appendEpochTag(b, e), nil
 }
 
 // DecodeHeads decodes a heads payload strictly: unknown fields (including
 // the legacy bare-CID format, which Ferry never sends) and invalid CIDs are
-// errors. A payload without heads is valid. Callers bound its size.
-func DecodeHeads(data []byte) ([]cid.Cid, error) {
+// errors. A payload without heads is valid. It returns the epoch the
+// payload is tagged with (Epoch{} when untagged). Callers bound its size.
+func DecodeHeads(data []byte) ([]cid.Cid, Epoch, error) {
+	ep, data, err := splitEpochTag(data)
+	if err != nil {
+		return nil, ep, err
+	}
+	heads, err := decodeHeads(data)
+	return heads, ep, err
+}
+
+func decodeHeads(data []byte) ([]cid.Cid, error) {
 	var msg pb.CRDTBroadcast
 	if err := proto.Unmarshal(data, &msg); err != nil {
 		return nil, fmt.Errorf("decode heads payload: %w", err)

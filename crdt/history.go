@@ -37,6 +37,9 @@ type HistoryEntry struct {
 	Local bool
 	// Block is the DAG block that carried it.
 	Block cid.Cid
+	// Compacted: the operation is from before an epoch change, kept in
+	// this node's history archive (value, writer and time only).
+	Compacted bool
 }
 
 // History returns every operation of a record (of one field when field is
@@ -52,8 +55,21 @@ func (s *Store) History(ctx context.Context, collection, id, field string) ([]Hi
 		return nil, fmt.Errorf("history of %s/%s: %w", collection, id, err)
 	}
 	out := make([]HistoryEntry, 0, len(elems))
+	have := map[string]bool{}
 	for _, e := range elems {
 		out = append(out, e.HistoryEntry)
+		have[e.Field+"/"+e.Op.String()] = true
+	}
+	arch, err := s.readArchive(ctx, collection, eid)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range arch {
+		op, err := ParseOpID(a.Op)
+		if err != nil || have[a.Field+"/"+a.Op] || (field != "" && a.Field != field) {
+			continue
+		}
+		out = append(out, HistoryEntry{Field: a.Field, Op: op, Value: a.Value, Local: op.Writer == s.opts.Writer, Compacted: true})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[j].Op.Newer(out[i].Op) })
 	return out, nil

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,6 +66,12 @@ type testNet struct {
 	// datastore: both pass writes through until a test sets a budget.
 	blockFault *diskfault.Store
 	fault      map[int]*diskfault.Store
+	// carried counts the writes and facts replicas carried into a new
+	// epoch.
+	carried atomic.Int64
+	// keepOld: replicas dropping an old epoch keep its blocks (they are
+	// shared with replicas still in it).
+	keepOld atomic.Bool
 }
 
 type replica struct {
@@ -174,6 +181,7 @@ func newTestNetWith(t *testing.T, n int, schemaYAML string, keys map[string]ed25
 	bstore := blockstore.NewBlockstore(blocks)
 	tn := &testNet{t: t, keys: keys, dag: merkledag.NewDAGService(blockservice.New(bstore, offline.Exchange(bstore))),
 		blockFault: blocks, fault: map[int]*diskfault.Store{}}
+	tn.keepOld.Store(true)
 	tn.replicas = make([]*replica, n)
 	for i := 0; i < n; i++ {
 		tn.start(i, t.TempDir())
@@ -236,11 +244,14 @@ func (tn *testNet) start(i int, dir string) *replica {
 		o.Trust = tn.trustFor(r.writer)
 	}
 	o.Recover, tn.recoverNext = tn.recoverNext, false
+	o.OnEpoch = func(rep EpochReport) { tn.carried.Add(int64(rep.Carried + rep.Facts)) }
 	fault := diskfault.Wrap(base)
 	tn.mu.Lock()
 	tn.fault[i] = fault
 	tn.mu.Unlock()
-	st, err := New(ctx, fault, tn.dag, r.bc, o)
+	// The replicas share one block store: dropping an old epoch on one
+	// must not take blocks from another (a node drops its own copies).
+	st, err := New(ctx, fault, keepBlocks{tn.dag, tn}, r.bc, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,12 +312,12 @@ func (tn *testNet) exchangeHeads(i int) {
 		if r.idx == i || !r.online {
 			continue
 		}
-		r.bc.deliver(encodeTestHeads(tn.t, me.Stats(ctx).Heads))
-		me.bc.deliver(encodeTestHeads(tn.t, r.Stats(ctx).Heads))
+		r.bc.deliver(encodeTestHeads(tn.t, me.Stats(ctx).Heads, me.Epoch()))
+		me.bc.deliver(encodeTestHeads(tn.t, r.Stats(ctx).Heads, r.Epoch()))
 	}
 }
 
-func encodeTestHeads(t *testing.T, heads []cid.Cid) []byte {
+func encodeTestHeads(t *testing.T, heads []cid.Cid, ep Epoch) []byte {
 	msg := &pb.CRDTBroadcast{}
 	for _, h := range heads {
 		msg.Heads = append(msg.Heads, &pb.Head{Cid: h.Bytes()})
@@ -315,7 +326,28 @@ func encodeTestHeads(t *testing.T, heads []cid.Cid) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
+	return appendEpochTag(b, ep)
+}
+
+// keepBlocks is the shared DAG service; with keepOld set, Remove keeps
+// the block (tests of epochs, where each replica drops an old epoch).
+type keepBlocks struct {
+	ipld.DAGService
+	tn *testNet
+}
+
+func (k keepBlocks) Remove(ctx context.Context, c cid.Cid) error {
+	if k.tn.keepOld.Load() {
+		return nil
+	}
+	return k.DAGService.Remove(ctx, c)
+}
+
+func (k keepBlocks) RemoveMany(ctx context.Context, cs []cid.Cid) error {
+	if k.tn.keepOld.Load() {
+		return nil
+	}
+	return k.DAGService.RemoveMany(ctx, cs)
 }
 
 // headsKey is an order-independent rendering of a replica's heads.
@@ -367,7 +399,7 @@ func (tn *testNet) waitConverged(timeout time.Duration) {
 		firstView := view(rs[0])
 		sameHeads := true
 		for _, r := range rs {
-			if r.Stats(context.Background()).QueuedJobs > 0 || view(r) != firstView {
+			if r.Stats(context.Background()).QueuedJobs > 0 || r.Epoch() != rs[0].Epoch() || r.EpochStatus().Adopting || view(r) != firstView {
 				stableSince = time.Time{}
 				return false
 			}

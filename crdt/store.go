@@ -83,6 +83,19 @@ type Options struct {
 	// OnChange, if set, is called (outside every lock) with the collection
 	// and escaped record id of each operation merged, local or remote.
 	OnChange func(collection, escapedID string)
+	// HistoryKeep is how many superseded values per field a record keeps
+	// when the store moves to a new epoch (default 10; 0 keeps none).
+	HistoryKeep int
+	// OnEpoch, if set, is called once the store moved to a new epoch (it
+	// compacted, or adopted a peer's), after the old one was dropped.
+	OnEpoch func(EpochReport)
+	// AdoptTimeout bounds moving to an epoch a peer announced (default 10
+	// minutes).
+	AdoptTimeout time.Duration
+
+	// side: the store is the namespace of an epoch being built (see
+	// Store.openSide), not a node's store.
+	side *Epoch
 }
 
 // DefaultOptions returns the defaults documented on each field.
@@ -96,6 +109,8 @@ func DefaultOptions() Options {
 		BatchOps:            400,
 		BatchBytes:          512 << 10,
 		Now:                 time.Now,
+		HistoryKeep:         10,
+		AdoptTimeout:        10 * time.Minute,
 	}
 }
 
@@ -111,6 +126,8 @@ func (o *Options) validate() error {
 		return errors.New("batch limits must be positive and BatchBytes at most 900 KiB")
 	case o.Now == nil:
 		return errors.New("nil clock")
+	case o.HistoryKeep < 0 || o.HistoryKeep > 1000:
+		return errors.New("history kept per field must be between 0 and 1000")
 	}
 	if o.Trust != nil {
 		return o.Trust.validate()
@@ -162,6 +179,13 @@ type Store struct {
 	// nothing to migrate).
 	migration *MigrationReport
 
+	// ns is the namespace of the current epoch, epochInfo its manifest
+	// (nil: the first epoch). Both change together, under writeMu, when
+	// the store moves to a new epoch (see switchEpoch).
+	ns        atomic.Pointer[ds.Key]
+	epochInfo atomic.Pointer[EpochInfo]
+	epochs    epochState
+
 	malformed atomic.Uint64
 	loggedBad sync.Map
 	closeOnce sync.Once
@@ -182,11 +206,6 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 	s.schemaStale.Store(true)
 	s.rolesStale.Store(true)
 	s.membersStale.Store(true)
-	if opts.Trust != nil {
-		if err := s.loadBadSigs(ctx); err != nil {
-			return nil, fmt.Errorf("open store: %w", err)
-		}
-	}
 
 	var last Timestamp
 	switch b, err := base.Get(ctx, clockKey); {
@@ -197,11 +216,28 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 	}
 	s.clock = NewClock(opts.Now, last)
 
-	migrating, err := s.prepareFormat(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+	migrating := false
+	if opts.side == nil {
+		var err error
+		if migrating, err = s.prepareFormat(ctx); err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		info, err := loadEpoch(ctx, base)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		s.setEpoch(info)
+	} else {
+		ns := opts.Namespace
+		s.ns.Store(&ns)
+		s.epochInfo.Store(&EpochInfo{Epoch: *opts.side})
 	}
-	dirty, err := base.Has(ctx, layout{ns: opts.Namespace}.dirty())
+	if opts.Trust != nil {
+		if err := s.loadBadSigs(ctx); err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+	}
+	dirty, err := base.Has(ctx, s.layout().dirty())
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
@@ -225,14 +261,13 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 	copts.DAGSyncerTimeout = opts.DAGSyncerTimeout
 	// Changes are observed on the datastore, after they are written, not
 	// from go-ds-crdt's hooks (see observedStore).
-	observed := newObservedStore(base, opts.Namespace, s.keyChanged)
-	if opts.Trust != nil {
-		observed.vet = s.vetElements
-	}
-	observed.failed = s.writeFailed
-	s.observed, s.copts = observed, copts
+	s.copts = copts
+	s.observed = s.newObserved()
 	if bcast != nil {
-		s.bcast = &lenientBroadcaster{Broadcaster: bcast, log: opts.Logger}
+		s.bcast = &lenientBroadcaster{Broadcaster: bcast, log: opts.Logger, epoch: s.Epoch}
+		if opts.side == nil {
+			s.bcast.foreign = s.foreignHeads
+		}
 	}
 	engine, err := s.openEngine()
 	if err != nil {
@@ -245,7 +280,25 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 			return nil, fmt.Errorf("open store: migrate from store format %d: %w", LegacyFormat, err)
 		}
 	}
+	if opts.side != nil {
+		return s, nil
+	}
+	s.epochs.init()
+	if err := s.resumeDrops(ctx); err != nil {
+		s.log.Warn("dropping an old epoch did not finish; tried again at the next start", "err", err)
+	}
 	return s, nil
+}
+
+// newObserved wraps the datastore for go-ds-crdt in the current epoch's
+// namespace.
+func (s *Store) newObserved() *observedStore {
+	observed := newObservedStore(s.base, s.namespace(), s.keyChanged)
+	if s.opts.Trust != nil {
+		observed.vet = s.vetElements
+	}
+	observed.failed = s.writeFailed
+	return observed
 }
 
 // openEngine opens go-ds-crdt over the store's datastore.
@@ -254,7 +307,13 @@ func (s *Store) openEngine() (*dscrdt.Datastore, error) {
 	if s.bcast != nil {
 		bcast = s.bcast
 	}
-	return dscrdt.New(s.observed, s.opts.Namespace, s.dag, bcast, s.copts)
+	return s.openEngineWith(bcast)
+}
+
+// openEngineWith opens go-ds-crdt with bcast (nil: offline, nothing
+// merges).
+func (s *Store) openEngineWith(bcast dscrdt.Broadcaster) (*dscrdt.Datastore, error) {
+	return dscrdt.New(s.observed, s.namespace(), s.dag, bcast, s.copts)
 }
 
 // eng returns the current go-ds-crdt engine.
@@ -290,6 +349,7 @@ func (s *Store) keyChanged(k string) {
 // (its Next must return), or Close waits for it.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.epochs.close()
 		s.closeErr = s.eng().Close()
 		if err := s.persistClock(context.Background()); err != nil && s.closeErr == nil {
 			s.closeErr = err

@@ -112,7 +112,7 @@ func (v *view) check(collection, eid string, writers []string, op Op) string {
 		return ReasonRevoked
 	}
 	switch collection {
-	case MembersCollection, SchemaCollection, LostCollection:
+	case MembersCollection, SchemaCollection, LostCollection, EpochsCollection:
 		if m.Role != RoleOffice {
 			return ReasonRole
 		}

@@ -133,6 +133,15 @@ func (u *uniqueState) state(collection string, indexed int) (epoch uint64, resca
 	return u.epoch, d.overflow || (n > 256 && n > indexed/4)
 }
 
+// invalidate makes every index be rebuilt at its next use (the store moved
+// to another epoch).
+func (u *uniqueState) invalidate() {
+	u.dirtyMu.Lock()
+	defer u.dirtyMu.Unlock()
+	u.epoch++
+	u.dirty = map[string]*dirtySet{}
+}
+
 // forget drops the index of a collection and stops tracking it.
 func (u *uniqueState) forget(collection string) {
 	delete(u.colls, collection)

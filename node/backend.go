@@ -122,7 +122,10 @@ func (n *Node) Diff(ctx context.Context, name string) (apijson.DiffResult, error
 		return apijson.DiffResult{}, err
 	}
 	res := apijson.DiffResult{Peer: p.String(), PeerName: n.Names(ctx)[p.String()].Name, Identical: len(cmp.Records) == 0 && cmp.Digest == cmp.PeerDigest,
-		Digest: cmp.Digest.String(), PeerDigest: cmp.PeerDigest.String(), Records: []apijson.DiffRecord{}}
+		Digest: cmp.Digest.String(), PeerDigest: cmp.PeerDigest.String(), Records: []apijson.DiffRecord{}, Epoch: n.store.Epoch().String()}
+	if ep, ok := n.net.heads.PeerEpoch(p); ok {
+		res.PeerEpoch = ep.String()
+	}
 	for _, r := range cmp.Records {
 		res.Records = append(res.Records, apijson.DiffRecord{Collection: r.Collection, ID: r.ID, Here: r.Here, There: r.There})
 	}

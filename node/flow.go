@@ -64,9 +64,12 @@ func (n *Node) catchUp(from peer.ID, payload []byte) []byte {
 	if n.cfg.DisableBulkSync {
 		return payload
 	}
-	theirs, err := heads.Decode(payload)
+	theirs, ep, err := heads.DecodeEpoch(payload)
 	if err != nil {
 		return payload
+	}
+	if cur := n.store.Epoch(); ep != cur && !ep.After(cur) {
+		return payload // an earlier epoch: that peer moves to ours
 	}
 	ctx, cancel := context.WithTimeout(n.life.Context(), catchUpTimeout)
 	defer cancel()
@@ -95,7 +98,7 @@ func (n *Node) catchUp(from peer.ID, payload []byte) []byte {
 	if len(res.Heads) == 0 {
 		return payload
 	}
-	out, err := heads.Encode(res.Heads)
+	out, err := heads.EncodeEpoch(res.Heads, ep)
 	if err != nil {
 		return payload
 	}

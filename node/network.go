@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/ferry-crm/ferry/crdt"
 	"github.com/ferry-crm/ferry/node/blocksync"
 	"github.com/ferry-crm/ferry/node/datadir"
 	"github.com/ferry-crm/ferry/node/digestsync"
@@ -108,7 +109,7 @@ func (n *Node) startProtocols(ctx context.Context) error {
 	if net.formats, err = heads.NewFormatDetector(net.host, name, n.log); err != nil {
 		return err
 	}
-	net.heads = heads.New(net.host, heads.Config{Heads: n.store.Heads, Receive: n.receiveHeads, Interval: cfg.SyncInterval,
+	net.heads = heads.New(net.host, heads.Config{Heads: n.store.Heads, Epoch: n.store.Epoch, Receive: n.receiveHeads, Interval: cfg.SyncInterval,
 		Formats: net.formats}, n.log)
 	pcfg := peering.Config{Peers: cfg.Peers, DialMin: cfg.DialMin, DialMax: cfg.DialMax, MDNS: cfg.MDNS, Topic: cfg.Topic,
 		ExchangeInterval: cfg.PeerExchangeInterval, Share: heads.Protocol, Offline: cfg.Offline}
@@ -134,16 +135,23 @@ func (n *Node) startProtocols(ctx context.Context) error {
 		net.hook = newHookRunner(n, *cfg.ConflictHook)
 		n.life.Go(net.hook.run)
 	}
+	if cfg.Role == RoleOffice && (cfg.CompactEvery > 0 || cfg.CompactRatio > 0) {
+		n.life.Go(n.compactLoop)
+	}
 	net.up.Store(true)
 	return nil
 }
 
 // snapshotLayout is what a clean-sync snapshot carries: go-ds-crdt's
-// namespace and the blockstore.
+// namespaces (every epoch's: "/ferry/crdt" and "/ferry/crdt-<epoch>"), the
+// epoch keys (which one is current, which are being dropped), the history
+// archive and the blockstore, all read in one transaction: the copy opens
+// in the epoch the office was in, and drops what the office was dropping.
 func (c *Config) snapshotLayout() snapshot.Layout {
 	return snapshot.Layout{
-		Prefixes: []string{c.Store.Namespace.String() + "/", datadir.BlockNamespace.String() + "/"},
-		Blocks:   datadir.BlockNamespace.Child(blockstore.BlockPrefix).String() + "/",
+		Prefixes: []string{c.Store.Namespace.String() + "/", c.Store.Namespace.String() + "-", crdt.EpochRoot, crdt.HistoryRoot,
+			datadir.BlockNamespace.String() + "/"},
+		Blocks: datadir.BlockNamespace.Child(blockstore.BlockPrefix).String() + "/",
 	}
 }
 

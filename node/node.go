@@ -105,6 +105,14 @@ type Config struct {
 	MemoryLimit int64
 	// ConflictHook, on an office node, is offered every open conflict.
 	ConflictHook *HookConfig
+	// CompactEvery and CompactRatio are an office's compaction policy: a
+	// new epoch once the current one is older than CompactEvery, or once
+	// its history holds CompactRatio writes per visible one (0: never).
+	// CompactCheck is how often the policy is checked (default
+	// DefaultCompactCheck).
+	CompactEvery time.Duration
+	CompactRatio float64
+	CompactCheck time.Duration
 	// Logger receives the node's logs (default slog.Default()).
 	Logger *slog.Logger
 }

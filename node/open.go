@@ -95,6 +95,28 @@ func ConfigFromSettings(dir string, s *datadir.Settings) (Config, error) {
 			cfg.ConflictHook.Timeout = d
 		}
 	}
+	if s.HistoryKeep != nil {
+		if *s.HistoryKeep < 0 || *s.HistoryKeep > 1000 {
+			return cfg, fmt.Errorf("config history_keep %d: want 0 to 1000", *s.HistoryKeep)
+		}
+		cfg.Store.HistoryKeep = *s.HistoryKeep
+	}
+	if s.CompactEvery != "" {
+		d, err := time.ParseDuration(s.CompactEvery)
+		if err != nil || d < time.Minute {
+			return cfg, fmt.Errorf("config compact_every %q: want a duration of a minute or more, like 168h", s.CompactEvery)
+		}
+		cfg.CompactEvery = d
+	}
+	if r := s.CompactHistoryRatio; r != 0 {
+		if r < 1.5 || r > 1e6 {
+			return cfg, fmt.Errorf("config compact_history_ratio %g: want a number of writes per visible write, 1.5 or more", r)
+		}
+		cfg.CompactRatio = r
+	}
+	if (cfg.CompactEvery > 0 || cfg.CompactRatio > 0) && s.Role != RoleOffice {
+		return cfg, fmt.Errorf("config compact_every and compact_history_ratio: only an office node compacts (this node is a %s)", s.Role)
+	}
 	cfg.Founder = s.Founder
 	psk, err := datadir.LoadSwarmKey(filepath.Join(dir, datadir.SwarmKeyFile))
 	if err != nil {

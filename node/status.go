@@ -33,6 +33,7 @@ func (n *Node) Status(ctx context.Context) apijson.Status {
 		Secured:      n.cfg.secured(),
 		Private:      n.cfg.SwarmKey != nil,
 		Founder:      n.cfg.Founder,
+		Epoch:        n.epochStatus(),
 	}
 	if sp, err := n.disk.Space(); err == nil {
 		s.Disk = &sp
@@ -139,6 +140,9 @@ func (n *Node) Peers(ctx context.Context) ([]apijson.PeerInfo, error) {
 			}
 			if inc, ok := n.net.formats.Peer(pid); ok {
 				p.Incompatible = inc.Reason
+			}
+			if ep, ok := n.net.heads.PeerEpoch(pid); ok {
+				p.Epoch = ep.String()
 			}
 		}
 	}

@@ -91,6 +91,13 @@ func (n *Node) openStore(ctx context.Context, unclean bool) error {
 			userChange(collection, escapedID)
 		}
 	}
+	userEpoch := opts.OnEpoch
+	opts.OnEpoch = func(rep crdt.EpochReport) {
+		n.onEpoch(rep)
+		if userEpoch != nil {
+			userEpoch(rep)
+		}
+	}
 	var err error
 	if n.net != nil {
 		n.store, err = crdt.New(ctx, n.datastore(), n.dag, n.net.gate, opts)

@@ -293,6 +293,15 @@ func (b *testBackend) Check(ctx context.Context, repair bool) (*crdt.CheckReport
 	return b.store.Check(ctx, crdt.CheckOptions{Repair: repair})
 }
 
+func (b *testBackend) Compact(ctx context.Context) (apijson.CompactResult, error) {
+	b.record("compact")
+	rep, err := b.store.Compact(ctx)
+	if err != nil {
+		return apijson.CompactResult{}, err
+	}
+	return apijson.CompactResult{Epoch: rep.Epoch.String(), Prev: rep.Prev.String(), Seeded: rep.Seeded, Records: rep.Records}, nil
+}
+
 func (b *testBackend) Members(context.Context) ([]apijson.Member, error) {
 	b.record("members")
 	if b.members == nil {

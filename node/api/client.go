@@ -336,6 +336,13 @@ func (c *Client) Check(ctx context.Context, repair bool) (*crdt.CheckReport, err
 	return &rep, nil
 }
 
+// Compact starts a new epoch of history on an office node.
+func (c *Client) Compact(ctx context.Context) (apijson.CompactResult, error) {
+	var res apijson.CompactResult
+	err := c.Do(ctx, "POST", "/v1/compact", nil, &res)
+	return res, err
+}
+
 // Members lists the network's members.
 func (c *Client) Members(ctx context.Context) (ms []apijson.Member, err error) {
 	err = c.Do(ctx, "GET", "/v1/members", nil, &ms)

@@ -86,6 +86,22 @@ func (s *Server) check(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, rep)
 }
 
+// compact starts a new epoch of history: POST /v1/compact, no query, no
+// body. 409 while the store is still syncing, 400 on a node that is not
+// an office.
+func (s *Server) compact(w http.ResponseWriter, r *http.Request) {
+	if len(r.URL.Query()) > 0 {
+		writeError(w, BadRequest(errors.New("compact: takes no query parameters")))
+		return
+	}
+	res, err := s.b.Compact(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
 // checkQuery reads the query of POST /v1/check: only "repair", once, with
 // a boolean value (1, true, 0, false, ...).
 func checkQuery(r *http.Request) (repair bool, err error) {
@@ -187,7 +203,7 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, crdt.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, crdt.ErrNoConflict), errors.Is(err, crdt.ErrConflictChanged):
+	case errors.Is(err, crdt.ErrNoConflict), errors.Is(err, crdt.ErrConflictChanged), errors.Is(err, crdt.ErrBusy):
 		return http.StatusConflict
 	case errors.Is(err, crdt.ErrForbidden), errors.Is(err, crdt.ErrNotMember):
 		return http.StatusForbidden

@@ -371,3 +371,35 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("metrics through the client: %q", data)
 	}
 }
+
+func TestCompact(t *testing.T) {
+	ctx := context.Background()
+	b := newTestBackend(t, storeOpts{})
+	srv := NewServer(b, testLogger())
+	c := NewClient(srv)
+	if _, err := c.Put(ctx, "contacts", "c1", map[string]any{"last_name": "A"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Put(ctx, "contacts", "c1", map[string]any{"last_name": "B"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Compact(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(res.Epoch, "1-") || res.Prev != "0" || res.Records == 0 || b.lastCall() != "compact" {
+		t.Errorf("compact: %+v (backend asked %q)", res, b.lastCall())
+	}
+	rec, err := b.store.Get(ctx, "contacts", "c1")
+	if err != nil || rec.Values()["last_name"] != "B" {
+		t.Errorf("after compaction: %+v %v", rec, err)
+	}
+	if b.store.Epoch().String() != res.Epoch {
+		t.Errorf("store in epoch %s, compaction said %s", b.store.Epoch(), res.Epoch)
+	}
+	b.calls = nil
+	call(t, srv, "POST", "/v1/compact?now=1", "").wantError(t, http.StatusBadRequest, "takes no query parameters")
+	if len(b.calls) != 0 || b.store.Epoch().String() != res.Epoch {
+		t.Error("a refused compaction reached the backend")
+	}
+}

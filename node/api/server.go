@@ -37,6 +37,8 @@ type Backend interface {
 	// Diff compares with a connected peer named by id or node name.
 	Diff(ctx context.Context, peer string) (apijson.DiffResult, error)
 	Check(ctx context.Context, repair bool) (*crdt.CheckReport, error)
+	// Compact starts a new epoch of history (an office only).
+	Compact(ctx context.Context) (apijson.CompactResult, error)
 	Members(ctx context.Context) ([]apijson.Member, error)
 	Invite(ctx context.Context, name, role string, ttl time.Duration) (apijson.InviteResponse, error)
 	// Revoke revokes a member named by peer id or name; it returns the id.
@@ -133,6 +135,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/sync", s.syncNow)
 	m.HandleFunc("GET /v1/diff/{peer}", s.diff)
 	m.HandleFunc("POST /v1/check", s.check)
+	m.HandleFunc("POST /v1/compact", s.compact)
 	m.HandleFunc("GET /v1/members", s.members)
 	m.HandleFunc("GET /v1/ignored", s.ignored)
 	m.HandleFunc("POST /v1/invites", s.invite)

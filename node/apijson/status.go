@@ -20,6 +20,8 @@ type Status struct {
 	Heads          []string `json:"heads"`
 	DAGHeight      uint64   `json:"dag_height"`
 	Dirty          bool     `json:"dirty"`
+	// Epoch is the epoch of history the node is in (see ferry compact).
+	Epoch *Epoch `json:"epoch,omitempty"`
 	// RepairReason says why the store needs repair (a failed merge or
 	// write; empty when only go-ds-crdt's dirty bit says so). The node
 	// repairs itself as soon as it can (see repairLoop).
@@ -100,6 +102,9 @@ type PeerInfo struct {
 	// synced with it; the message names both formats and which node to
 	// upgrade.
 	Incompatible string `json:"incompatible,omitempty"`
+	// Epoch is the epoch of the heads the peer last sent (absent before
+	// an exchange).
+	Epoch string `json:"epoch,omitempty"`
 }
 
 // Unacked is what `ferry status` says about local edits the office does not

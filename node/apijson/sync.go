@@ -33,4 +33,8 @@ type DiffResult struct {
 	Digest     string       `json:"digest"`
 	PeerDigest string       `json:"peer_digest"`
 	Records    []DiffRecord `json:"records"`
+	// Epoch and PeerEpoch: the epochs of history of both nodes (the
+	// digests compare what they show, whatever their epochs).
+	Epoch     string `json:"epoch"`
+	PeerEpoch string `json:"peer_epoch,omitempty"`
 }

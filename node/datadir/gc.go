@@ -233,6 +233,21 @@ func (c *GC) Collect(ctx context.Context) (GCResult, error) {
 	return r, nil
 }
 
+// Reclaim frees the disk after many keys were deleted at once (an old
+// epoch dropped): the LSM tree is compacted into one level, then value-log
+// GC runs (Collect).
+func (c *GC) Reclaim(ctx context.Context) (GCResult, error) {
+	if !c.life.Enter() {
+		return GCResult{}, errors.New("reclaim: closed")
+	}
+	err := c.g.Flatten()
+	c.life.Leave()
+	if err != nil {
+		return GCResult{}, fmt.Errorf("reclaim: %w", err)
+	}
+	return c.Collect(ctx)
+}
+
 // valueLogSize counts badger's value-log files in dir and sums their sizes.
 func valueLogSize(dir string) (files int, size int64, err error) {
 	paths, err := filepath.Glob(filepath.Join(dir, "*.vlog"))

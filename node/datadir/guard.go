@@ -109,6 +109,16 @@ func (g *Guard) RunValueLogGC(ratio float64) error {
 	return g.after(err)
 }
 
+// Flatten compacts badger's LSM tree into one level (DB.Flatten), which
+// drops deleted keys for good and tells value-log GC which entries died.
+// Writes go on meanwhile.
+func (g *Guard) Flatten() error {
+	if err := g.Datastore.DB.Flatten(2); err != nil {
+		return fmt.Errorf("flatten: %w", err)
+	}
+	return nil
+}
+
 // count adds n written bytes when err is nil, and returns err.
 func (g *Guard) count(err error, n int) error {
 	if err == nil {

@@ -47,6 +47,15 @@ type Settings struct {
 	MemoryLimit string `yaml:"memory_limit,omitempty"`
 	// ConflictHook (office only) is offered every open conflict.
 	ConflictHook *Hook `yaml:"conflict_hook,omitempty"`
+	// HistoryKeep is how many superseded values per field each record
+	// keeps across a compaction (default 10; 0 keeps none).
+	HistoryKeep *int `yaml:"history_keep,omitempty"`
+	// CompactEvery (office only): start a new epoch once the current one
+	// is older than this (a Go duration like 168h; default never).
+	CompactEvery string `yaml:"compact_every,omitempty"`
+	// CompactHistoryRatio (office only): start a new epoch once the
+	// history holds this many writes per visible one (default never).
+	CompactHistoryRatio float64 `yaml:"compact_history_ratio,omitempty"`
 }
 
 // Hook is the YAML form of the conflict hook's settings (node.HookConfig):

@@ -157,10 +157,10 @@ func (b *Broadcaster) Broadcast(ctx context.Context, data []byte) error {
 	if b.group.Closed() {
 		return errClosed
 	}
-	heads, err := crdt.DecodeHeads(data) // without the limits: go-ds-crdt's own payload
+	heads, ep, err := crdt.DecodeHeads(data) // without the limits: go-ds-crdt's own payload
 	if err == nil && len(heads) > MaxHeads {
 		for start := 0; start < len(heads); start += MaxHeads {
-			chunk, err := Encode(heads[start:min(start+MaxHeads, len(heads))])
+			chunk, err := EncodeEpoch(heads[start:min(start+MaxHeads, len(heads))], ep)
 			if err != nil {
 				return err
 			}

@@ -144,7 +144,7 @@ func (s *Service) exchange(ctx context.Context, p peer.ID) error {
 	if err != nil {
 		return fail(fmt.Errorf("read heads: %w", err))
 	}
-	theirs, err := Decode(reply)
+	theirs, ep, err := DecodeEpoch(reply)
 	if err != nil {
 		return fail(fmt.Errorf("peer sent invalid heads: %w", err))
 	}
@@ -152,7 +152,7 @@ func (s *Service) exchange(ctx context.Context, p peer.ID) error {
 		return errors.New("heads exchange: cancelled")
 	}
 	_ = str.Close()
-	s.done(p, theirs)
+	s.done(p, theirs, ep)
 	s.log.Debug("heads exchanged", "peer", p, "sent_bytes", len(ours), "received_heads", len(theirs), "role", "initiator")
 	s.deliver(ctx, p, reply, len(theirs))
 	return nil
@@ -185,7 +185,7 @@ func (s *Service) handle(str network.Stream) {
 		fail("heads exchange: read failed", slog.LevelInfo, err)
 		return
 	}
-	theirs, err := Decode(payload)
+	theirs, ep, err := DecodeEpoch(payload)
 	if err != nil {
 		fail("heads exchange: dropping malformed heads", slog.LevelWarn, err)
 		return
@@ -204,7 +204,7 @@ func (s *Service) handle(str network.Stream) {
 		return
 	}
 	_ = str.Close()
-	s.done(p, theirs)
+	s.done(p, theirs, ep)
 	s.log.Debug("heads exchanged", "peer", p, "sent_bytes", len(ours), "received_heads", len(theirs), "role", "responder")
 	s.deliver(gctx, p, payload, len(theirs))
 }
@@ -232,7 +232,7 @@ func (s *Service) ourPayload(ctx context.Context) ([]byte, error) {
 		s.log.Warn("too many heads for one exchange, sending a subset", "heads", len(heads), "max", MaxHeads)
 		heads = heads[:MaxHeads]
 	}
-	payload, err := Encode(heads)
+	payload, err := EncodeEpoch(heads, s.ourEpoch())
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/ferry-crm/ferry/crdt"
 	"github.com/ferry-crm/ferry/internal/lifecycle"
 )
 
@@ -31,6 +32,8 @@ type Config struct {
 	// Heads returns our current heads (the crdt store's heads). A nil Heads
 	// means we have none.
 	Heads func(ctx context.Context) ([]cid.Cid, error)
+	// Epoch returns the epoch our heads belong to (nil: the first).
+	Epoch func() crdt.Epoch
 	// Receive is given every valid, non-empty heads payload a peer sent us
 	// in an exchange (either role): the node catches up on the blocks and
 	// injects the heads into its Broadcaster. It runs on the exchange's
@@ -73,9 +76,10 @@ type Service struct {
 	changed  chan struct{} // signalled by Changed
 
 	mu        sync.Mutex
-	running   map[peer.ID]int       // exchanges in progress, either role
-	last      map[peer.ID]time.Time // last successful exchange, either role
-	peerHeads map[peer.ID][]cid.Cid // the last non-empty heads each peer sent
+	running   map[peer.ID]int        // exchanges in progress, either role
+	last      map[peer.ID]time.Time  // last successful exchange, either role
+	peerHeads map[peer.ID][]cid.Cid  // the last non-empty heads each peer sent
+	peerEpoch map[peer.ID]crdt.Epoch // the epoch of each peer's last heads
 }
 
 // New registers the Protocol handler and a network notifiee on h and
@@ -104,6 +108,7 @@ func New(h host.Host, cfg Config, log *slog.Logger) *Service {
 		running:   make(map[peer.ID]int),
 		last:      make(map[peer.ID]time.Time),
 		peerHeads: make(map[peer.ID][]cid.Cid),
+		peerEpoch: make(map[peer.ID]crdt.Epoch),
 	}
 	s.notifiee = &network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) { s.onConnected(c) },
@@ -187,11 +192,29 @@ func (s *Service) isRunning(p peer.ID) bool {
 }
 
 // done records a successful exchange with p, in which p sent heads.
-func (s *Service) done(p peer.ID, heads []cid.Cid) {
+func (s *Service) done(p peer.ID, heads []cid.Cid, ep crdt.Epoch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.last[p] = time.Now()
+	s.peerEpoch[p] = ep
 	if len(heads) > 0 {
 		s.peerHeads[p] = heads
 	}
+}
+
+// PeerEpoch returns the epoch p's heads belonged to in the last exchange
+// (ok false if none happened).
+func (s *Service) PeerEpoch(p peer.ID) (crdt.Epoch, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ep, ok := s.peerEpoch[p]
+	return ep, ok
+}
+
+// ourEpoch is the epoch of our heads.
+func (s *Service) ourEpoch() crdt.Epoch {
+	if s.cfg.Epoch == nil {
+		return crdt.Epoch{}
+	}
+	return s.cfg.Epoch()
 }

@@ -1,0 +1,389 @@
+package crdt
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	pb "github.com/ipfs/go-ds-crdt/pb"
+)
+
+// Carrying over: when a node moves to a new epoch, every write of its old
+// epoch that the new epoch's cut does not cover (the office did not know
+// it) is put into the new epoch as stored (same key, same signature), and
+// so are the facts of what it superseded. A write superseded here that
+// the new epoch holds, or one the cut does not cover, is named in a
+// KeepField write of this node, so it stays dead on every node whatever
+// order things arrive in (see docs/merge-rules.md, "Compaction").
+
+// recordWrites is what the old epoch holds of one record: every write key
+// merged, and whether the write is still shown (not tombstoned).
+type recordWrites struct {
+	collection, eid string
+	keys            []string // write keys, sorted
+	live            map[string]bool
+	blocks          map[string]string // write key -> a block that carried it
+	post            bool              // some write is not covered by the cut
+}
+
+// forEachRecordWrites calls fn with the writes of each record of the
+// current epoch (read from go-ds-crdt's element entries, in key order).
+func (s *Store) forEachRecordWrites(ctx context.Context, info *EpochInfo, fn func(*recordWrites) error) error {
+	l := s.layout()
+	elemsRoot := l.elems().String()
+	res, err := s.base.Query(ctx, query.Query{Prefix: elemsRoot + "/", KeysOnly: true})
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	var cur *recordWrites
+	for r := range res.Next() {
+		if r.Error != nil {
+			return r.Error
+		}
+		rest := strings.TrimPrefix(r.Key, elemsRoot)
+		i := strings.LastIndex(rest, "/")
+		if i <= 0 {
+			continue
+		}
+		keyStr, blockKey := rest[:i], rest[i+1:]
+		kp, err := parseOpKey(keyStr)
+		if err != nil {
+			continue
+		}
+		if cur != nil && (cur.collection != kp.Collection || cur.eid != kp.EscapedID) {
+			if err := s.finishRecordWrites(ctx, cur, fn); err != nil {
+				return err
+			}
+			cur = nil
+		}
+		if cur == nil {
+			cur = &recordWrites{collection: kp.Collection, eid: kp.EscapedID, live: map[string]bool{}, blocks: map[string]string{}}
+		}
+		if _, seen := cur.blocks[keyStr]; !seen {
+			cur.keys = append(cur.keys, keyStr)
+			cur.blocks[keyStr] = blockKey
+		}
+		if !info.covers(kp.Op) {
+			cur.post = true
+		}
+	}
+	if cur != nil {
+		return s.finishRecordWrites(ctx, cur, fn)
+	}
+	return nil
+}
+
+func (s *Store) finishRecordWrites(ctx context.Context, rw *recordWrites, fn func(*recordWrites) error) error {
+	values := s.layout().values()
+	for _, k := range rw.keys {
+		ok, err := s.base.Has(ctx, values.ChildString(strings.TrimPrefix(k, "/")).ChildString("v"))
+		if err != nil {
+			return err
+		}
+		rw.live[k] = ok
+	}
+	return fn(rw)
+}
+
+// carry puts into side (the new epoch) what the cut of info does not
+// cover. The caller holds writeMu; go-ds-crdt is open without a
+// broadcaster (nothing merges meanwhile).
+func (s *Store) carry(ctx context.Context, side *Store, info *EpochInfo, rep *EpochReport) error {
+	side.writeMu.Lock()
+	defer side.writeMu.Unlock()
+	sideValues := side.layout().values()
+	inSide := func(key string) ([]byte, bool) {
+		v, err := side.base.Get(ctx, sideValues.ChildString(strings.TrimPrefix(key, "/")).ChildString("v"))
+		return v, err == nil
+	}
+	deltas := map[string]*pb.Delta{}
+	return s.forEachRecordWrites(ctx, info, func(rw *recordWrites) error {
+		if !rw.post {
+			return nil
+		}
+		clear(deltas)
+		rec, err := s.readRecord(ctx, rw.collection, rw.eid)
+		if err != nil {
+			return err
+		}
+		shown := map[string]bool{} // ops that count and show, or do not count
+		for _, ops := range rec.fields {
+			for _, op := range ops {
+				shown[op.Ref()] = true
+			}
+		}
+		for _, op := range rec.deletes {
+			shown[op.Ref()] = true
+		}
+		for _, ig := range rec.ignored {
+			shown[ig.Field+"/"+ig.Op.String()] = true
+		}
+		listed := map[string]bool{}
+		var puts [][2]string // key, value
+		for _, k := range rw.keys {
+			kp, _ := parseOpKey(k)
+			if !rw.live[k] || info.covers(kp.Op) {
+				continue
+			}
+			v, err := s.base.Get(ctx, s.layout().values().ChildString(strings.TrimPrefix(k, "/")).ChildString("v"))
+			if err != nil {
+				return fmt.Errorf("read %s: %w", k, err)
+			}
+			w, err := decodeWrite(kp, v)
+			if err != nil {
+				continue // malformed: nothing to carry
+			}
+			for _, op := range w.Ops {
+				for _, r := range op.Supersedes {
+					listed[r] = true
+				}
+			}
+			puts = append(puts, [2]string{k, string(v)})
+		}
+		var dead []string
+		for _, k := range rw.keys {
+			kp, _ := parseOpKey(k)
+			covered := info.covers(kp.Op)
+			var w *write
+			switch {
+			case rw.live[k]:
+				if covered {
+					if _, ok := inSide(k); !ok {
+						continue // the office knew it hidden
+					}
+				}
+				v, err := s.base.Get(ctx, s.layout().values().ChildString(strings.TrimPrefix(k, "/")).ChildString("v"))
+				if err != nil {
+					return fmt.Errorf("read %s: %w", k, err)
+				}
+				w, _ = decodeWrite(kp, v)
+			case covered:
+				v, ok := inSide(k)
+				if !ok {
+					continue
+				}
+				w, _ = decodeWrite(kp, v)
+			default:
+				w = s.writeFromBlock(ctx, kp, k, rw.blocks[k], deltas)
+			}
+			if w == nil {
+				continue
+			}
+			for _, op := range w.Ops {
+				if ref := op.Ref(); !shown[ref] && !listed[ref] && op.Field != KeepField {
+					dead = append(dead, ref)
+				}
+			}
+		}
+		if len(puts) == 0 && len(dead) == 0 {
+			return nil
+		}
+		b, err := side.openBatch(ctx)
+		if err != nil {
+			return err
+		}
+		defer b.end(ctx)
+		for _, p := range puts {
+			if err := b.Put(ctx, ds.RawKey(p[0]), []byte(p[1])); err != nil {
+				return err
+			}
+			if err := side.copyBadSig(ctx, s, p[0]); err != nil {
+				return err
+			}
+			rep.Carried++
+		}
+		if len(dead) > 0 {
+			slices.Sort(dead)
+			dead = slices.Compact(dead)
+			id := OpID{Time: s.clock.Now(), Writer: s.opts.Writer}
+			w := &write{ID: id, Ops: []Op{{ID: id, Field: KeepField, Value: true, Supersedes: dead}}}
+			unsigned, err := encodeWrite(w)
+			if err != nil {
+				return err
+			}
+			key := writeKey(rw.collection, rw.eid, id)
+			values, err := side.signWrite([]ds.Key{key}, [][]byte{unsigned})
+			if err != nil {
+				return err
+			}
+			if err := b.Put(ctx, key, values[0]); err != nil {
+				return err
+			}
+			rep.Facts++
+		}
+		return side.commit(ctx, b)
+	})
+}
+
+// writeFromBlock reads a (tombstoned) write from the block that carried
+// it; nil when the block is not here or does not hold it.
+func (s *Store) writeFromBlock(ctx context.Context, kp keyParts, key, blockKey string, cache map[string]*pb.Delta) *write {
+	delta, _, err := s.blockDelta(ctx, blockKey, cache)
+	if err != nil {
+		return nil
+	}
+	for _, el := range delta.GetElements() {
+		if el.GetKey() == key {
+			w, err := decodeWrite(kp, el.GetValue())
+			if err != nil {
+				return nil
+			}
+			return w
+		}
+	}
+	return nil
+}
+
+// HistoryRoot is where each node keeps, per record, the recent values an
+// epoch change dropped (see Options.HistoryKeep). A snapshot copies it.
+const HistoryRoot = "/ferry/history/"
+
+// archived is one superseded value kept across epochs.
+type archived struct {
+	Field string `json:"f"`
+	Op    string `json:"op"`
+	Value any    `json:"v"`
+}
+
+func archiveKey(collection, eid string) ds.Key {
+	return ds.RawKey(HistoryRoot + collection + "/" + eid)
+}
+
+// archiveHistory keeps, for every record of the current epoch with
+// superseded values, the newest HistoryKeep of them per field, merged with
+// what earlier epochs kept. The caller holds writeMu; nothing merges.
+func (s *Store) archiveHistory(ctx context.Context, rep *EpochReport) error {
+	keep := s.opts.HistoryKeep
+	deltas := map[string]*pb.Delta{}
+	return s.forEachRecordWrites(ctx, nil, func(rw *recordWrites) error {
+		if len(rw.keys) < 2 || strings.HasPrefix(rw.collection, "_") {
+			return nil
+		}
+		if len(deltas) > 256 {
+			clear(deltas)
+		}
+		rec, err := s.readRecord(ctx, rw.collection, rw.eid)
+		if err != nil {
+			return err
+		}
+		shown := map[string]bool{}
+		for _, ops := range rec.fields {
+			for _, op := range ops {
+				shown[op.Ref()] = true
+			}
+		}
+		for _, op := range rec.deletes {
+			shown[op.Ref()] = true
+		}
+		for _, ig := range rec.ignored {
+			shown[ig.Field+"/"+ig.Op.String()] = true
+		}
+		keys := slices.Clone(rw.keys)
+		parsed := map[string]keyParts{}
+		for _, k := range keys {
+			parsed[k], _ = parseOpKey(k)
+		}
+		slices.SortFunc(keys, func(a, b string) int {
+			if parsed[a].Op.Newer(parsed[b].Op) {
+				return -1
+			}
+			if parsed[b].Op.Newer(parsed[a].Op) {
+				return 1
+			}
+			return 0
+		})
+		count := map[string]int{}
+		var got []archived
+		full := func() bool {
+			if len(rec.fields) == 0 {
+				return false
+			}
+			for f := range rec.fields {
+				if count[f] < keep {
+					return false
+				}
+			}
+			return true
+		}
+		for _, k := range keys {
+			if full() {
+				break
+			}
+			kp := parsed[k]
+			var w *write
+			if rw.live[k] {
+				v, err := s.base.Get(ctx, s.layout().values().ChildString(strings.TrimPrefix(k, "/")).ChildString("v"))
+				if err == nil {
+					w, _ = decodeWrite(kp, v)
+				}
+			} else {
+				w = s.writeFromBlock(ctx, kp, k, rw.blocks[k], deltas)
+			}
+			if w == nil {
+				continue
+			}
+			for _, op := range w.Ops {
+				if op.Field == KeepField || shown[op.Ref()] || count[op.Field] >= keep {
+					continue
+				}
+				count[op.Field]++
+				got = append(got, archived{Field: op.Field, Op: op.ID.String(), Value: op.Value})
+			}
+		}
+		if len(got) == 0 {
+			return nil
+		}
+		rep.Archived++
+		return s.mergeArchive(ctx, rw.collection, rw.eid, got, keep)
+	})
+}
+
+// mergeArchive adds entries to a record's archive, keeping the newest
+// keep per field.
+func (s *Store) mergeArchive(ctx context.Context, collection, eid string, add []archived, keep int) error {
+	old, err := s.readArchive(ctx, collection, eid)
+	if err != nil {
+		return err
+	}
+	all := append(old, add...)
+	slices.SortStableFunc(all, func(a, b archived) int { return strings.Compare(b.Op, a.Op) })
+	seen := map[string]bool{}
+	count := map[string]int{}
+	var out []archived
+	for _, e := range all {
+		ref := e.Field + "/" + e.Op
+		if seen[ref] || count[e.Field] >= keep {
+			continue
+		}
+		seen[ref] = true
+		count[e.Field]++
+		out = append(out, e)
+	}
+	data, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	return s.base.Put(ctx, archiveKey(collection, eid), data)
+}
+
+// readArchive returns what earlier epochs kept of a record's history.
+func (s *Store) readArchive(ctx context.Context, collection, eid string) ([]archived, error) {
+	data, err := s.base.Get(ctx, archiveKey(collection, eid))
+	if errors.Is(err, ds.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read history archive: %w", err)
+	}
+	var out []archived
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, fmt.Errorf("read history archive of %s/%s: %w", collection, eid, err)
+	}
+	return out, nil
+}
