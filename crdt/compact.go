@@ -108,24 +108,41 @@ func (s *Store) Compact(ctx context.Context) (*EpochReport, error) {
 // cutVector walks the DAG from its heads and returns, per writer, the
 // newest op of the blocks it reaches. Every block must be here and merged:
 // the set is then closed under links, so it holds every op of each writer
-// up to that time (see epoch.go).
+// up to that time (see epoch.go). It keeps only the set of blocks seen.
 func (s *Store) cutVector(ctx context.Context) (map[string]Timestamp, error) {
-	d, err := s.scanDAG(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if len(d.missing) > 0 || len(d.unmerged) > 0 {
-		return nil, fmt.Errorf("%w: %d blocks missing, %d not merged yet; try again once synced", ErrBusy, len(d.missing), len(d.unmerged))
-	}
+	heads := s.eng().InternalStats(ctx).Heads
+	processed := s.layout().processed()
+	seen := make(map[string]struct{}, 1024)
+	stack := slices.Clone(heads)
 	cut := map[string]Timestamp{}
-	for k := range d.reachable {
-		c, err := blockCid(k)
-		if err != nil {
+	missing, unmerged := 0, 0
+	for len(stack) > 0 {
+		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		c := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		k := blockKey(c)
+		if _, ok := seen[k]; ok {
+			continue
+		}
+		seen[k] = struct{}{}
+		if !s.hasBlock(ctx, k) {
+			missing++
+			continue
+		}
+		if ok, err := s.base.Has(ctx, processed.ChildString(k)); err != nil {
+			return nil, err
+		} else if !ok {
+			unmerged++
 		}
 		nd, err := s.dag.Get(ctx, c)
 		if err != nil {
-			return nil, fmt.Errorf("read block %s: %w", c, err)
+			missing++
+			continue
+		}
+		for _, l := range nd.Links() {
+			stack = append(stack, l.Cid)
 		}
 		delta, err := decodeDelta(nd)
 		if err != nil {
@@ -140,6 +157,9 @@ func (s *Store) cutVector(ctx context.Context) (map[string]Timestamp, error) {
 				cut[kp.Op.Writer] = kp.Op.Time
 			}
 		}
+	}
+	if missing > 0 || unmerged > 0 {
+		return nil, fmt.Errorf("%w: %d blocks missing, %d not merged yet; try again once synced", ErrBusy, missing, unmerged)
 	}
 	return cut, nil
 }
@@ -429,14 +449,16 @@ func (s *Store) switchEpoch(ctx context.Context, info *EpochInfo, rep *EpochRepo
 		return ErrStaleEpoch
 	}
 	oldNs, oldEpoch := s.namespace(), s.Epoch()
-	if err := s.eng().Close(); err != nil {
-		s.log.Warn("closing go-ds-crdt to change epoch", "err", err)
-	}
+	// Readers keep reading: the old epoch is opened again without a
+	// broadcaster (nothing merges into it any more) before the running
+	// engine is swapped out and closed.
 	quiet, err := s.openEngineWith(nil)
 	if err != nil {
-		return s.reopenAfter(fmt.Errorf("open the old epoch to read: %w", err))
+		return fmt.Errorf("open the old epoch to read: %w", err)
 	}
-	s.engine.Store(quiet)
+	if err := s.engine.Swap(quiet).Close(); err != nil {
+		s.log.Warn("closing go-ds-crdt to change epoch", "err", err)
+	}
 	side, _, err := s.openSide(ctx, info.Epoch, false)
 	if err != nil {
 		return s.reopenAfter(err)
@@ -450,9 +472,6 @@ func (s *Store) switchEpoch(ctx context.Context, info *EpochInfo, rep *EpochRepo
 	}
 	if err != nil {
 		return s.reopenAfter(err)
-	}
-	if err := quiet.Close(); err != nil {
-		s.log.Warn("closing the old epoch", "err", err)
 	}
 	// The switch: one batch.
 	b, err := s.base.Batch(ctx)
@@ -472,7 +491,9 @@ func (s *Store) switchEpoch(ctx context.Context, info *EpochInfo, rep *EpochRepo
 		s.health.fail(fmt.Sprintf("opening epoch %s failed (%v)", info.Epoch, err), false)
 		return fmt.Errorf("open epoch %s: %w", info.Epoch, err)
 	}
-	s.engine.Store(eng)
+	if err := s.engine.Swap(eng).Close(); err != nil {
+		s.log.Warn("closing the old epoch", "err", err)
+	}
 	s.afterEpochChange(ctx)
 	s.writeMu.Unlock()
 	locked = false

@@ -240,7 +240,10 @@ func (c *GC) Reclaim(ctx context.Context) (GCResult, error) {
 	if !c.life.Enter() {
 		return GCResult{}, errors.New("reclaim: closed")
 	}
+	// One flatten at a time (badger panics on two), never during a GC run.
+	c.mu.Lock()
 	err := c.g.Flatten()
+	c.mu.Unlock()
 	c.life.Leave()
 	if err != nil {
 		return GCResult{}, fmt.Errorf("reclaim: %w", err)
