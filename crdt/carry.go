@@ -103,7 +103,8 @@ func (s *Store) carry(ctx context.Context, side *Store, info *EpochInfo, rep *Ep
 		return v, err == nil
 	}
 	deltas := map[string]*pb.Delta{}
-	return s.forEachRecordWrites(ctx, info, func(rw *recordWrites) error {
+	groups := map[string]string{} // import batches to carry whole
+	err := s.forEachRecordWrites(ctx, info, func(rw *recordWrites) error {
 		if !rw.post {
 			return nil
 		}
@@ -143,6 +144,12 @@ func (s *Store) carry(ctx context.Context, side *Store, info *EpochInfo, rep *Ep
 				for _, r := range op.Supersedes {
 					listed[r] = true
 				}
+			}
+			if w.Batch && len(w.Sig) > 0 {
+				// Signed with the rest of its import batch: carried
+				// with it, in one delta (below).
+				groups[kp.Op.Writer+"\n"+string(w.Sig)] = k
+				continue
 			}
 			puts = append(puts, [2]string{k, string(v)})
 		}
@@ -219,6 +226,39 @@ func (s *Store) carry(ctx context.Context, side *Store, info *EpochInfo, rep *Ep
 		}
 		return side.commit(ctx, b)
 	})
+	if err != nil {
+		return err
+	}
+	// Each import batch whole, in its own delta: its signature covers all
+	// of its writes. Those that do not show here are named dead by the
+	// KeepField writes above (they are not covered by the cut either).
+	for id, key := range groups {
+		members, err := s.batchGroup(ctx, key, id, deltas)
+		if err != nil {
+			return err
+		}
+		b, err := side.openBatch(ctx)
+		if err != nil {
+			return err
+		}
+		for _, m := range members {
+			if err := b.Put(ctx, ds.RawKey(m[0]), []byte(m[1])); err != nil {
+				b.end(ctx)
+				return err
+			}
+			if err := side.copyBadSig(ctx, s, m[0]); err != nil {
+				b.end(ctx)
+				return err
+			}
+			rep.Carried++
+		}
+		err = side.commit(ctx, b)
+		b.end(ctx)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeFromBlock reads a (tombstoned) write from the block that carried

@@ -456,3 +456,82 @@ func TestEpochsWithTrust(t *testing.T) {
 		t.Errorf("a laptop's manifest: %v", err)
 	}
 }
+
+// TestCompactionKeepsImportBatches: the writes of one import share one
+// signature over the whole batch. Seeded into a new epoch, or carried over
+// by a laptop that imported while away, they still verify on every node,
+// and the batch's superseded writes stay hidden.
+func TestCompactionKeepsImportBatches(t *testing.T) {
+	ctx := context.Background()
+	n := newTrustNet(t, 3)
+	a, b, c := n.replicas[0], n.replicas[1], n.replicas[2]
+	imp := func(r *replica, prefix string, count int) {
+		var recs []ImportRecord
+		for i := range count {
+			recs = append(recs, ImportRecord{Line: i + 1, ID: fmt.Sprintf("%s%d", prefix, i), Fields: map[string]any{"last_name": fmt.Sprintf("L%d", i), "phone": "0"}})
+		}
+		if _, err := r.Import(ctx, "contacts", recs, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	imp(a, "o", 5)
+	n.waitConverged(10 * time.Second)
+	mustPut(t, a, "contacts", "o2", map[string]any{"last_name": "Changed", "phone": "1"}) // retires o2's imported write
+	mustPut(t, a, "contacts", "o3", map[string]any{"phone": "3"})                         // o3's stays, partly superseded
+	n.waitConverged(10 * time.Second)
+	n.setOnline(2, false)
+	imp(c, "l", 4) // imported while away: carried over whole
+	mustPut(t, c, "contacts", "l1", map[string]any{"last_name": "Gone", "phone": "9"})
+	rep, err := a.Compact(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "B to move", func() bool { return b.Epoch() == rep.Epoch })
+	n.setOnline(2, true)
+	n.waitConverged(20 * time.Second)
+	for _, r := range n.all() {
+		if ig, err := r.Ignored(ctx); err != nil || len(ig) > 0 {
+			t.Errorf("replica %s ignores %v (%v)", r.writer, ig, err)
+		}
+		want := map[string]string{"o0": "L0/0", "o1": "L1/0", "o2": "Changed/1", "o3": "L3/3", "o4": "L4/0",
+			"l0": "L0/0", "l1": "Gone/9", "l2": "L2/0", "l3": "L3/0"}
+		for id, w := range want {
+			rec, err := r.Get(ctx, "contacts", id)
+			if err != nil {
+				t.Errorf("replica %s: %s: %v", r.writer, id, err)
+				continue
+			}
+			v := rec.Values()
+			if got := fmt.Sprintf("%v/%v", v["last_name"], v["phone"]); got != w || rec.Conflicted() {
+				t.Errorf("replica %s: %s = %s (conflicted %v), want %s", r.writer, id, got, rec.Conflicted(), w)
+			}
+		}
+	}
+}
+
+// TestCompactionKeepsWhatAForgeryHid: a value shown only because the write
+// that tombstoned it does not count (a non-member's) is seeded too.
+func TestCompactionKeepsWhatAForgeryHid(t *testing.T) {
+	ctx := context.Background()
+	n := newTrustNet(t, 2, "X")
+	a, b := n.replicas[0], n.replicas[1]
+	mustPut(t, a, "contacts", "c1", map[string]any{"last_name": "Smith"})
+	mustPut(t, a, "contacts", "c1", map[string]any{"phone": "1"})
+	n.waitConverged(10 * time.Second)
+	rawWrite(t, b, "contacts", "c1", "phone", "forged", "X", n.keys["X"])
+	n.waitConverged(10 * time.Second)
+	rep, err := a.Compact(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "B to move", func() bool { return b.Epoch() == rep.Epoch })
+	n.waitConverged(10 * time.Second)
+	for _, r := range n.all() {
+		if v := mustGet(t, r, "contacts", "c1").Values(); v["phone"] != "1" || v["last_name"] != "Smith" {
+			t.Errorf("replica %s: c1 %v", r.writer, v)
+		}
+		if ig, err := r.Ignored(ctx); err != nil || len(ig) != 1 || ig[0].Op.Writer != "X" {
+			t.Errorf("replica %s: ignored %v %v", r.writer, ig, err)
+		}
+	}
+}
