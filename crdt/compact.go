@@ -596,6 +596,11 @@ func (s *Store) Adopt(ctx context.Context, ep Epoch, heads []cid.Cid) (*EpochRep
 	}
 	feed.close()
 	if err != nil {
+		// What was merged of it goes (it is fetched again if offered
+		// again); its blocks stay until they are dropped with an epoch.
+		if _, cerr := s.countAndClear(ctx, prefix(ep.namespace(s.opts.Namespace))); cerr == nil {
+			_ = s.base.Delete(ctx, ds.NewKey(buildRoot).ChildString(ep.String()))
+		}
 		return nil, fmt.Errorf("adopt epoch %s: %w", ep, err)
 	}
 	rep := &EpochReport{Epoch: ep, Prev: s.Epoch()}

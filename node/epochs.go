@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
+	ds "github.com/ipfs/go-datastore"
+
 	"github.com/ferry-crm/ferry/crdt"
 	"github.com/ferry-crm/ferry/node/api"
 	"github.com/ferry-crm/ferry/node/apijson"
@@ -124,21 +126,43 @@ func (n *Node) compactLoop(ctx context.Context) {
 // compactDue says why the policy asks for a compaction now ("" if not).
 func (n *Node) compactDue(ctx context.Context, started time.Time) string {
 	if n.cfg.CompactEvery > 0 {
-		since := started
-		if info := n.store.EpochInfo(); info != nil && info.At.After(since) {
-			since = info.At
-		}
+		since := n.epochSince(ctx, started)
 		if time.Since(since) >= n.cfg.CompactEvery {
 			return fmt.Sprintf("the epoch is older than %s", n.cfg.CompactEvery)
 		}
 	}
 	if n.cfg.CompactRatio > 0 {
 		h, err := n.store.HistorySize(ctx)
-		if err == nil && h.Writes >= minCompactWrites && h.Ratio() >= n.cfg.CompactRatio {
+		least := n.cfg.compactMinWrites
+		if least <= 0 {
+			least = minCompactWrites
+		}
+		if err == nil && h.Writes >= least && h.Ratio() >= n.cfg.CompactRatio {
 			return fmt.Sprintf("history holds %.1f writes per visible one (policy: %g)", h.Ratio(), n.cfg.CompactRatio)
 		}
 	}
 	return ""
+}
+
+// epoch0Key holds when this node first applied compact_every in the first
+// epoch (which has no start time of its own), so that restarts do not
+// reset the age.
+var epoch0Key = ds.NewKey("/ferry/local/epoch0-since")
+
+// epochSince is when the current epoch started, as the age policy counts.
+func (n *Node) epochSince(ctx context.Context, fallback time.Time) time.Time {
+	if info := n.store.EpochInfo(); info != nil {
+		return info.At
+	}
+	if b, err := n.guard.Get(ctx, epoch0Key); err == nil {
+		if t, err := time.Parse(time.RFC3339Nano, string(b)); err == nil {
+			return t
+		}
+	}
+	if err := n.guard.Put(ctx, epoch0Key, []byte(fallback.UTC().Format(time.RFC3339Nano))); err != nil {
+		n.log.Warn("compaction policy: recording the start of the first epoch", "err", err)
+	}
+	return fallback
 }
 
 // storeSize is the size of the data dir's store on disk.

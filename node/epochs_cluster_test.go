@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferry-crm/ferry/crdt"
 	"github.com/ferry-crm/ferry/internal/testnet"
+	"github.com/ferry-crm/ferry/node/datadir"
 )
 
 // TestClusterCompaction: real nodes on loopback. The office compacts while
@@ -94,4 +95,75 @@ func TestClusterCompaction(t *testing.T) {
 		t.Errorf("office restarted in epoch %s", got)
 	}
 	c.waitConverged()
+}
+
+// TestClusterCompactionPolicy: an office with compact_history_ratio set
+// compacts by itself once its history outgrows the ratio, and the laptop
+// follows.
+func TestClusterCompactionPolicy(t *testing.T) {
+	c := newCluster(t, 1)
+	for v := range 6 {
+		for i := range 10 {
+			put(t, c.nodes[0], fmt.Sprintf("c%d", i), map[string]any{"last_name": "L", "phone": fmt.Sprint(v)})
+		}
+	}
+	c.waitConverged()
+	h, err := c.nodes[0].Store().HistorySize(context.Background())
+	if err != nil || h.Ratio() < 2 {
+		t.Fatalf("history before: %+v %v", h, err)
+	}
+	// The policy as Start runs it on an office configured with it.
+	office := c.nodes[0].Node
+	office.cfg.CompactRatio, office.cfg.CompactCheck, office.cfg.compactMinWrites = 2, 50*time.Millisecond, 20
+	office.life.Go(office.compactLoop)
+	testnet.WaitFor(t, 30*time.Second, func() bool {
+		return c.nodes[0].Store().Epoch().Number == 1 && c.nodes[1].Store().Epoch() == c.nodes[0].Store().Epoch()
+	})
+	h, err = c.nodes[0].Store().HistorySize(context.Background())
+	if err != nil || h.Ratio() >= 2 {
+		t.Errorf("history after the policy's compaction: %+v %v", h, err)
+	}
+	// Once compacted, the ratio is low: the policy asks for nothing more.
+	if why := c.nodes[0].compactDue(context.Background(), time.Now()); why != "" {
+		t.Errorf("policy still asks for a compaction: %s", why)
+	}
+	c.waitConverged()
+}
+
+func TestCompactionSettings(t *testing.T) {
+	dir := t.TempDir()
+	keep := func(n int) *int { return &n }
+	good := []datadir.Settings{
+		{Role: RoleOffice, HistoryKeep: keep(0), CompactEvery: "168h", CompactHistoryRatio: 4},
+		{Role: RoleLaptop, HistoryKeep: keep(25)},
+	}
+	for _, s := range good {
+		cfg, err := ConfigFromSettings(dir, &s)
+		if err != nil {
+			t.Errorf("%+v: %v", s, err)
+			continue
+		}
+		if cfg.Store.HistoryKeep != *s.HistoryKeep || cfg.CompactRatio != s.CompactHistoryRatio {
+			t.Errorf("%+v: history_keep %d, ratio %g", s, cfg.Store.HistoryKeep, cfg.CompactRatio)
+		}
+	}
+	if cfg, _ := ConfigFromSettings(dir, &datadir.Settings{Role: RoleLaptop}); cfg.Store.HistoryKeep != 10 || cfg.CompactEvery != 0 {
+		t.Errorf("defaults: history_keep %d, compact_every %s", cfg.Store.HistoryKeep, cfg.CompactEvery)
+	}
+	bad := []struct {
+		s    datadir.Settings
+		want string
+	}{
+		{datadir.Settings{Role: RoleOffice, HistoryKeep: keep(-1)}, "history_keep"},
+		{datadir.Settings{Role: RoleOffice, HistoryKeep: keep(5000)}, "history_keep"},
+		{datadir.Settings{Role: RoleOffice, CompactEvery: "10s"}, "compact_every"},
+		{datadir.Settings{Role: RoleOffice, CompactEvery: "weekly"}, "compact_every"},
+		{datadir.Settings{Role: RoleOffice, CompactHistoryRatio: 1.2}, "compact_history_ratio"},
+		{datadir.Settings{Role: RoleLaptop, CompactEvery: "24h"}, "only an office"},
+	}
+	for _, tc := range bad {
+		if _, err := ConfigFromSettings(dir, &tc.s); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want an error about %s", tc.s, err, tc.want)
+		}
+	}
 }

@@ -113,6 +113,9 @@ type Config struct {
 	CompactEvery time.Duration
 	CompactRatio float64
 	CompactCheck time.Duration
+	// compactMinWrites: the ratio policy leaves epochs with fewer writes
+	// alone (default minCompactWrites; tests lower it).
+	compactMinWrites int
 	// Logger receives the node's logs (default slog.Default()).
 	Logger *slog.Logger
 }

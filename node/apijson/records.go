@@ -106,6 +106,9 @@ type History struct {
 	Visible    bool      `json:"visible"`
 	Origin     string    `json:"origin"` // "here" or "peer"
 	Block      string    `json:"block,omitempty"`
+	// Compacted: from before a compaction, kept in the node's history
+	// archive (value, writer and time only; see history_keep).
+	Compacted bool `json:"compacted,omitempty"`
 }
 
 // PutRequest is the body of PUT /v1/records/{collection}/{id}. Values in
@@ -215,6 +218,7 @@ func FromHistory(h []crdt.HistoryEntry, nodes map[string]crdt.NodeInfo) []Histor
 		if e.Block.Defined() {
 			hj.Block = e.Block.String()
 		}
+		hj.Compacted = e.Compacted
 		out = append(out, hj)
 	}
 	return out
