@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"text/tabwriter"
 	"time"
 
@@ -116,7 +117,11 @@ first: the value, the writer and the time, the operations it superseded,
 whether it is still visible, and whether it was written here or arrived
 from a peer. Built from what the store keeps (go-ds-crdt keeps every
 operation and every DAG block), so it is complete for the data this node
-has; see docs/merge-rules.md.`,
+has; see docs/merge-rules.md.
+
+After a compaction (ferry compact) the older operations are gone: each
+field keeps its last history_keep superseded values (config.yaml, default
+10) with their writer and time only, shown as "compacted".`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 2 || len(args) > 3 {
 				return usagef("history: want COLLECTION ID [FIELD]")
@@ -136,24 +141,45 @@ has; see docs/merge-rules.md.`,
 				if asJSON {
 					return printJSON(cmd.OutOrStdout(), h)
 				}
-				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "TIME\tFIELD\tVALUE\tWRITER\tORIGIN\tSTATE\tSUPERSEDES")
-				for _, e := range h {
-					val := quoteIfNeeded(schema.FormatText(e.Value))
-					if e.Deleted {
-						val = "(deleted the record)"
-					}
-					state := "visible"
-					if !e.Visible {
-						state = "superseded"
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", e.At.Format(time.RFC3339), e.Field, val,
-						writerName(e.Writer, e.WriterName), e.Origin, state, len(e.Supersedes))
-				}
-				return tw.Flush()
+				return printHistory(cmd.OutOrStdout(), h)
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// compactedNote follows a history with compacted operations.
+const compactedNote = "compacted: from before a compaction, kept with value, writer and time only (older values are gone)"
+
+// printHistory writes the `ferry history` table, oldest first. A compacted
+// operation's STATE is "compacted" (it was superseded; what it superseded
+// is not kept) and a note follows the table.
+func printHistory(w io.Writer, h []apijson.History) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tFIELD\tVALUE\tWRITER\tORIGIN\tSTATE\tSUPERSEDES")
+	compacted := false
+	for _, e := range h {
+		val := quoteIfNeeded(schema.FormatText(e.Value))
+		if e.Deleted {
+			val = "(deleted the record)"
+		}
+		state, supersedes := "visible", fmt.Sprint(len(e.Supersedes))
+		switch {
+		case e.Compacted:
+			state, supersedes, compacted = "compacted", "-", true
+		case !e.Visible:
+			state = "superseded"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.At.Format(time.RFC3339), e.Field, val,
+			writerName(e.Writer, e.WriterName), e.Origin, state, supersedes)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if compacted {
+		_, err := fmt.Fprintln(w, compactedNote)
+		return err
+	}
+	return nil
 }

@@ -1,15 +1,17 @@
 package main
 
 import (
-	"github.com/dustin/go-humanize"
-
+	"context"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
+	"github.com/ferry-crm/ferry/crdt"
 	"github.com/ferry-crm/ferry/node/api"
 	"github.com/ferry-crm/ferry/node/apijson"
 	"github.com/ferry-crm/ferry/node/datadir"
@@ -44,6 +46,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(tw, "heads:\t%d\n", len(st.Heads))
 				fmt.Fprintf(tw, "DAG height:\t%d\n", st.DAGHeight)
 				fmt.Fprintf(tw, "dirty:\t%t\n", st.Dirty)
+				if e := st.Epoch; e != nil {
+					writeEpoch(tw, e, st.PeerID, epochNames(cmd.Context(), c, e, st.PeerID))
+				}
 				if st.RepairReason != "" {
 					fmt.Fprintf(tw, "needs repair:\t%s (the node retries by itself; 'ferry check' tells more)\n", st.RepairReason)
 				}
@@ -123,16 +128,20 @@ func newPeersCmd(g *globals) *cobra.Command {
 				if asJSON {
 					return printJSON(cmd.OutOrStdout(), peers)
 				}
-				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "PEER ID\tNAME\tROLE\tCONNECTED\tHOW KNOWN\tLAST SYNC")
+				ours := ""
 				for _, p := range peers {
-					last := "never"
-					if !p.LastSync.IsZero() {
-						last = p.LastSync.Format(time.RFC3339)
+					if p.Epoch != "" {
+						var st apijson.Status
+						if err := c.Do(cmd.Context(), "GET", "/v1/status", nil, &st); err != nil {
+							return err
+						}
+						if st.Epoch != nil {
+							ours = st.Epoch.Epoch
+						}
+						break
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%s\t%s\n", p.ID, p.Name, p.Role, p.Connected, howKnown(p), last)
 				}
-				if err := tw.Flush(); err != nil {
+				if err := printPeers(cmd.OutOrStdout(), peers, ours); err != nil {
 					return err
 				}
 				return printIncompatiblePeers(cmd.OutOrStdout(), peers)
@@ -210,4 +219,86 @@ func privacy(private bool) string {
 		return "private (swarm key)"
 	}
 	return "no swarm key"
+}
+
+// writeEpoch writes the epoch lines of `ferry status` (tab-separated, for
+// its table): the epoch, since when and by which office; whether the node
+// is moving to a later one, or heard of one; why the last move failed.
+// names maps writer ids to node names (may be nil).
+func writeEpoch(w io.Writer, e *apijson.Epoch, self string, names map[string]string) {
+	if e.Number == 0 && (e.Epoch == "" || e.Epoch == "0") {
+		fmt.Fprintf(w, "epoch:\t0 (the first: never compacted)\n")
+	} else {
+		line := e.Epoch
+		if !e.StartedAt.IsZero() {
+			line += ", since " + e.StartedAt.Format(time.RFC3339)
+		}
+		switch e.StartedBy {
+		case "":
+		case self:
+			line += ", started by this node"
+		default:
+			line += ", started by " + writerName(e.StartedBy, names[e.StartedBy])
+		}
+		fmt.Fprintf(w, "epoch:\t%s\n", line)
+	}
+	switch {
+	case e.Adopting && e.Later != "":
+		fmt.Fprintf(w, "\tmoving to epoch %s now\n", e.Later)
+	case e.Adopting:
+		fmt.Fprintf(w, "\tmoving to a later epoch now\n")
+	case e.Later != "":
+		fmt.Fprintf(w, "\ta peer is in a later epoch %s: this node moves to it as soon as it can\n", e.Later)
+	}
+	if e.LastError != "" {
+		fmt.Fprintf(w, "\tthe last move to a later epoch failed (tried again by itself): %s\n", e.LastError)
+	}
+}
+
+// epochNames names the office that started the node's epoch, from the
+// members list (nil when it is this node, none started it, or the list
+// cannot be read: the id is shown then).
+func epochNames(ctx context.Context, c *client, e *apijson.Epoch, self string) map[string]string {
+	if e.StartedBy == "" || e.StartedBy == self {
+		return nil
+	}
+	ms, err := c.Members(ctx)
+	if err != nil {
+		return nil
+	}
+	names := map[string]string{}
+	for _, m := range ms {
+		if m.Name != "" {
+			names[m.PeerID] = m.Name
+		}
+	}
+	return names
+}
+
+// epochRelation says how a peer's epoch stands to this node's: "" when
+// they are the same (or either is not known), else the peer's epoch
+// and which node moves: "2-ab12cd34… (later: this node moves to it)" or
+// "1-0f3e2d1c… (earlier: it will move to ours)".
+func epochRelation(ours, theirs string) string {
+	if theirs == "" || ours == "" || theirs == ours {
+		return ""
+	}
+	o, err1 := crdt.ParseEpoch(ours)
+	p, err2 := crdt.ParseEpoch(theirs)
+	switch {
+	case err1 != nil || err2 != nil:
+		return shortEpoch(theirs)
+	case p.After(o):
+		return shortEpoch(theirs) + " (later: this node moves to it)"
+	default:
+		return shortEpoch(theirs) + " (earlier: it will move to ours)"
+	}
+}
+
+// shortEpoch abbreviates an epoch for tables: "2-ab12cd34…".
+func shortEpoch(e string) string {
+	if num, id, ok := strings.Cut(e, "-"); ok && len(id) > 8 {
+		return num + "-" + id[:8] + "…"
+	}
+	return e
 }

@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-crm/ferry/node/apijson"
 	"github.com/ferry-crm/ferry/node/datadir"
@@ -76,5 +77,53 @@ func TestStatusMemory(t *testing.T) {
 	}
 	if r := ferry(t, dir, "status"); r.Code == 0 || !strings.Contains(r.Stderr, `memory_limit "lots"`) {
 		t.Errorf("status with a bad memory_limit: want an error naming the key:\n%s", r)
+	}
+}
+
+func TestWriteEpoch(t *testing.T) {
+	at := time.Date(2026, 3, 1, 9, 30, 0, 0, time.UTC)
+	office := "12D3KooWOfficeOfficeOfficeAbCdEfGh"
+	for _, c := range []struct {
+		name string
+		e    apijson.Epoch
+		self string
+		want string
+	}{
+		{"first epoch", apijson.Epoch{Epoch: "0"}, "me",
+			"epoch:\t0 (the first: never compacted)\n"},
+		{"started by another office", apijson.Epoch{Epoch: "2-ab12cd34ef567890", Number: 2, StartedAt: at, StartedBy: office}, "me",
+			"epoch:\t2-ab12cd34ef567890, since 2026-03-01T09:30:00Z, started by office (…AbCdEfGh)\n"},
+		{"started here", apijson.Epoch{Epoch: "2-ab12cd34ef567890", Number: 2, StartedAt: at, StartedBy: office}, office,
+			"epoch:\t2-ab12cd34ef567890, since 2026-03-01T09:30:00Z, started by this node\n"},
+		{"moving", apijson.Epoch{Epoch: "0", Later: "1-0011223344556677", Adopting: true}, "me",
+			"epoch:\t0 (the first: never compacted)\n\tmoving to epoch 1-0011223344556677 now\n"},
+		{"heard of a later one, last move failed", apijson.Epoch{Epoch: "0", Later: "1-0011223344556677", LastError: "adopt: no heads"}, "me",
+			"epoch:\t0 (the first: never compacted)\n\ta peer is in a later epoch 1-0011223344556677: this node moves to it as soon as it can\n" +
+				"\tthe last move to a later epoch failed (tried again by itself): adopt: no heads\n"},
+	} {
+		var b strings.Builder
+		writeEpoch(&b, &c.e, c.self, map[string]string{office: "office"})
+		if b.String() != c.want {
+			t.Errorf("%s: writeEpoch printed\n%q\nwant\n%q", c.name, b.String(), c.want)
+		}
+	}
+}
+
+func TestEpochRelation(t *testing.T) {
+	for _, c := range []struct{ ours, theirs, want string }{
+		{"2-ab12cd34ef567890", "", ""},
+		{"", "2-ab12cd34ef567890", ""},
+		{"2-ab12cd34ef567890", "2-ab12cd34ef567890", ""},
+		{"0", "0", ""},
+		{"0", "1-0011223344556677", "1-00112233… (later: this node moves to it)"},
+		{"2-ab12cd34ef567890", "1-0011223344556677", "1-00112233… (earlier: it will move to ours)"},
+		{"2-ab12cd34ef567890", "0", "0 (earlier: it will move to ours)"},
+		// Two offices compacted the same epoch at once: the larger id wins.
+		{"2-ab12cd34ef567890", "2-ff12cd34ef567890", "2-ff12cd34… (later: this node moves to it)"},
+		{"2-ab12cd34ef567890", "what", "what"},
+	} {
+		if got := epochRelation(c.ours, c.theirs); got != c.want {
+			t.Errorf("epochRelation(%q, %q) = %q, want %q", c.ours, c.theirs, got, c.want)
+		}
 	}
 }

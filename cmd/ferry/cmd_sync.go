@@ -147,6 +147,9 @@ differ, list the records that differ. Exit code 0 when identical, 4 when not.`,
 						fmt.Fprintf(out, "  %s/%s  %s\n", r.Collection, r.ID, where)
 					}
 				}
+				if line := diffEpochs(res); line != "" {
+					fmt.Fprintln(out, line)
+				}
 			}
 			if !res.Identical {
 				return &codedError{code: exitDiffer, err: errors.New("the nodes differ")}
@@ -164,4 +167,16 @@ func short(digest string) string {
 		return digest[:12]
 	}
 	return digest
+}
+
+// diffEpochs says, when this node and the peer are in different epochs of
+// history, which epoch each is in and which node moves (the digests compare
+// what both show, whatever their epochs); "" when the epochs are the same
+// or the peer's is not known.
+func diffEpochs(res apijson.DiffResult) string {
+	rel := epochRelation(res.Epoch, res.PeerEpoch)
+	if rel == "" {
+		return ""
+	}
+	return fmt.Sprintf("epochs differ: here %s, there %s", shortEpoch(res.Epoch), rel)
 }
