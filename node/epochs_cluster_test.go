@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -165,5 +166,54 @@ func TestCompactionSettings(t *testing.T) {
 		if _, err := ConfigFromSettings(dir, &tc.s); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want an error about %s", tc.s, err, tc.want)
 		}
+	}
+}
+
+// TestCleanSyncAfterCompaction: a fresh node copies a compacted office:
+// it opens in the office's epoch with the same records and the history
+// the office kept.
+func TestCleanSyncAfterCompaction(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t, 0)
+	office := c.nodes[0]
+	for v := range 4 {
+		for i := range 30 {
+			put(t, office, fmt.Sprintf("c%d", i), map[string]any{"last_name": "L", "phone": fmt.Sprint(v)})
+		}
+	}
+	res, err := office.Compact(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	fresh := c.enrol(filepath.Join(t.TempDir(), "fresh"), "fresh", RoleLaptop, office.Addrs()[:1], &settableClock{t: time.Now()})
+	if _, err := CleanSync(cctx, fresh, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	fresh.Network = false
+	n, err := Start(ctx, fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if got := n.Store().Epoch().String(); got != res.Epoch {
+		t.Errorf("fresh node in epoch %s, office in %s", got, res.Epoch)
+	}
+	if got, want := visible(t, &clusterNode{Node: n}), visible(t, office); got != want {
+		t.Errorf("fresh node differs from the office:\n%s\n%s", got, want)
+	}
+	h, err := n.Store().History(ctx, "contacts", "c7", "phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	compacted := 0
+	for _, e := range h {
+		if e.Compacted {
+			compacted++
+		}
+	}
+	if compacted != 2 { // p1 and p2; p0 stays in the first write (last_name), p3 shows
+		t.Errorf("fresh node's history of c7.phone: %+v", h)
 	}
 }
