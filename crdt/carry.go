@@ -2,7 +2,6 @@ package crdt
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -286,9 +285,65 @@ const HistoryRoot = "/ferry/history/"
 
 // archived is one superseded value kept across epochs.
 type archived struct {
-	Field string `json:"f"`
-	Op    string `json:"op"`
-	Value any    `json:"v"`
+	Field string
+	Op    OpID
+	Value any
+}
+
+// An archive is stored as a format byte (1) and a CBOR body: the writers,
+// then per entry its field, time, writer index and value. Writer ids (52
+// characters) are stored once per record, not once per value.
+const archiveFormat = 1
+
+type archiveBody struct {
+	_       struct{} `cbor:",toarray"`
+	Writers []string
+	Entries []archiveEntry
+}
+
+type archiveEntry struct {
+	_      struct{} `cbor:",toarray"`
+	Field  string
+	Time   uint64
+	Writer uint64
+	Value  any
+}
+
+func encodeArchive(entries []archived) ([]byte, error) {
+	var body archiveBody
+	idx := map[string]uint64{}
+	for _, e := range entries {
+		i, ok := idx[e.Op.Writer]
+		if !ok {
+			i = uint64(len(body.Writers))
+			idx[e.Op.Writer] = i
+			body.Writers = append(body.Writers, e.Op.Writer)
+		}
+		body.Entries = append(body.Entries, archiveEntry{Field: e.Field, Time: uint64(e.Op.Time), Writer: i, Value: e.Value})
+	}
+	b, err := cborEnc.Marshal(body)
+	if err != nil {
+		return nil, fmt.Errorf("encode history archive: %w", err)
+	}
+	return append([]byte{archiveFormat}, b...), nil
+}
+
+func decodeArchive(data []byte) ([]archived, error) {
+	if len(data) == 0 || data[0] != archiveFormat {
+		return nil, errors.New("decode history archive: unknown format")
+	}
+	var body archiveBody
+	if err := cborDec.Unmarshal(data[1:], &body); err != nil {
+		return nil, fmt.Errorf("decode history archive: %w", err)
+	}
+	out := make([]archived, 0, len(body.Entries))
+	for _, e := range body.Entries {
+		if e.Writer >= uint64(len(body.Writers)) {
+			return nil, errors.New("decode history archive: bad writer index")
+		}
+		out = append(out, archived{Field: e.Field, Op: OpID{Time: Timestamp(e.Time), Writer: body.Writers[e.Writer]}, Value: e.Value})
+	}
+	return out, nil
 }
 
 func archiveKey(collection, eid string) ds.Key {
@@ -373,7 +428,7 @@ func (s *Store) archiveHistory(ctx context.Context, rep *EpochReport) error {
 					continue
 				}
 				count[op.Field]++
-				got = append(got, archived{Field: op.Field, Op: op.ID.String(), Value: op.Value})
+				got = append(got, archived{Field: op.Field, Op: op.ID, Value: op.Value})
 			}
 		}
 		if len(got) == 0 {
@@ -392,12 +447,20 @@ func (s *Store) mergeArchive(ctx context.Context, collection, eid string, add []
 		return err
 	}
 	all := append(old, add...)
-	slices.SortStableFunc(all, func(a, b archived) int { return strings.Compare(b.Op, a.Op) })
+	slices.SortStableFunc(all, func(a, b archived) int {
+		switch {
+		case a.Op.Newer(b.Op):
+			return -1
+		case b.Op.Newer(a.Op):
+			return 1
+		}
+		return 0
+	})
 	seen := map[string]bool{}
 	count := map[string]int{}
 	var out []archived
 	for _, e := range all {
-		ref := e.Field + "/" + e.Op
+		ref := e.Field + "/" + e.Op.String()
 		if seen[ref] || count[e.Field] >= keep {
 			continue
 		}
@@ -405,7 +468,7 @@ func (s *Store) mergeArchive(ctx context.Context, collection, eid string, add []
 		count[e.Field]++
 		out = append(out, e)
 	}
-	data, err := json.Marshal(out)
+	data, err := encodeArchive(out)
 	if err != nil {
 		return err
 	}
@@ -421,8 +484,8 @@ func (s *Store) readArchive(ctx context.Context, collection, eid string) ([]arch
 	if err != nil {
 		return nil, fmt.Errorf("read history archive: %w", err)
 	}
-	var out []archived
-	if err := json.Unmarshal(data, &out); err != nil {
+	out, err := decodeArchive(data)
+	if err != nil {
 		return nil, fmt.Errorf("read history archive of %s/%s: %w", collection, eid, err)
 	}
 	return out, nil

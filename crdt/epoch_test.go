@@ -568,3 +568,25 @@ func TestCompactionKeepsDerivedState(t *testing.T) {
 		})
 	}
 }
+
+func TestArchiveEncoding(t *testing.T) {
+	in := []archived{
+		{Field: "phone", Op: OpID{Time: 7, Writer: "12D3KooWA"}, Value: "+41 1"},
+		{Field: "amount", Op: OpID{Time: 6, Writer: "12D3KooWB"}, Value: 2.5},
+		{Field: "active", Op: OpID{Time: 5, Writer: "12D3KooWA"}, Value: true},
+		{Field: "phone", Op: OpID{Time: 4, Writer: "12D3KooWB"}, Value: nil},
+	}
+	b, err := encodeArchive(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := decodeArchive(b)
+	if err != nil || fmt.Sprint(out) != fmt.Sprint(in) {
+		t.Fatalf("round trip: %v %v", out, err)
+	}
+	for _, bad := range [][]byte{nil, {2}, {archiveFormat, 0xff}, append([]byte{archiveFormat}, 0x82, 0x80, 0x81, 0x84, 0x61, 'f', 0x01, 0x05, 0x01)} {
+		if _, err := decodeArchive(bad); err == nil {
+			t.Errorf("decodeArchive(%x) accepted", bad)
+		}
+	}
+}

@@ -65,11 +65,10 @@ func (s *Store) History(ctx context.Context, collection, id, field string) ([]Hi
 		return nil, err
 	}
 	for _, a := range arch {
-		op, err := ParseOpID(a.Op)
-		if err != nil || have[a.Field+"/"+a.Op] || (field != "" && a.Field != field) {
+		if have[a.Field+"/"+a.Op.String()] || (field != "" && a.Field != field) {
 			continue
 		}
-		out = append(out, HistoryEntry{Field: a.Field, Op: op, Value: a.Value, Local: op.Writer == s.opts.Writer, Compacted: true})
+		out = append(out, HistoryEntry{Field: a.Field, Op: a.Op, Value: a.Value, Local: a.Op.Writer == s.opts.Writer, Compacted: true})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[j].Op.Newer(out[i].Op) })
 	return out, nil
