@@ -206,6 +206,8 @@ func TestCompactionProperty(t *testing.T) {
 	seeds := 12
 	if testing.Short() {
 		seeds = 3
+	} else if raceEnabled {
+		seeds = 5
 	}
 	var carried int64
 	defer func() {
