@@ -217,3 +217,34 @@ func TestCleanSyncAfterCompaction(t *testing.T) {
 		t.Errorf("fresh node's history of c7.phone: %+v", h)
 	}
 }
+
+// TestFreshNodeJoinsCompactedOffice: a node that never synced catches up
+// with a compacted office through the DAG (no snapshot): it moves to the
+// office's epoch and shows everything.
+func TestFreshNodeJoinsCompactedOffice(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t, 0)
+	office := c.nodes[0]
+	for v := range 3 {
+		for i := range 30 {
+			put(t, office, fmt.Sprintf("c%d", i), map[string]any{"last_name": "L", "phone": fmt.Sprint(v)})
+		}
+	}
+	res, err := office.Compact(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &settableClock{t: time.Now()}
+	dir := filepath.Join(t.TempDir(), "fresh")
+	cfg := c.enrol(dir, "fresh", RoleLaptop, office.Addrs()[:1], clock)
+	n, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nodes = append(c.nodes, &clusterNode{Node: n, dir: dir, clock: clock, cfg: cfg})
+	testnet.WaitFor(t, 30*time.Second, func() bool { return n.Store().Epoch().String() == res.Epoch })
+	c.waitConverged()
+	if got, want := visible(t, c.nodes[1]), visible(t, office); got != want || !strings.Contains(got, "c29{") {
+		t.Errorf("fresh node shows\n%s\nthe office\n%s", got, want)
+	}
+}
