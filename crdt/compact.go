@@ -908,7 +908,23 @@ func (s *Store) dropEpoch(ctx context.Context, name string, ns ds.Key) (keys, bl
 			blocks++
 		}
 	}
-	keys, err = s.countAndClear(ctx, prefix(ns))
+	if s.opts.DropPrefix != nil {
+		if keys, err = s.countKeys(ctx, prefix(ns)); err == nil {
+			err = s.opts.DropPrefix(ctx, prefix(ns))
+		}
+	}
+	if err == nil {
+		// What DropPrefix left (badger v1.6.2 can leave a key the
+		// memtable held), or everything without it.
+		var n int
+		n, err = s.countAndClear(ctx, prefix(ns))
+		if n > 0 && s.opts.DropPrefix != nil {
+			s.log.Info("keys left after dropping an old epoch's prefix, deleted", "keys", n)
+		}
+		if s.opts.DropPrefix == nil {
+			keys = n
+		}
+	}
 	if err != nil {
 		return keys, blocks, fmt.Errorf("drop epoch %s: %w", name, err)
 	}
@@ -916,6 +932,23 @@ func (s *Store) dropEpoch(ctx context.Context, name string, ns ds.Key) (keys, bl
 		return keys, blocks, fmt.Errorf("drop epoch %s: %w", name, err)
 	}
 	return keys, blocks, nil
+}
+
+// countKeys counts the keys under p.
+func (s *Store) countKeys(ctx context.Context, p string) (int, error) {
+	res, err := s.base.Query(ctx, query.Query{Prefix: p, KeysOnly: true})
+	if err != nil {
+		return 0, err
+	}
+	defer res.Close()
+	n := 0
+	for r := range res.Next() {
+		if r.Error != nil {
+			return n, r.Error
+		}
+		n++
+	}
+	return n, nil
 }
 
 // countAndClear deletes every key under p and returns how many.

@@ -92,6 +92,11 @@ type Options struct {
 	// AdoptTimeout bounds moving to an epoch a peer announced (default 10
 	// minutes).
 	AdoptTimeout time.Duration
+	// DropPrefix, if set, deletes every key of the datastore under a prefix
+	// at once (badger's DropPrefix, without a delete per key in its value
+	// log): an old epoch's namespace is dropped with it. Default: the keys
+	// are deleted in batches.
+	DropPrefix func(ctx context.Context, prefix string) error
 
 	// side: the store is the namespace of an epoch being built (see
 	// Store.openSide), not a node's store.

@@ -81,6 +81,7 @@ func (n *Node) openStore(ctx context.Context, unclean bool) error {
 	opts.Recover = unclean
 	opts.CheckRoom = n.disk.CheckRoom
 	opts.HasBlock = n.bstore.Has
+	opts.DropPrefix = func(_ context.Context, prefix string) error { return n.guard.DropPrefix(prefix) }
 	if n.cfg.secured() {
 		opts.Trust = enrol.NewTrust(n.key, n.cfg.Founder)
 	}

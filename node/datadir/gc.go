@@ -240,7 +240,7 @@ func (c *GC) Reclaim(ctx context.Context) (GCResult, error) {
 	if !c.life.Enter() {
 		return GCResult{}, errors.New("reclaim: closed")
 	}
-	// One flatten at a time (badger panics on two), never during a GC run.
+	// Never during a GC run (and one at a time: see Guard.Flatten).
 	c.mu.Lock()
 	err := c.g.Flatten()
 	c.mu.Unlock()

@@ -56,6 +56,9 @@ type Guard struct {
 	*badger.Datastore
 	log *slog.Logger
 	mu  sync.Mutex // one write at a time, and none while rewinding
+	// lsm: one operation that stops badger's compactions at a time
+	// (Flatten, DropPrefix): badger panics on two.
+	lsm sync.Mutex
 	// rewinds counts value-log rewinds after failed writes.
 	rewinds atomic.Uint64
 	// written counts the bytes of keys and values written (GC runs after
@@ -113,8 +116,24 @@ func (g *Guard) RunValueLogGC(ratio float64) error {
 // drops deleted keys for good and tells value-log GC which entries died.
 // Writes go on meanwhile.
 func (g *Guard) Flatten() error {
+	g.lsm.Lock()
+	defer g.lsm.Unlock()
 	if err := g.Datastore.DB.Flatten(2); err != nil {
 		return fmt.Errorf("flatten: %w", err)
+	}
+	return nil
+}
+
+// DropPrefix deletes every key under prefix at once (DB.DropPrefix): the
+// keys leave the LSM tree without a delete each written to the value log.
+// Writes wait meanwhile (badger refuses them during a drop).
+func (g *Guard) DropPrefix(prefix string) error {
+	g.lsm.Lock()
+	defer g.lsm.Unlock()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.Datastore.DB.DropPrefix([]byte(prefix)); err != nil {
+		return fmt.Errorf("drop %s: %w", prefix, err)
 	}
 	return nil
 }
