@@ -199,6 +199,10 @@ func (s *Store) seed(ctx context.Context, side *Store, rep *EpochReport) error {
 			continue
 		}
 		sd.shown[r.Key] = true
+		if rec := kp.Collection + "/" + kp.EscapedID; rec != sd.last {
+			rep.Records++ // keys come sorted: a record's writes are adjacent
+			sd.last = rec
+		}
 		if err := sd.add(ctx, r.Key, kp, w, r.Value); err != nil {
 			res.Close()
 			return err
@@ -264,12 +268,6 @@ func (sd *seeder) put(ctx context.Context, key string, value []byte) error {
 	sd.n++
 	sd.size += len(key) + len(value)
 	sd.rep.Seeded++
-	if kp, err := parseOpKey(key); err == nil {
-		if rec := kp.Collection + "/" + kp.EscapedID; rec != sd.last {
-			sd.rep.Records++
-			sd.last = rec
-		}
-	}
 	return nil
 }
 

@@ -301,32 +301,35 @@ func edits(n int, base []crdt.ImportRecord, seed uint64) ([]edit, map[string]map
 		}
 		state[rec.ID] = m
 	}
-	value := func(field string) any {
-		switch field {
-		case "first_name":
-			return pick(r, firstNames)
-		case "phone":
-			return fmt.Sprintf("+41 79 %03d %02d %02d", r.IntN(1000), r.IntN(100), r.IntN(100))
-		case "stage":
-			return pick(r, stages)
-		case "amount":
-			return round2(100 + r.Float64()*(250000-100))
-		default: // active
-			return r.Float64() < 0.5
-		}
-	}
 	out := make([]edit, n)
 	for i := range out {
 		id := base[r.IntN(len(base))].ID
 		field := pick(r, editFields)
-		v := value(field)
+		v := editValue(r, field)
 		for v == state[id][field] {
-			v = value(field)
+			v = editValue(r, field)
 		}
 		state[id][field] = v
 		out[i] = edit{ID: id, Field: field, Value: v}
 	}
 	return out, state
+}
+
+// editValue draws a random value of an edited field (gen_records.py's
+// edit() semantics).
+func editValue(r *rand.Rand, field string) any {
+	switch field {
+	case "first_name":
+		return pick(r, firstNames)
+	case "phone":
+		return fmt.Sprintf("+41 79 %03d %02d %02d", r.IntN(1000), r.IntN(100), r.IntN(100))
+	case "stage":
+		return pick(r, stages)
+	case "amount":
+		return round2(100 + r.Float64()*(250000-100))
+	default: // active
+		return r.Float64() < 0.5
+	}
 }
 
 // coalesce turns a run of edits into import records, one per contact, each

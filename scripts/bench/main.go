@@ -9,15 +9,20 @@
 // against raw go-ds-badger and the JSONL file, and its steady RSS after the
 // import; the store bytes per contact after `ferry import` (storage) and
 // per single-field edit (edit-bytes) against raw go-ds-badger holding one
-// JSON value per record. It prints one Markdown table
+// JSON value per record; and compaction (issue 13): an office's disk,
+// Store.Get median and a fresh node's catch-up after many edits and a
+// compaction, against the same office right after the import. It prints
+// one Markdown table
 // on stdout (and to --out, under a heading); progress and the nodes'
 // warnings go to stderr.
 //
-//	scripts/bench.sh                 # full run, about 10 minutes (plain go-ds-crdt catch-up: ~3.5)
-//	scripts/bench.sh --edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200 --clean-sync-records 2000 --rss-records 2000 --storage-records 2000 --edit-bytes-edits 200   # quick run, about two minutes
+//	scripts/bench.sh                 # full run, about 10 minutes (plain go-ds-crdt catch-up: ~3.5), plus the compaction benchmark's
+//	scripts/bench.sh --edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200 --clean-sync-records 2000 --rss-records 2000 --storage-records 2000 --edit-bytes-edits 200 --compaction-records 1000 --compaction-edits 10   # quick run, about two minutes
 //	scripts/bench.sh --only import --profile-dir /tmp/prof   # one CPU profile per timed phase
 //	scripts/bench.sh --only cleansync,rss --clean-sync-records 10000 --rss-records 10000
 //	scripts/bench.sh --only storage,edit-bytes --storage-records 5000 --edit-bytes-edits 500
+//	scripts/bench.sh --only compaction   # 10,000 contacts, 100 edits each (issue 13)
+//	scripts/bench.sh --only compaction --compaction-records 1000 --compaction-edits 10   # quick
 package main
 
 import (
@@ -73,19 +78,28 @@ type config struct {
 	rssSteadySamples int
 	storageRecords   int
 	editBytesEdits   int
-	genRecords       string
-	seed             uint64
-	out              string
-	schemaFile       string
-	dir              string
-	keep             bool
-	profileDir       string
+	// compaction: contacts, single-field edits per contact, how the edits
+	// are written (import or put), the contacts sampled for Store.Get, and
+	// whether a fresh node also catches up on the uncompacted history.
+	compactionRecords        int
+	compactionEdits          int
+	compactionEditMode       string
+	compactionGetSample      int
+	compactionHistoryCatchup bool
+	compactionNodeCompact    bool
+	genRecords               string
+	seed                     uint64
+	out                      string
+	schemaFile               string
+	dir                      string
+	keep                     bool
+	profileDir               string
 }
 
-var benchmarks = []string{"edit", "import", "catchup", "propagation", "cleansync", "rss", "storage", "edit-bytes"}
+var benchmarks = []string{"edit", "import", "catchup", "propagation", "cleansync", "rss", "storage", "edit-bytes", "compaction"}
 
 // quickFlags make a quick run (about two minutes) of every benchmark.
-const quickFlags = "--edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200 --clean-sync-records 2000 --rss-records 2000 --storage-records 2000 --edit-bytes-edits 200"
+const quickFlags = "--edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200 --clean-sync-records 2000 --rss-records 2000 --storage-records 2000 --edit-bytes-edits 200 --compaction-records 1000 --compaction-edits 10"
 
 // env is what every benchmark shares.
 type env struct {
@@ -181,6 +195,12 @@ func parseFlags() (config, error) {
 	fs.IntVar(&c.rssSteadySamples, "rss-steady-samples", 5, "rss: VmRSS samples (1 s apart) whose median is the steady RSS")
 	fs.IntVar(&c.storageRecords, "storage-records", 100000, "storage, edit-bytes: contacts imported by `ferry import` into a fresh node run as the real binary")
 	fs.IntVar(&c.editBytesEdits, "edit-bytes-edits", 2000, "edit-bytes: single-field edits through the node's local API after that import")
+	fs.IntVar(&c.compactionRecords, "compaction-records", 10000, "compaction: contacts imported into the office that then edits and compacts")
+	fs.IntVar(&c.compactionEdits, "compaction-edits", 100, "compaction: single-field edits per contact before compacting")
+	fs.StringVar(&c.compactionEditMode, "compaction-edit-mode", compEditModePut, "compaction: how the edits are written: "+compEditModePut+" (one Store.Put, one delta and one fsync, per edit: what `ferry put` does) or "+compEditModeImport+" (one Store.Import per round of one edit per contact: batch-signed deltas of up to 400 writes, which a compaction seeds whole)")
+	fs.IntVar(&c.compactionGetSample, "compaction-get-sample", 2000, "compaction: contacts whose Store.Get is timed at each point")
+	fs.BoolVar(&c.compactionHistoryCatchup, "compaction-history-catchup", true, "compaction: also time a fresh node catching up on the uncompacted history (info row)")
+	fs.BoolVar(&c.compactionNodeCompact, "compaction-node-compact", true, "compaction: compact with node.Compact (what POST /v1/compact runs, its Reclaim included); false: crdt.Store.Compact, then the node closed and the stopped store reclaimed")
 	fs.StringVar(&c.genRecords, "gen-records", "../shared/bench/gen_records.py", "gen_records.py, run with python3 to make the contacts (empty, or without python3: the Go port in data.go)")
 	fs.StringVar(&network, "network", "secured", "in-process nodes: secured (swarm key, founder, signed operations: what ferry init --office makes) or open")
 	fs.Uint64Var(&seed, "seed", 1, "seed of the generated records and edits")
@@ -227,6 +247,10 @@ func parseFlags() (config, error) {
 		return c, errors.New("clean-sync and rss sizes and timeout must be positive")
 	case c.rssSteadyAfter < 0 || c.rssSteadySamples <= 0 || c.storageRecords <= 0 || c.editBytesEdits <= 0:
 		return c, errors.New("rss steady sampling, storage and edit-bytes sizes must be positive")
+	case c.compactionRecords <= 0 || c.compactionEdits <= 0 || c.compactionGetSample <= 0:
+		return c, errors.New("compaction sizes must be positive")
+	case c.compactionEditMode != compEditModeImport && c.compactionEditMode != compEditModePut:
+		return c, fmt.Errorf("--compaction-edit-mode %q: want %s", c.compactionEditMode, compactionEditModes)
 	}
 	return c, nil
 }
@@ -280,7 +304,7 @@ func run() (err error) {
 	need := 0
 	for b, n := range map[string]int{"edit": cfg.editContacts, "import": cfg.importN, "catchup": cfg.catchupContacts,
 		"propagation": cfg.propContacts, "cleansync": cfg.cleanRecords, "rss": cfg.rssRecords,
-		"storage": cfg.storageRecords, "edit-bytes": cfg.storageRecords} {
+		"storage": cfg.storageRecords, "edit-bytes": cfg.storageRecords, "compaction": cfg.compactionRecords} {
 		if cfg.only[b] {
 			need = max(need, n)
 		}
@@ -315,6 +339,8 @@ func run() (err error) {
 			}
 			storageDone = true
 			r, err = e.benchStorage(ctx)
+		case "compaction":
+			r, err = e.benchCompaction(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", b, err)
@@ -374,9 +400,10 @@ func (e *env) report(r result) string {
 			only = append(only, x)
 		}
 	}
-	fmt.Fprintf(&b, "\nSettings: --only %s --edits %d --edit-contacts %d --import %d --baseline-batch %d --catchup-edits %d --catchup-contacts %d --catchup-batch %d --catchup-timeout %s --propagation-edits %d --propagation-contacts %d --clean-sync-records %d --clean-sync-timeout %s --rss-records %d --rss-steady-after %s --rss-steady-samples %d --storage-records %d --edit-bytes-edits %d --gen-records %s --network %s --seed %d\n",
+	fmt.Fprintf(&b, "\nSettings: --only %s --edits %d --edit-contacts %d --import %d --baseline-batch %d --catchup-edits %d --catchup-contacts %d --catchup-batch %d --catchup-timeout %s --propagation-edits %d --propagation-contacts %d --clean-sync-records %d --clean-sync-timeout %s --rss-records %d --rss-steady-after %s --rss-steady-samples %d --storage-records %d --edit-bytes-edits %d --compaction-records %d --compaction-edits %d --compaction-edit-mode %s --compaction-get-sample %d --compaction-history-catchup=%t --compaction-node-compact=%t --gen-records %s --network %s --seed %d\n",
 		strings.Join(only, ","), c.edits, c.editContacts, c.importN, c.baselineBatch, c.catchupEdits, c.catchupContacts, c.catchupBatch, c.catchupTimeout, c.propEdits, c.propContacts,
-		c.cleanRecords, c.cleanTimeout, c.rssRecords, c.rssSteadyAfter, c.rssSteadySamples, c.storageRecords, c.editBytesEdits, shellQuote(c.genRecords), map[bool]string{true: "secured", false: "open"}[c.secured], c.seed)
+		c.cleanRecords, c.cleanTimeout, c.rssRecords, c.rssSteadyAfter, c.rssSteadySamples, c.storageRecords, c.editBytesEdits,
+		c.compactionRecords, c.compactionEdits, c.compactionEditMode, c.compactionGetSample, c.compactionHistoryCatchup, c.compactionNodeCompact, shellQuote(c.genRecords), map[bool]string{true: "secured", false: "open"}[c.secured], c.seed)
 	b.WriteString("\nMachine:\n")
 	for _, f := range machineFacts(e.root) {
 		fmt.Fprintf(&b, "- %s\n", f)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -46,6 +47,14 @@ type nodeSpec struct {
 	// mode); empty: this node founds its own. The founder enrols the
 	// others (enrol) before they connect.
 	founder string
+	// historyKeep, if set, overrides crdt.Options.HistoryKeep (history_keep
+	// in config.yaml, default 10).
+	historyKeep *int
+	// onEpoch, if set, is told each time the node moved to a new epoch
+	// (it compacted, or adopted an office's).
+	onEpoch func(crdt.EpochReport)
+	// logger, if set, replaces the benchmark's logger (warnings to stderr).
+	logger *slog.Logger
 }
 
 // nodeConfig is the node.Config of spec, its data dir root/<name> created.
@@ -58,6 +67,9 @@ func (e *env) nodeConfig(spec nodeSpec) (node.Config, error) {
 	}
 	cfg.Name = spec.name
 	cfg.Logger = e.log
+	if spec.logger != nil {
+		cfg.Logger = spec.logger
+	}
 	cfg.Network = spec.network
 	cfg.Offline = false
 	cfg.Topic = e.topic
@@ -88,6 +100,10 @@ func (e *env) nodeConfig(spec nodeSpec) (node.Config, error) {
 		cfg.Founder = id.String()
 		cfg.SwarmKey = e.swarmKey
 	}
+	if spec.historyKeep != nil {
+		cfg.Store.HistoryKeep = *spec.historyKeep
+	}
+	cfg.Store.OnEpoch = spec.onEpoch
 	if spec.hooks != nil {
 		hooks := spec.hooks
 		cfg.Store.OnChange = func(string, string) { hooks.Add(1) }
