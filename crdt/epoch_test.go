@@ -12,6 +12,7 @@ import (
 	"time"
 
 	cid "github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
 	mh "github.com/multiformats/go-multihash"
 )
@@ -589,6 +590,66 @@ func TestArchiveEncoding(t *testing.T) {
 	for _, bad := range [][]byte{nil, {2}, {archiveFormat, 0xff}, append([]byte{archiveFormat}, 0x82, 0x80, 0x81, 0x84, 0x61, 'f', 0x01, 0x05, 0x01)} {
 		if _, err := decodeArchive(bad); err == nil {
 			t.Errorf("decodeArchive(%x) accepted", bad)
+		}
+	}
+}
+
+// TestVouchedByALaptopDoesNotCount: only an office vouches for a write
+// seeded apart from its import batch. A laptop that re-signs an office's
+// imported write with another value, as if vouching, gets an ignored op.
+func TestVouchedByALaptopDoesNotCount(t *testing.T) {
+	ctx := context.Background()
+	n := newTrustNet(t, 2)
+	a, b := n.replicas[0], n.replicas[1]
+	if _, err := a.Import(ctx, "contacts", []ImportRecord{
+		{Line: 1, ID: "c1", Fields: map[string]any{"last_name": "Smith"}},
+		{Line: 2, ID: "c2", Fields: map[string]any{"last_name": "Jones"}},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	n.waitConverged(10 * time.Second)
+	// B forges: A's write of c1, last_name changed, vouched by B.
+	eid, _ := EscapeID("c1")
+	var key string
+	var w *write
+	if err := b.scan(ctx, recordPrefix("contacts", eid).String()+"/", func(kp keyParts, got *write) error {
+		key, w = writeKey("contacts", eid, kp.Op).String(), got
+		return nil
+	}); err != nil || w == nil || !w.Batch {
+		t.Fatalf("c1's imported write: %+v %v", w, err)
+	}
+	forged := &write{ID: w.ID, Ops: []Op{{ID: w.ID, Field: "last_name", Value: "Forged"}}}
+	unsigned, err := encodeWrite(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, _ := parseOpKey(key)
+	fw, err := decodeWrite(kp, unsigned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw.Batch = true
+	value, err := b.vouch(key, fw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := decodeWrite(kp, value); err != nil || got.Voucher != b.writer {
+		t.Fatalf("vouched form: %+v %v", got, err)
+	}
+	pd, err := b.eng().Batch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pd.Put(ctx, ds.RawKey(key), value); err != nil {
+		t.Fatal(err)
+	}
+	if err := pd.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n.waitConverged(10 * time.Second)
+	for _, r := range n.all() {
+		if v := mustGet(t, r, "contacts", "c1").Values()["last_name"]; v != "Smith" {
+			t.Errorf("replica %s: c1 last_name %v", r.writer, v)
 		}
 	}
 }

@@ -83,6 +83,8 @@ type element struct {
 	decoded  bool
 	// live: its write is not tombstoned here.
 	live bool
+	// voucher: the office that signed for it (see Store.vouch), if any.
+	voucher string
 }
 
 // recordElements lists every operation ever merged for a record (of one
@@ -145,6 +147,7 @@ func (s *Store) recordElementsWithDeltas(ctx context.Context, collection, eid, f
 			for _, op := range w.Ops {
 				e := base
 				e.Field, e.Value, e.Supersedes, e.Seen, e.decoded = op.Field, op.Value, op.Supersedes, op.Seen, true
+				e.voucher = w.Voucher
 				if e.live {
 					for _, r := range op.Supersedes {
 						killed[r] = true
@@ -180,6 +183,9 @@ func (s *Store) rebuildRecord(ctx context.Context, v *view, writers []string, co
 	}
 	verified := map[string]map[string]bool{} // block -> op key -> signature ok
 	sigOK := func(e element) bool {
+		if !v.officeVouched(&write{Voucher: e.voucher}) {
+			return false
+		}
 		if e.live {
 			return !v.badSig(e.key)
 		}

@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"errors"
 	"fmt"
 	"slices"
@@ -42,6 +43,11 @@ type write struct {
 	// Batch: Sig is the signature of the whole import batch the write was
 	// part of (see batchMessage).
 	Batch bool
+	// Voucher: the write was signed by its writer as part of an import
+	// batch, and a compaction seeded it apart from its batch: Sig is then
+	// the signature of Voucher, the office that compacted (it verified the
+	// batch), over the write as for a lone write (see vouch).
+	Voucher string
 	Sig   []byte
 	// signed is the part of the stored value the signature covers (set by
 	// decodeWrite).
@@ -66,8 +72,9 @@ const (
 	// LegacyFormat is the format of the release before, migrated on start.
 	LegacyFormat = 1
 
-	flagLegacy = 1
-	flagBatch  = 2
+	flagLegacy  = 1
+	flagBatch   = 2
+	flagVouched = 4
 )
 
 // wireBody is the CBOR body of a write. Nothing the key holds (collection,
@@ -221,7 +228,7 @@ func decodeWrite(k keyParts, data []byte) (*write, error) {
 		return nil, fmt.Errorf("decode write %s: store format %d, want %d", k.Op, data[0], Format)
 	}
 	flags := data[1]
-	if flags&^(flagLegacy|flagBatch) != 0 || flags == flagLegacy|flagBatch {
+	if flags&^(flagLegacy|flagBatch|flagVouched) != 0 || bits.OnesCount8(flags) > 1 {
 		return nil, fmt.Errorf("decode write %s: unknown flags %#x", k.Op, flags)
 	}
 	n, m := binary.Uvarint(data[2:])
@@ -236,6 +243,16 @@ func decodeWrite(k keyParts, data []byte) (*write, error) {
 	w := &write{ID: k.Op, Legacy: flags&flagLegacy != 0, Batch: flags&flagBatch != 0, signed: data[:end]}
 	if end < len(data) {
 		w.Sig = data[end:]
+	}
+	if flags&flagVouched != 0 {
+		// The signature, then the voucher's id.
+		if len(w.Sig) <= sigOverhead {
+			return nil, fmt.Errorf("decode write %s: vouched without a voucher", k.Op)
+		}
+		w.Voucher, w.Sig = string(w.Sig[sigOverhead:]), w.Sig[:sigOverhead]
+		if strings.ContainsAny(w.Voucher, "/\n") || len(w.Voucher) > 128 {
+			return nil, fmt.Errorf("decode write %s: bad voucher", k.Op)
+		}
 	}
 	writer := func(i uint64) (string, error) {
 		if i == 0 {

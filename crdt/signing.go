@@ -136,6 +136,10 @@ func (s *Store) verifyDelta(d *pb.Delta) map[string]bool {
 		if err != nil || len(w.Sig) == 0 {
 			continue
 		}
+		if w.Voucher != "" {
+			ok[key] = s.opts.Trust.Verify(w.Voucher, writeMessage(key, w.signed), w.Sig)
+			continue
+		}
 		if w.Batch {
 			id := kp.Op.Writer + "\n" + string(w.Sig)
 			batches[id] = append(batches[id], member{key, w})
@@ -161,6 +165,22 @@ func (s *Store) verifyDelta(d *pb.Delta) map[string]bool {
 		}
 	}
 	return ok
+}
+
+// vouch returns the stored form of a batch-signed write w (key, as stored
+// in value) signed by this node alone: the batch flag cleared, the vouched
+// flag set, this node's signature over it and this node's id. Only an
+// office vouches (a compaction's seed): a node verifies a vouched write
+// against the voucher's key, and counts it only if the voucher is an
+// office (see Store.admit).
+func (s *Store) vouch(key string, w *write) ([]byte, error) {
+	unsigned := append([]byte{}, w.signed...)
+	unsigned[1] = (unsigned[1] &^ flagBatch) | flagVouched
+	sig, err := s.opts.Trust.Sign(writeMessage(key, unsigned))
+	if err != nil {
+		return nil, fmt.Errorf("vouch for %s: %w", key, err)
+	}
+	return append(append(unsigned, sig...), s.opts.Writer...), nil
 }
 
 // verifyWrite checks one decoded write's signature.

@@ -469,7 +469,7 @@ func (s *Store) admit(v *view, writers []string, collection string, rec *recordO
 	for _, op := range w.Ops {
 		if v != nil {
 			reason := ""
-			if v.badSig(writeKey(collection, kp.EscapedID, kp.Op).String()) {
+			if v.badSig(writeKey(collection, kp.EscapedID, kp.Op).String()) || !v.officeVouched(w) {
 				reason = ReasonBadSignature
 			} else {
 				reason = v.check(collection, kp.EscapedID, writers, op)

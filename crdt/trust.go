@@ -98,6 +98,16 @@ type view struct {
 	badSig  func(key string) bool
 }
 
+// officeVouched reports whether a write's voucher, if it has one (see
+// Store.vouch), is a current office member: only an office vouches.
+func (v *view) officeVouched(w *write) bool {
+	if w.Voucher == "" {
+		return true
+	}
+	m, ok := v.members[w.Voucher]
+	return ok && !m.Revoked && m.Role == RoleOffice
+}
+
 // check returns why op, of a record of collection whose writers are
 // given, does not count ("" when it does). Signatures are checked apart.
 func (v *view) check(collection, eid string, writers []string, op Op) string {
