@@ -75,6 +75,18 @@ func (s *Store) Compact(ctx context.Context) (*EpochReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compact: %w", err)
 	}
+	// What the current epoch's cut covers is known here too, through its
+	// seed, though the seed holds only the writes that were visible: the
+	// new cut covers it as well (else a write the office knew dead, newer
+	// than anything the seed shows of its writer, would be carried into
+	// the new epoch by a node that was away, and show again).
+	if prev := s.EpochInfo(); prev != nil {
+		for w, ts := range prev.Cut {
+			if t, err := ParseTimestamp(ts); err == nil && t > cut[w] {
+				cut[w] = t
+			}
+		}
+	}
 	cur := s.Epoch()
 	info := &EpochInfo{Number: cur.Number + 1, Prev: cur.String(), By: s.opts.Writer,
 		At: s.opts.Now().UTC().Truncate(time.Millisecond), Cut: map[string]string{}, Keep: s.opts.HistoryKeep}

@@ -653,3 +653,37 @@ func TestVouchedByALaptopDoesNotCount(t *testing.T) {
 		}
 	}
 }
+
+// TestDeadWriteStaysDeadAcrossTwoCompactions: C writes a value and goes
+// away; B supersedes it twice (the first write retires C's, the second
+// retires the first and, C's write being retired already, does not name
+// it); the office compacts twice. The second cut must still cover C's
+// write, known to the office though no seed shows it: C, back, does not
+// carry it over.
+func TestDeadWriteStaysDeadAcrossTwoCompactions(t *testing.T) {
+	ctx := context.Background()
+	n := newTestNet(t, 3)
+	a, b, c := n.replicas[0], n.replicas[1], n.replicas[2]
+	mustPut(t, a, "contacts", "c1", map[string]any{"last_name": "Smith"})
+	n.waitConverged(10 * time.Second)
+	mustPut(t, c, "contacts", "c1", map[string]any{"phone": "from-c"})
+	n.waitConverged(10 * time.Second)
+	n.setOnline(2, false)
+	mustPut(t, b, "contacts", "c1", map[string]any{"phone": "b1"})
+	mustPut(t, b, "contacts", "c1", map[string]any{"phone": "b2"})
+	n.waitConverged(10 * time.Second)
+	for range 2 {
+		if _, err := a.Compact(ctx); err != nil {
+			t.Fatal(err)
+		}
+		n.waitConverged(10 * time.Second)
+	}
+	n.setOnline(2, true)
+	n.waitConverged(20 * time.Second)
+	for _, r := range n.all() {
+		rec := mustGet(t, r, "contacts", "c1")
+		if v := rec.Values()["phone"]; v != "b2" || rec.Conflicted() {
+			t.Errorf("replica %s: phone %v (conflicted %v)", r.writer, v, rec.Conflicted())
+		}
+	}
+}
