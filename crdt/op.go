@@ -2,9 +2,9 @@ package crdt
 
 import (
 	"encoding/binary"
-	"math/bits"
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
 	"strings"
 
@@ -48,7 +48,7 @@ type write struct {
 	// the signature of Voucher, the office that compacted (it verified the
 	// batch), over the write as for a lone write (see vouch).
 	Voucher string
-	Sig   []byte
+	Sig     []byte
 	// signed is the part of the stored value the signature covers (set by
 	// decodeWrite).
 	signed []byte
