@@ -3,11 +3,14 @@ package crdt
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
 
 	cid "github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	dscrdt "github.com/ipfs/go-ds-crdt"
 )
 
 // A node moves to a later epoch as soon as it hears of one: heads of
@@ -164,4 +167,152 @@ func (s *Store) EpochStatus() EpochState {
 		st.Heard = e.heard
 	}
 	return st
+}
+
+// Moving to an epoch a peer is in: its DAG is merged into a store of its
+// own namespace (a side store), then the store switches (switch.go).
+
+// Adopt moves this node to epoch ep, whose DAG has heads: it merges that
+// DAG into a store of its own namespace (blocks are fetched through the
+// DAG service), checks its manifest, carries over what the cut does not
+// cover and drops the old epoch. It returns ErrStaleEpoch when ep is not
+// later than this node's epoch.
+func (s *Store) Adopt(ctx context.Context, ep Epoch, heads []cid.Cid) (*EpochReport, error) {
+	start := time.Now()
+	if !ep.After(s.Epoch()) {
+		return nil, ErrStaleEpoch
+	}
+	if err := s.markBuilding(ctx, ep); err != nil {
+		return nil, fmt.Errorf("adopt epoch %s: %w", ep, err)
+	}
+	side, feed, err := s.openSide(ctx, ep, true)
+	if err != nil {
+		return nil, fmt.Errorf("adopt epoch %s: %w", ep, err)
+	}
+	payload, err := EncodeHeads(heads, ep)
+	if err == nil {
+		feed.give(payload)
+		err = side.waitMerged(ctx, heads)
+	}
+	var info *EpochInfo
+	if err == nil {
+		info, err = side.readManifest(ctx, ep)
+	}
+	if cerr := side.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	feed.close()
+	if err != nil {
+		// What was merged of it goes (it is fetched again if offered
+		// again); its blocks stay until they are dropped with an epoch.
+		if _, cerr := s.countAndClear(ctx, prefix(ep.namespace(s.opts.Namespace))); cerr == nil {
+			_ = s.base.Delete(ctx, ds.NewKey(buildRoot).ChildString(ep.String()))
+		}
+		return nil, fmt.Errorf("adopt epoch %s: %w", ep, err)
+	}
+	rep := &EpochReport{Epoch: ep, Prev: s.Epoch()}
+	if err := s.switchEpoch(ctx, info, rep); err != nil {
+		return nil, fmt.Errorf("adopt epoch %s: %w", ep, err)
+	}
+	rep.Took = time.Since(start)
+	return rep, nil
+}
+
+// waitMerged waits until this store has merged every block below heads.
+func (s *Store) waitMerged(ctx context.Context, heads []cid.Cid) error {
+	delay := 10 * time.Millisecond
+	for {
+		done, err := s.merged(ctx, heads)
+		if err != nil || done {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("merge the epoch's DAG: %w", ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 250*time.Millisecond)
+	}
+}
+
+func (s *Store) merged(ctx context.Context, heads []cid.Cid) (bool, error) {
+	for _, h := range heads {
+		if ok, err := s.Processed(ctx, h); err != nil || !ok {
+			return false, err
+		}
+	}
+	if s.Stats(ctx).QueuedJobs > 0 {
+		return false, nil
+	}
+	d, err := s.scanDAG(ctx)
+	if err != nil {
+		return false, err
+	}
+	return len(d.missing) == 0 && len(d.unmerged) == 0, nil
+}
+
+// openSide opens a store over epoch ep's namespace, sharing this store's
+// datastore, DAG service, clock and keys, announcing nothing. With feed,
+// heads handed to the returned feed are merged.
+func (s *Store) openSide(ctx context.Context, ep Epoch, feed bool) (*Store, *feedBroadcaster, error) {
+	o := s.opts
+	o.Namespace = ep.namespace(s.opts.Namespace)
+	o.Recover, o.OnChange, o.OnEpoch = false, nil, nil
+	o.RebroadcastInterval = time.Hour
+	o.Logger = s.log.With("epoch", ep.String())
+	o.side = &ep
+	var bc dscrdt.Broadcaster
+	var fb *feedBroadcaster
+	if feed {
+		fb = newFeedBroadcaster()
+		bc = fb
+	}
+	side, err := New(ctx, s.base, s.dag, bc, o)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open epoch %s: %w", ep, err)
+	}
+	side.clock = s.clock
+	if side.bcast != nil {
+		side.bcast.quiet.Store(true)
+	}
+	return side, fb, nil
+}
+
+// feedBroadcaster hands go-ds-crdt the heads given to it, and sends
+// nothing.
+type feedBroadcaster struct {
+	ch   chan []byte
+	done chan struct{}
+}
+
+func newFeedBroadcaster() *feedBroadcaster {
+	return &feedBroadcaster{ch: make(chan []byte, 4), done: make(chan struct{})}
+}
+
+func (f *feedBroadcaster) give(data []byte) {
+	select {
+	case f.ch <- data:
+	case <-f.done:
+	}
+}
+
+func (f *feedBroadcaster) close() {
+	select {
+	case <-f.done:
+	default:
+		close(f.done)
+	}
+}
+
+func (f *feedBroadcaster) Broadcast(context.Context, []byte) error { return nil }
+
+func (f *feedBroadcaster) Next(ctx context.Context) ([]byte, error) {
+	select {
+	case d := <-f.ch:
+		return d, nil
+	case <-f.done:
+		return nil, dscrdt.ErrNoMoreBroadcast
+	case <-ctx.Done():
+		return nil, dscrdt.ErrNoMoreBroadcast
+	}
 }
