@@ -174,6 +174,9 @@ type cluster struct {
 	// touched counts the write commands run on each record id (whatever
 	// their outcome).
 	touched map[string]int
+
+	// comp: compactions and what the checks need of them (compact.go).
+	comp compactState
 }
 
 type stats struct {
@@ -187,6 +190,9 @@ type stats struct {
 	// `ferry check` runs.
 	diskFull, refused, failedValues, cutImports, checks int
 	repairMax                                           time.Duration
+
+	// comp: compactions (compact.go).
+	comp compactStats
 }
 
 // problem records a failed check.
@@ -339,19 +345,20 @@ func (n *node) listenAddr() string { return fmt.Sprintf("/ip4/127.0.0.1/tcp/%d",
 
 // statusJSON is the part of `ferry status --json` the harness reads.
 type statusJSON struct {
-	PeerID         string   `json:"peer_id"`
-	Running        bool     `json:"running"`
-	Online         bool     `json:"online"`
-	ConnectedPeers int      `json:"connected_peers"`
-	Heads          []string `json:"heads"`
-	DAGHeight      uint64   `json:"dag_height"`
-	Dirty          bool     `json:"dirty"`
-	QueuedJobs     int      `json:"queued_jobs"`
-	MalformedOps   uint64   `json:"malformed_ops"`
-	Digest         string   `json:"digest"`
-	DigestPending  bool     `json:"digest_pending"`
-	RepairReason   string   `json:"repair_reason"`
-	FailedWrites   uint64   `json:"failed_writes"`
+	PeerID         string     `json:"peer_id"`
+	Running        bool       `json:"running"`
+	Online         bool       `json:"online"`
+	ConnectedPeers int        `json:"connected_peers"`
+	Heads          []string   `json:"heads"`
+	DAGHeight      uint64     `json:"dag_height"`
+	Dirty          bool       `json:"dirty"`
+	QueuedJobs     int        `json:"queued_jobs"`
+	MalformedOps   uint64     `json:"malformed_ops"`
+	Digest         string     `json:"digest"`
+	DigestPending  bool       `json:"digest_pending"`
+	RepairReason   string     `json:"repair_reason"`
+	FailedWrites   uint64     `json:"failed_writes"`
+	Epoch          *epochJSON `json:"epoch"`
 }
 
 func (c *cluster) status(ctx context.Context, n *node) (statusJSON, result, error) {
@@ -730,6 +737,9 @@ func (c *cluster) waitConverged(ctx context.Context) (time.Duration, error) {
 			if st.Digest != sts[0].Digest {
 				ok = false
 			}
+		}
+		if !epochsAgree(sts, lines) {
+			ok = false
 		}
 		if ok {
 			// Equal digests are the criterion. Heads may still differ: a

@@ -143,6 +143,9 @@ func run() int {
 	if h.noCheck {
 		fmt.Println("note: this ferry has no `check` command: the `ferry check --json` check was skipped")
 	}
+	if h.noCompact {
+		fmt.Println("note: this ferry has no POST /v1/compact: compaction steps were skipped")
+	}
 	fmt.Printf("%d passed, %d failed\n", passed, failed)
 	if failed > 0 || ctx.Err() != nil {
 		return 1
@@ -162,6 +165,8 @@ type harness struct {
 	joinMode bool
 	// noCheck: the binary answered `ferry check` with "unknown command".
 	noCheck bool
+	// noCompact: the node answered POST /v1/compact with 404 or 405.
+	noCompact bool
 }
 
 // add sums the statistics of schedules.
@@ -182,12 +187,13 @@ func (s *stats) add(o stats) {
 	s.cutImports += o.cutImports
 	s.checks += o.checks
 	s.repairMax = max(s.repairMax, o.repairMax)
+	s.comp.add(o.comp)
 }
 
 // summary is the line of totals printed before "N passed, N failed".
 func (s stats) summary() string {
-	return fmt.Sprintf("totals: %d ops, %d kills, %d partitions, %d acknowledged writes, %d disk-full episodes, %d writes refused on a full disk (%d failed values checked absent on every node), %d imports cut by a full disk, longest repair after space came back %.1fs, %d ferry check runs",
-		s.ops, s.kills, s.partitions, s.acked, s.diskFull, s.refused, s.failedValues, s.cutImports, s.repairMax.Seconds(), s.checks)
+	return fmt.Sprintf("totals: %d ops, %d kills, %d partitions, %d acknowledged writes, %d disk-full episodes, %d writes refused on a full disk (%d failed values checked absent on every node), %d imports cut by a full disk, longest repair after space came back %.1fs, %d ferry check runs; %s",
+		s.ops, s.kills, s.partitions, s.acked, s.diskFull, s.refused, s.failedValues, s.cutImports, s.repairMax.Seconds(), s.checks, s.comp.summary())
 }
 
 func newHarness(ctx context.Context, opts options, tmp string) (*harness, error) {

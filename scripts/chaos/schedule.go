@@ -40,6 +40,9 @@ type ackedWrite struct {
 	// field of an imported record. Some operation holding the value must
 	// be accounted for.
 	same map[string]any
+	// sameOps: for values of same of an import line, the op found holding
+	// the value before a compaction could drop it (compact.go).
+	sameOps map[string]string
 }
 
 // scheduleResult is what one schedule prints.
@@ -60,8 +63,8 @@ func (r scheduleResult) failed() bool { return len(r.problems) > 0 }
 
 func (r scheduleResult) line() string {
 	s := r.stats
-	out := fmt.Sprintf("schedule %d seed=0x%x nodes=%d ops=%d kills=%d partitions=%d skewed=%d diskfull=%d acked=%d refused=%d converged=%.1fs",
-		r.index, r.seed, r.nodes, s.ops, s.kills, s.partitions, s.skewed, s.diskFull, s.acked, s.refused, s.converged.Seconds())
+	out := fmt.Sprintf("schedule %d seed=0x%x nodes=%d ops=%d kills=%d partitions=%d skewed=%d diskfull=%d %s acked=%d refused=%d converged=%.1fs",
+		r.index, r.seed, r.nodes, s.ops, s.kills, s.partitions, s.skewed, s.diskFull, s.comp.line(), s.acked, s.refused, s.converged.Seconds())
 	switch {
 	case r.interrupted:
 		return out + " INTERRUPTED"
@@ -183,7 +186,9 @@ func (h *harness) runSchedule(ctx context.Context, index int, seed uint64) (res 
 		c.step = step
 		c.checkProcs()
 		c.freeDue(ctx)
-		c.runStep(ctx, stepRand(seed, step))
+		if !c.compactStep(ctx, seed, step) {
+			c.runStep(ctx, stepRand(seed, step))
+		}
 		c.stats.ops++
 	}
 	if ctx.Err() != nil {
@@ -221,9 +226,9 @@ func (h *harness) runSchedule(ctx context.Context, index int, seed uint64) (res 
 	c.stopAll()
 	c.scanLogs()
 	st := c.stats
-	c.logf("done: %d ops, %d acknowledged writes (%d imports, %d deletes, %d resolutions, %d conflict bursts), %d kills, %d restarts, %d partitions, %d disk-full episodes (%d writes refused, %d failed values, %d imports cut, longest repair %s, %d ferry check), %d problems",
+	c.logf("done: %d ops, %d acknowledged writes (%d imports, %d deletes, %d resolutions, %d conflict bursts), %d kills, %d restarts, %d partitions, %d disk-full episodes (%d writes refused, %d failed values, %d imports cut, longest repair %s, %d ferry check), %s, %d problems",
 		st.ops, st.acked, st.imports, st.deletes, st.resolves, st.conflicts, st.kills, st.restarts, st.partitions,
-		st.diskFull, st.refused, st.failedValues, st.cutImports, st.repairMax.Round(time.Millisecond), st.checks, len(c.problems))
+		st.diskFull, st.refused, st.failedValues, st.cutImports, st.repairMax.Round(time.Millisecond), st.checks, st.comp.summary(), len(c.problems))
 	return res
 }
 
@@ -542,6 +547,7 @@ func (c *cluster) ackImport(kind string, n *node, lines []map[string]any) {
 			}
 		}
 		c.acked = append(c.acked, w)
+		c.notePending(w)
 	}
 	c.stats.acked++
 }
