@@ -22,6 +22,11 @@ const adoptRetry = 30 * time.Second
 
 // epochState runs the store's background adoptions.
 type epochState struct {
+	// change is held by whatever moves the store to another epoch (a
+	// compaction, an adoption) from its first write to the drop of the old
+	// epoch: two at once would drop blocks the other is merging (two
+	// consecutive seeds can hold identical blocks).
+	change  sync.Mutex
 	mu      sync.Mutex
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -123,7 +128,7 @@ func (s *Store) adoptLoop() {
 		_, err := s.Adopt(actx, off.ep, off.heads)
 		cancel()
 		e.mu.Lock()
-		if err != nil && !errors.Is(err, ErrStaleEpoch) {
+		if err != nil && !errors.Is(err, ErrStaleEpoch) && !errors.Is(err, errSuperseded) {
 			e.failed[off.ep] = time.Now()
 			e.lastErr = err.Error()
 			if ctx.Err() == nil {
@@ -179,6 +184,8 @@ func (s *Store) EpochStatus() EpochState {
 // later than this node's epoch.
 func (s *Store) Adopt(ctx context.Context, ep Epoch, heads []cid.Cid) (*EpochReport, error) {
 	start := time.Now()
+	s.epochs.change.Lock()
+	defer s.epochs.change.Unlock()
 	if !ep.After(s.Epoch()) {
 		return nil, ErrStaleEpoch
 	}
@@ -192,7 +199,7 @@ func (s *Store) Adopt(ctx context.Context, ep Epoch, heads []cid.Cid) (*EpochRep
 	payload, err := EncodeHeads(heads, ep)
 	if err == nil {
 		feed.give(payload)
-		err = side.waitMerged(ctx, heads)
+		err = s.awaitSide(ctx, side, feed, payload, ep, heads)
 	}
 	var info *EpochInfo
 	if err == nil {
@@ -218,13 +225,27 @@ func (s *Store) Adopt(ctx context.Context, ep Epoch, heads []cid.Cid) (*EpochRep
 	return rep, nil
 }
 
-// waitMerged waits until this store has merged every block below heads.
-func (s *Store) waitMerged(ctx context.Context, heads []cid.Cid) error {
+// errSuperseded: a later epoch was offered while moving to this one.
+var errSuperseded = errors.New("a later epoch was offered meanwhile")
+
+// awaitSide waits until side has merged every block below heads. Heads are
+// handed to it again every few seconds (a block fetch that timed out is
+// not retried by go-ds-crdt), and the wait ends early when a later epoch
+// is offered: the peers that were in ep may have dropped its blocks.
+func (s *Store) awaitSide(ctx context.Context, side *Store, feed *feedBroadcaster, payload []byte, ep Epoch, heads []cid.Cid) error {
 	delay := 10 * time.Millisecond
+	refeed := time.Now().Add(adoptRefeed)
 	for {
-		done, err := s.merged(ctx, heads)
+		done, err := side.merged(ctx, heads)
 		if err != nil || done {
 			return err
+		}
+		if s.epochs.laterOffered(ep) {
+			return errSuperseded
+		}
+		if time.Now().After(refeed) {
+			feed.offer(payload)
+			refeed = time.Now().Add(adoptRefeed)
 		}
 		select {
 		case <-ctx.Done():
@@ -233,6 +254,17 @@ func (s *Store) waitMerged(ctx context.Context, heads []cid.Cid) error {
 		}
 		delay = min(2*delay, 250*time.Millisecond)
 	}
+}
+
+// adoptRefeed is how often the heads of an epoch being merged are handed
+// to go-ds-crdt again.
+const adoptRefeed = 5 * time.Second
+
+// laterOffered reports whether an epoch later than ep waits to be adopted.
+func (e *epochState) laterOffered(ep Epoch) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.next != nil && e.next.ep.After(ep)
 }
 
 func (s *Store) merged(ctx context.Context, heads []cid.Cid) (bool, error) {
@@ -293,6 +325,14 @@ func (f *feedBroadcaster) give(data []byte) {
 	select {
 	case f.ch <- data:
 	case <-f.done:
+	}
+}
+
+// offer hands data over unless go-ds-crdt has not taken what it was given.
+func (f *feedBroadcaster) offer(data []byte) {
+	select {
+	case f.ch <- data:
+	default:
 	}
 }
 

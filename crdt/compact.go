@@ -64,6 +64,10 @@ func (s *Store) Compact(ctx context.Context) (*EpochReport, error) {
 			return nil, fmt.Errorf("compact: only an office starts an epoch: %w", ErrForbidden)
 		}
 	}
+	if !s.epochs.change.TryLock() {
+		return nil, fmt.Errorf("compact: %w (moving to another epoch)", ErrBusy)
+	}
+	defer s.epochs.change.Unlock()
 	if st := s.Stats(ctx); st.Dirty {
 		return nil, fmt.Errorf("compact: %w (a repair is pending)", ErrBusy)
 	}

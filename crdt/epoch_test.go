@@ -687,3 +687,36 @@ func TestDeadWriteStaysDeadAcrossTwoCompactions(t *testing.T) {
 		}
 	}
 }
+
+// TestAdoptionGivesWayToALaterEpoch: a node moving to an epoch whose blocks
+// nobody serves any more (its peers moved on and dropped them) moves to the
+// later epoch it hears of instead of waiting for the adoption's timeout.
+func TestAdoptionGivesWayToALaterEpoch(t *testing.T) {
+	ctx := context.Background()
+	n := newTestNet(t, 2)
+	a, b := n.replicas[0], n.replicas[1]
+	mustPut(t, a, "contacts", "c1", map[string]any{"last_name": "Smith"})
+	n.waitConverged(10 * time.Second)
+	n.setOnline(1, false)
+	mustPut(t, b, "contacts", "c2", map[string]any{"last_name": "Away"})
+	// An epoch whose head is nowhere: its adoption cannot finish.
+	gone := Epoch{Number: 1, ID: "00000000000000aa"}
+	b.OfferEpoch(gone, []cid.Cid{mustCid(t, "a block nobody holds")})
+	waitFor(t, 5*time.Second, "B to start moving to the unreachable epoch", func() bool { return b.EpochStatus().Adopting })
+	for range 2 {
+		if _, err := a.Compact(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	n.setOnline(1, true)
+	// A's heads reach B when A writes (or rebroadcasts).
+	mustPut(t, a, "contacts", "c3", map[string]any{"last_name": "After"})
+	waitFor(t, 30*time.Second, "B to move to A's epoch", func() bool { return b.Epoch() == a.Epoch() })
+	t.Logf("B moved to %s %s after coming back", b.Epoch(), time.Since(start).Round(time.Millisecond))
+	n.waitConverged(20 * time.Second)
+	mustGet(t, a, "contacts", "c2")
+	if st := b.EpochStatus(); st.LastError != "" {
+		t.Errorf("B's epoch state: last error %q", st.LastError)
+	}
+}
