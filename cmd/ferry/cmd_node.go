@@ -19,8 +19,9 @@ func newNodeCmd(g *globals) *cobra.Command {
 		Use:   "node",
 		Short: "Run the node until SIGINT or SIGTERM",
 		Long: `Run the node: open the store, listen, keep the configured peers connected
-(re-dialing with backoff), replicate, and serve the local API on
-<dir>/api.sock. SIGINT or SIGTERM shuts it down cleanly.`,
+(re-dialing with backoff), replicate, serve the local API on
+<dir>/api.sock and the web page on loopback (config.yaml's gui key; 'ferry
+gui' prints its login link). SIGINT or SIGTERM shuts it down cleanly.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var level slog.Level
@@ -35,6 +36,10 @@ func newNodeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			web, err := readWebPage(fc)
+			if err != nil {
+				return err
+			}
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -42,15 +47,25 @@ func newNodeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			webAddr, waitWeb, err := startWebPage(ctx, g.dir, web, n, cfg.Logger)
+			if err != nil {
+				stop()
+				_ = n.Close()
+				return err
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "ferry node %s (%s) running\n", n.ID(), cfg.Role)
 			for _, a := range n.Addrs() {
 				fmt.Fprintf(cmd.OutOrStdout(), "  %s\n", a)
+			}
+			if webAddr != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "  web page: http://%s/ (log in with 'ferry gui')\n", webAddr)
 			}
 			serveErr := n.Serve(ctx)
 			if serveErr != nil && ctx.Err() == nil {
 				cfg.Logger.Error("API stopped", "err", serveErr)
 			}
 			stop()
+			waitWeb()
 			cfg.Logger.Info("shutting down")
 			if err := n.Close(); err != nil {
 				return fmt.Errorf("shut down: %w", err)

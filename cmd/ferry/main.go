@@ -96,7 +96,7 @@ merge field by field, and every node converges without a central server.`,
 		newSyncCmd(g), newDiffCmd(g), newCleanSyncCmd(g),
 		newOfflineCmd(g, true), newOfflineCmd(g, false),
 		newInviteCmd(g), newMembersCmd(g), newRevokeCmd(g),
-		newCheckCmd(g), newCompactCmd(g),
+		newCheckCmd(g), newCompactCmd(g), newGUICmd(g),
 	)
 	return root
 }

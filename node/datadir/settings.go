@@ -56,6 +56,9 @@ type Settings struct {
 	// CompactHistoryRatio (office only): start a new epoch once the
 	// history holds this many writes per visible one (default never).
 	CompactHistoryRatio float64 `yaml:"compact_history_ratio,omitempty"`
+	// GUI is the web page the node serves on loopback (default on, at
+	// 127.0.0.1:8384; `gui: off` for none). See GUI and docs/gui.md.
+	GUI *GUI `yaml:"gui,omitempty"`
 }
 
 // Hook is the YAML form of the conflict hook's settings (node.HookConfig):
