@@ -9,7 +9,6 @@ import (
 	"time"
 
 	cid "github.com/ipfs/go-cid"
-	ds "github.com/ipfs/go-datastore"
 	dscrdt "github.com/ipfs/go-ds-crdt"
 )
 
@@ -213,7 +212,7 @@ func (s *Store) Adopt(ctx context.Context, ep Epoch, heads []cid.Cid) (*EpochRep
 		// What was merged of it goes (it is fetched again if offered
 		// again); its blocks stay until they are dropped with an epoch.
 		if _, cerr := s.countAndClear(ctx, prefix(ep.namespace(s.opts.Namespace))); cerr == nil {
-			_ = s.base.Delete(ctx, ds.NewKey(buildRoot).ChildString(ep.String()))
+			_ = s.base.Delete(ctx, s.roots.build.ChildString(ep.String()))
 		}
 		return nil, fmt.Errorf("adopt epoch %s: %w", ep, err)
 	}

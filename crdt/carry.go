@@ -279,10 +279,6 @@ func (s *Store) writeFromBlock(ctx context.Context, kp keyParts, key, blockKey s
 	return nil
 }
 
-// HistoryRoot is where each node keeps, per record, the recent values an
-// epoch change dropped (see Options.HistoryKeep). A snapshot copies it.
-const HistoryRoot = "/ferry/history/"
-
 // archived is one superseded value kept across epochs.
 type archived struct {
 	Field string
@@ -346,8 +342,8 @@ func decodeArchive(data []byte) ([]archived, error) {
 	return out, nil
 }
 
-func archiveKey(collection, eid string) ds.Key {
-	return ds.RawKey(HistoryRoot + collection + "/" + eid)
+func (s *Store) archiveKey(collection, eid string) ds.Key {
+	return ds.RawKey(s.roots.history + collection + "/" + eid)
 }
 
 // archiveHistory keeps, for every record of the current epoch with
@@ -472,12 +468,12 @@ func (s *Store) mergeArchive(ctx context.Context, collection, eid string, add []
 	if err != nil {
 		return err
 	}
-	return s.base.Put(ctx, archiveKey(collection, eid), data)
+	return s.base.Put(ctx, s.archiveKey(collection, eid), data)
 }
 
 // readArchive returns what earlier epochs kept of a record's history.
 func (s *Store) readArchive(ctx context.Context, collection, eid string) ([]archived, error) {
-	data, err := s.base.Get(ctx, archiveKey(collection, eid))
+	data, err := s.base.Get(ctx, s.archiveKey(collection, eid))
 	if errors.Is(err, ds.ErrNotFound) {
 		return nil, nil
 	}

@@ -23,10 +23,6 @@ var (
 	ErrBadEpoch = errors.New("invalid epoch")
 )
 
-// buildRoot holds one key per epoch being built here (the value is its
-// namespace): a build cut short (a kill) is cleared at the next start.
-const buildRoot = "/ferry/epoch/build"
-
 // EpochReport says what moving to a new epoch did.
 type EpochReport struct {
 	Epoch Epoch

@@ -40,17 +40,6 @@ const EpochsCollection = "_epochs"
 // epochInfoField is the field of an epoch record holding its manifest.
 const epochInfoField = "info"
 
-// epochKey holds the manifest of the epoch this node is in (absent: epoch
-// 0). It is outside go-ds-crdt's namespaces but copied by a snapshot.
-var epochKey = ds.NewKey("/ferry/epoch/current")
-
-// dropRoot holds one key per epoch whose keys and blocks are being dropped
-// (the value is its namespace).
-const dropRoot = "/ferry/epoch/drop"
-
-// EpochRoot is the prefix of the epoch keys a snapshot copies.
-const EpochRoot = "/ferry/epoch/"
-
 // Epoch names one generation of the replicated history. The first is
 // Epoch{} ("0"); each compaction starts Number+1, with ID the first 16 hex
 // digits of the SHA-256 of its manifest.
@@ -170,8 +159,8 @@ func parseEpochInfo(raw string) (*EpochInfo, error) {
 }
 
 // loadEpoch reads the epoch this node is in (nil: the first).
-func loadEpoch(ctx context.Context, base ds.Read) (*EpochInfo, error) {
-	b, err := base.Get(ctx, epochKey)
+func loadEpoch(ctx context.Context, base ds.Read, key ds.Key) (*EpochInfo, error) {
+	b, err := base.Get(ctx, key)
 	if errors.Is(err, ds.ErrNotFound) {
 		return nil, nil
 	}

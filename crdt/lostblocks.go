@@ -59,11 +59,6 @@ func (s *Store) declareLost(ctx context.Context, cids []cid.Cid) error {
 	return nil
 }
 
-// cutKey marks, locally, the blocks cutLostBranches cut: merged, out of
-// reach of the heads on purpose (they lead to lost blocks), so they are
-// neither reported as orphans nor made heads again by recovery.
-var cutKey = ds.NewKey("/ferry/local/cut")
-
 // cutLostBranches makes the heads the highest blocks whose whole history
 // is held here, dropping heads that lead to missing blocks. The blocks
 // stay; their visible operations are carried again by republish. It
@@ -132,7 +127,7 @@ func (s *Store) cutLostBranches(ctx context.Context, d *dagScan) (int, error) {
 		}
 		for k := range d.reachable {
 			if !whole[k] {
-				if err := b.Put(ctx, cutKey.ChildString(k), nil); err != nil {
+				if err := b.Put(ctx, s.roots.cut.ChildString(k), nil); err != nil {
 					return err
 				}
 			}

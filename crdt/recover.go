@@ -118,7 +118,7 @@ func (s *Store) findOrphans(ctx context.Context) ([]orphan, error) {
 			}
 		}
 	}
-	cut, err := s.listBlockKeys(ctx, cutKey.String()+"/", false)
+	cut, err := s.listBlockKeys(ctx, s.roots.cut.String()+"/", false)
 	if err != nil {
 		return nil, fmt.Errorf("recover: cut blocks: %w", err)
 	}

@@ -41,7 +41,11 @@ type Options struct {
 	// Writer is this node's identity (its libp2p peer id); required. It is
 	// stamped on every operation and breaks timestamp ties.
 	Writer string
-	// Namespace is where go-ds-crdt keeps its state in the datastore.
+	// Root is where the store keeps its own keys (epochs, history archive,
+	// cut blocks; see roots.go): default DefaultRoot, "/ferry".
+	Root ds.Key
+	// Namespace is where go-ds-crdt keeps its state in the datastore
+	// (default Root + "/crdt"; later epochs use Namespace + "-<epoch>").
 	Namespace ds.Key
 	// Logger receives the store's and go-ds-crdt's logs.
 	Logger *slog.Logger
@@ -106,7 +110,8 @@ type Options struct {
 // DefaultOptions returns the defaults documented on each field.
 func DefaultOptions() Options {
 	return Options{
-		Namespace:           ds.NewKey("/ferry/crdt"),
+		Root:                DefaultRoot,
+		Namespace:           DefaultRoot.ChildString("crdt"),
 		Logger:              slog.Default(),
 		RebroadcastInterval: time.Minute,
 		NumWorkers:          1,
@@ -120,6 +125,12 @@ func DefaultOptions() Options {
 }
 
 func (o *Options) validate() error {
+	if o.Root == (ds.Key{}) {
+		o.Root = DefaultRoot
+	}
+	if o.Namespace == (ds.Key{}) {
+		o.Namespace = o.Root.ChildString("crdt")
+	}
 	switch {
 	case o.Writer == "" || strings.ContainsAny(o.Writer, "/"):
 		return fmt.Errorf("invalid writer id %q", o.Writer)
@@ -143,6 +154,7 @@ func (o *Options) validate() error {
 // Store is a replicated store of records.
 type Store struct {
 	opts  Options
+	roots roots
 	log   *slog.Logger
 	base  ds.Batching
 	dag   ipld.DAGService
@@ -207,7 +219,7 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	s := &Store{opts: opts, log: opts.Logger, base: base, dag: dag}
+	s := &Store{opts: opts, log: opts.Logger, base: base, dag: dag, roots: rootsOf(opts.Root)}
 	s.schemaStale.Store(true)
 	s.rolesStale.Store(true)
 	s.membersStale.Store(true)
@@ -227,7 +239,7 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 		if migrating, err = s.prepareFormat(ctx); err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
-		info, err := loadEpoch(ctx, base)
+		info, err := loadEpoch(ctx, base, s.roots.epoch)
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}

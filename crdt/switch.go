@@ -15,7 +15,7 @@ import (
 // markBuilding notes that epoch ep's namespace is being built here.
 func (s *Store) markBuilding(ctx context.Context, ep Epoch) error {
 	ns := ep.namespace(s.opts.Namespace)
-	return s.base.Put(ctx, ds.NewKey(buildRoot).ChildString(ep.String()), []byte(ns.String()))
+	return s.base.Put(ctx, s.roots.build.ChildString(ep.String()), []byte(ns.String()))
 }
 
 // switchEpoch moves the store to the epoch of info, whose namespace holds
@@ -64,9 +64,9 @@ func (s *Store) switchEpoch(ctx context.Context, info *EpochInfo, rep *EpochRepo
 	// The switch: one batch.
 	b, err := s.base.Batch(ctx)
 	if err == nil {
-		_ = b.Put(ctx, epochKey, []byte(info.raw))
-		_ = b.Put(ctx, ds.NewKey(dropRoot).ChildString(oldEpoch.String()), []byte(oldNs.String()))
-		_ = b.Delete(ctx, ds.NewKey(buildRoot).ChildString(info.Epoch.String()))
+		_ = b.Put(ctx, s.roots.epoch, []byte(info.raw))
+		_ = b.Put(ctx, s.roots.drop.ChildString(oldEpoch.String()), []byte(oldNs.String()))
+		_ = b.Delete(ctx, s.roots.build.ChildString(info.Epoch.String()))
 		err = b.Commit(ctx)
 	}
 	if err != nil {
@@ -148,7 +148,7 @@ func (s *Store) setEpoch(info *EpochInfo) {
 // was cut short (at start, before anything else uses the store).
 func (s *Store) resumeDrops(ctx context.Context) error {
 	var errs []error
-	for _, root := range []string{buildRoot, dropRoot} {
+	for _, root := range []string{s.roots.build.String(), s.roots.drop.String()} {
 		res, err := s.base.Query(ctx, query.Query{Prefix: root + "/"})
 		if err != nil {
 			return err
@@ -230,7 +230,7 @@ func (s *Store) dropEpoch(ctx context.Context, name string, ns ds.Key) (keys, bl
 	if err != nil {
 		return keys, blocks, fmt.Errorf("drop epoch %s: %w", name, err)
 	}
-	if err := s.base.Delete(ctx, ds.NewKey(dropRoot).ChildString(name)); err != nil {
+	if err := s.base.Delete(ctx, s.roots.drop.ChildString(name)); err != nil {
 		return keys, blocks, fmt.Errorf("drop epoch %s: %w", name, err)
 	}
 	return keys, blocks, nil
