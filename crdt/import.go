@@ -45,6 +45,10 @@ type ImportOptions struct {
 	// ImportResult.Rejected) and imports the others; by default one bad
 	// record fails the whole import.
 	SkipInvalid bool
+	// RefuseDuplicates refuses a record that is a likely duplicate of
+	// another one (of the store or of the import) by the collection's
+	// duplicate rules (see CheckDuplicate); with SkipInvalid it is left out.
+	RefuseDuplicates bool
 }
 
 // ImportSource yields the records of an import, in order, to yield. An
@@ -125,6 +129,9 @@ func (s *Store) ImportStream(ctx context.Context, collection string, src ImportS
 		return res, fmt.Errorf("import %s: %w", collection, err)
 	}
 	v := s.newImportValidator(coll, ix)
+	if opts.RefuseDuplicates {
+		v.dups = s.newDupClaims(coll)
+	}
 
 	// Validation pass: nothing is written unless every record is good (or,
 	// with SkipInvalid, the bad ones are left out). A dry run plans the
@@ -161,6 +168,9 @@ func (s *Store) ImportStream(ctx context.Context, collection string, src ImportS
 	// Write pass: the same records again, the good ones validated again
 	// (the claims start afresh).
 	v = s.newImportValidator(coll, ix)
+	if opts.RefuseDuplicates {
+		v.dups = s.newDupClaims(coll)
+	}
 	b, err := s.openBatch(ctx)
 	if err != nil {
 		return res, fmt.Errorf("import %s: %w", collection, err)
@@ -327,6 +337,7 @@ type importValidator struct {
 	unique []string
 	ix     *existence
 	claims *uniqueClaims
+	dups   *dupClaims      // nil: duplicates allowed
 	seen   map[string]bool // ids of the good records so far
 }
 
@@ -337,7 +348,7 @@ func (s *Store) newImportValidator(coll *schema.Collection, ix *existence) *impo
 // check validates r, created unless it exists or an earlier good record of
 // the import has its id.
 func (v *importValidator) check(ctx context.Context, r ImportRecord) (string, map[string]any, error) {
-	eid, norm, err := v.s.validateImport(ctx, v.coll, v.unique, v.claims, r, !v.ix.exists[r.ID] && !v.seen[r.ID])
+	eid, norm, err := v.s.validateImport(ctx, v.coll, v.unique, v.claims, v.dups, r, !v.ix.exists[r.ID] && !v.seen[r.ID])
 	if err == nil {
 		v.seen[r.ID] = true
 	}
@@ -378,7 +389,7 @@ func (s *Store) scanExistence(ctx context.Context, collection string) (*existenc
 // validateImport checks one record of an import: its id, its fields by the
 // schema (required ones when it is created) and its unique values, which it
 // claims. It returns the escaped id and the normalised fields.
-func (s *Store) validateImport(ctx context.Context, coll *schema.Collection, unique []string, claims *uniqueClaims, r ImportRecord, creating bool) (string, map[string]any, error) {
+func (s *Store) validateImport(ctx context.Context, coll *schema.Collection, unique []string, claims *uniqueClaims, dups *dupClaims, r ImportRecord, creating bool) (string, map[string]any, error) {
 	eid, err := EscapeID(r.ID)
 	if err != nil {
 		return "", nil, err
@@ -389,6 +400,12 @@ func (s *Store) validateImport(ctx context.Context, coll *schema.Collection, uni
 	}
 	if err := claimAll(ctx, claims, unique, r.ID, norm); err != nil {
 		return "", nil, err
+	}
+	if dups != nil {
+		// After the unique values: an exact repeat reads as such.
+		if err := dups.claim(ctx, r.ID, norm); err != nil {
+			return "", nil, err
+		}
 	}
 	return eid, norm, nil
 }

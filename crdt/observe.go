@@ -40,6 +40,9 @@ type observedStore struct {
 	txnKeys []string
 	txnOpen bool
 	changed func(key string)
+	// journal: every element written gets a journal entry in the same
+	// batch (see journal.go).
+	journal bool
 	// failed, if set, is told of every write that failed outside a local
 	// write (merges of peers' deltas, go-ds-crdt's own bookkeeping).
 	failed func(op string, key ds.Key, err error)
@@ -82,7 +85,7 @@ func (o *observedStore) Put(ctx context.Context, k ds.Key, v []byte) error {
 	if isLocalWrite(ctx) && o.hold(dsbatch.Op{Key: k, Value: v}) {
 		return nil
 	}
-	if _, ok := o.elementOf(k); ok && o.vet != nil && !isLocalWrite(ctx) {
+	if _, ok := o.elementOf(k); ok && (o.vet != nil || o.journal) && !isLocalWrite(ctx) {
 		// go-ds-crdt batches its element writes; vet a lone one alike.
 		b, err := o.Batch(ctx)
 		if err != nil {
@@ -137,6 +140,7 @@ func (o *observedStore) hold(ops ...dsbatch.Op) bool {
 		}
 	}
 	o.txn = append(o.txn, ops...)
+	o.txn = append(o.txn, o.journalOps(ops)...)
 	return true
 }
 
@@ -186,8 +190,15 @@ type observedBatch struct {
 func (b *observedBatch) Put(ctx context.Context, k ds.Key, v []byte) error {
 	if key, ok := b.o.valueKey(k); ok {
 		b.keys = append(b.keys, key)
-	} else if e, ok := b.o.elementOf(k); ok && b.o.vet != nil && !isLocalWrite(ctx) {
-		b.elems = append(b.elems, e)
+	} else if e, ok := b.o.elementOf(k); ok {
+		if b.o.vet != nil && !isLocalWrite(ctx) {
+			b.elems = append(b.elems, e)
+		}
+		for _, j := range b.o.journalOps([]dsbatch.Op{{Key: k, Value: v}}) {
+			if err := b.Batch.Put(ctx, j.Key, j.Value); err != nil {
+				return err
+			}
+		}
 	}
 	return b.Batch.Put(ctx, k, v)
 }
@@ -240,7 +251,7 @@ func (b *localBatch) Commit(ctx context.Context) error {
 			keys = append(keys, key)
 		}
 	}
-	return b.o.commitOps(ctx, ops, keys)
+	return b.o.commitOps(ctx, append(ops, b.o.journalOps(ops)...), keys)
 }
 
 // commitOps writes ops in one batch, then reports the values they changed.

@@ -240,6 +240,7 @@ func (tn *testNet) start(i int, dir string) *replica {
 	o.Now = r.clock.Now
 	o.RebroadcastInterval = time.Hour // tests exchange heads explicitly
 	o.DAGSyncerTimeout = 10 * time.Second
+	o.Journal = true // every test exercises the change journal's writes
 	if tn.keys != nil {
 		o.Trust = tn.trustFor(r.writer)
 	}

@@ -17,6 +17,15 @@ import (
 type collectionSettings struct {
 	Policy  string   `json:"policy,omitempty"`
 	Writers []string `json:"writers,omitempty"`
+	// Duplicates: the collection's duplicate rules (docs/duplicates.md).
+	Duplicates []schema.DuplicateRule `json:"duplicates,omitempty"`
+}
+
+// sameDuplicates compares two collections' duplicate rules.
+func sameDuplicates(a, b []schema.DuplicateRule) bool {
+	return slices.EqualFunc(a, b, func(x, y schema.DuplicateRule) bool {
+		return x.Normalize == y.Normalize && slices.Equal(x.Fields, y.Fields)
+	})
 }
 
 // Schema returns the replicated schema as this node sees it now (empty when
@@ -63,7 +72,7 @@ func (s *Store) loadSchema(ctx context.Context) (*schema.Schema, error) {
 					s.log.Warn("ignoring bad collection settings", "collection", r.ID, "err", err)
 					continue
 				}
-				c.Policy, c.Writers = set.Policy, set.Writers
+				c.Policy, c.Writers, c.Duplicates = set.Policy, set.Writers, set.Duplicates
 				continue
 			}
 			var f schema.Field
@@ -114,8 +123,8 @@ func (s *Store) ApplySchema(ctx context.Context, next *schema.Schema) ([]string,
 		nc := next.Collections[name]
 		oc := cur.Collections[name]
 		fields := map[string]any{}
-		if oc == nil || oc.Policy != nc.Policy || !slices.Equal(oc.Writers, nc.Writers) {
-			data, err := json.Marshal(collectionSettings{Policy: nc.Policy, Writers: nc.Writers})
+		if oc == nil || oc.Policy != nc.Policy || !slices.Equal(oc.Writers, nc.Writers) || !sameDuplicates(oc.Duplicates, nc.Duplicates) {
+			data, err := json.Marshal(collectionSettings{Policy: nc.Policy, Writers: nc.Writers, Duplicates: nc.Duplicates})
 			if err != nil {
 				return nil, fmt.Errorf("apply schema: %w", err)
 			}

@@ -102,6 +102,10 @@ type Options struct {
 	// are deleted in batches.
 	DropPrefix func(ctx context.Context, prefix string) error
 
+	// Journal keeps a journal of every merged write of a user collection
+	// (see journal.go), for a consumer that acts on each change (workflows).
+	Journal bool
+
 	// side: the store is the namespace of an epoch being built (see
 	// Store.openSide), not a node's store.
 	side *Epoch
@@ -191,6 +195,7 @@ type Store struct {
 
 	digest digestState
 	unique uniqueState
+	dups   dupState
 
 	// migration is what opening a store of the previous format did (nil:
 	// nothing to migrate).
@@ -315,6 +320,7 @@ func (s *Store) newObserved() *observedStore {
 		observed.vet = s.vetElements
 	}
 	observed.failed = s.writeFailed
+	observed.journal = s.opts.Journal && s.opts.side == nil
 	return observed
 }
 
@@ -348,6 +354,7 @@ func (s *Store) keyChanged(k string) {
 	s.clock.Observe(kp.Op.Time)
 	s.digest.markDirty(kp.Collection, kp.EscapedID)
 	s.unique.markDirty(kp.Collection, kp.EscapedID)
+	s.dups.markDirty(kp.Collection, kp.EscapedID)
 	switch kp.Collection {
 	case SchemaCollection:
 		s.schemaStale.Store(true)

@@ -132,6 +132,7 @@ func (s *Store) afterEpochChange(ctx context.Context) {
 	s.digest.rebuild = true
 	s.digest.dirtyMu.Unlock()
 	s.unique.invalidate()
+	s.dups.invalidate()
 }
 
 // setEpoch makes info (nil: the first epoch) the current epoch.

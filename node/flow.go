@@ -18,6 +18,9 @@ import (
 // go-ds-crdt's merge hooks, so nothing here blocks: each part is only told.
 func (n *Node) changed(collection, escapedID string) {
 	n.watch.changed(collection, escapedID)
+	if n.wf != nil {
+		n.wf.Changed()
+	}
 	if collection == crdt.NodesCollection {
 		n.names.invalidate()
 	}

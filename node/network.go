@@ -135,6 +135,9 @@ func (n *Node) startProtocols(ctx context.Context) error {
 		net.hook = newHookRunner(n, *cfg.ConflictHook)
 		n.life.Go(net.hook.run)
 	}
+	if n.wf != nil {
+		n.life.Go(n.wf.Run)
+	}
 	if cfg.Role == RoleOffice && (cfg.CompactEvery > 0 || cfg.CompactRatio > 0) {
 		n.life.Go(n.compactLoop)
 	}

@@ -34,6 +34,7 @@ import (
 	"github.com/ferry-crm/ferry/node/datadir"
 	"github.com/ferry-crm/ferry/node/disk"
 	"github.com/ferry-crm/ferry/node/peering"
+	"github.com/ferry-crm/ferry/node/workflow"
 )
 
 // Roles of a node.
@@ -105,6 +106,12 @@ type Config struct {
 	MemoryLimit int64
 	// ConflictHook, on an office node, is offered every open conflict.
 	ConflictHook *HookConfig
+	// Workflows, on an office node, act on merged changes
+	// (docs/workflows.md).
+	Workflows []workflow.Rule
+	// AllowDuplicates: puts and imports through the API write likely
+	// duplicates instead of refusing them (docs/duplicates.md).
+	AllowDuplicates bool
 	// CompactEvery and CompactRatio are an office's compaction policy: a
 	// new epoch once the current one is older than CompactEvery, or once
 	// its history holds CompactRatio writes per visible one (0: never).
@@ -174,6 +181,8 @@ func (c *Config) validate() error {
 		return errors.New("a conflict hook runs on an office node only")
 	case c.ConflictHook != nil && len(c.ConflictHook.Command) == 0 && c.ConflictHook.URL == "":
 		return errors.New("conflict hook: give a command or a URL")
+	case len(c.Workflows) > 0 && c.Role != RoleOffice:
+		return errors.New("workflows run on an office node only")
 	case c.MemoryLimit < 0:
 		return fmt.Errorf("memory limit %d: want bytes, or 0 for none", c.MemoryLimit)
 	}
@@ -209,6 +218,7 @@ type Node struct {
 	acks       *ackTracker
 	names      nameCache
 	watch      watchers
+	wf         *workflow.Engine // nil without workflows
 
 	net *netParts // nil without Config.Network
 
@@ -254,6 +264,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 	if err := n.openStore(ctx, unclean); err != nil {
+		return nil, fmt.Errorf("start node: %w", err)
+	}
+	if err := n.openWorkflows(); err != nil {
 		return nil, fmt.Errorf("start node: %w", err)
 	}
 	if n.net != nil {

@@ -95,6 +95,14 @@ func ConfigFromSettings(dir string, s *datadir.Settings) (Config, error) {
 			cfg.ConflictHook.Timeout = d
 		}
 	}
+	if len(s.Workflows) > 0 {
+		rules, err := workflowsFromSettings(s.Workflows)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Workflows = rules
+	}
+	cfg.AllowDuplicates = s.AllowDuplicates
 	if s.HistoryKeep != nil {
 		if *s.HistoryKeep < 0 || *s.HistoryKeep > 1000 {
 			return cfg, fmt.Errorf("config history_keep %d: want 0 to 1000", *s.HistoryKeep)

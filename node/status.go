@@ -55,6 +55,7 @@ func (n *Node) Status(ctx context.Context) apijson.Status {
 		m := n.store.IsCurrentMember(ctx, n.self.String())
 		s.Member = &m
 	}
+	n.workflowStatus(ctx, &s)
 	for _, a := range n.Addrs() {
 		s.ListenAddrs = append(s.ListenAddrs, a.String())
 	}

@@ -79,6 +79,7 @@ func (n *Node) openStore(ctx context.Context, unclean bool) error {
 	opts.Writer = n.self.String()
 	opts.Logger = n.log
 	opts.Recover = unclean
+	opts.Journal = len(n.cfg.Workflows) > 0
 	opts.CheckRoom = n.disk.CheckRoom
 	opts.HasBlock = n.bstore.Has
 	opts.DropPrefix = func(_ context.Context, prefix string) error { return n.guard.DropPrefix(prefix) }

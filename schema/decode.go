@@ -14,7 +14,7 @@ import (
 // The keys allowed at each level of a schema file.
 var (
 	rootKeys       = []string{"collections"}
-	collectionKeys = []string{"policy", "writers", "fields"}
+	collectionKeys = []string{"policy", "writers", "fields", "duplicates"}
 	fieldKeys      = []string{"type", "required", "unique", "values", "to", "policy", "aliases"}
 )
 
@@ -85,6 +85,8 @@ func decodeCollections(n *yaml.Node) (map[string]*Collection, error) {
 				}
 			case "fields":
 				c.Fields, err = decodeFields(v, name)
+			case "duplicates":
+				c.Duplicates, err = decodeDuplicates(v, name)
 			}
 			return err
 		})
@@ -275,6 +277,9 @@ func (s *Schema) YAML() ([]byte, error) {
 			fields.Content = append(fields.Content, strNode(fname), fieldNode(c.Fields[fname]))
 		}
 		cn.Content = append(cn.Content, strNode("fields"), fields)
+		if len(c.Duplicates) > 0 {
+			cn.Content = append(cn.Content, strNode("duplicates"), duplicatesNode(c.Duplicates))
+		}
 		cols.Content = append(cols.Content, cn)
 	}
 	root := mappingNode()

@@ -94,6 +94,9 @@ type Collection struct {
 	Writers []string `json:"writers,omitempty" yaml:"writers,omitempty"`
 	// Fields maps field names to their definitions.
 	Fields map[string]*Field `json:"fields" yaml:"fields"`
+	// Duplicates are the rules that find likely duplicate records after
+	// records merge (see DuplicateRule, docs/duplicates.md).
+	Duplicates []DuplicateRule `json:"duplicates,omitempty" yaml:"duplicates,omitempty"`
 }
 
 // Schema is a set of collections.
@@ -174,6 +177,7 @@ func (s *Schema) Validate() error {
 			}
 		}
 		problems = append(problems, c.aliasProblems()...)
+		problems = append(problems, c.duplicateProblems()...)
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalidSchema, strings.Join(problems, "; "))

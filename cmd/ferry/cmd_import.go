@@ -29,7 +29,7 @@ func newImportCmd(g *globals) *cobra.Command {
 	var format, delimiter string
 	var opts csvOptions
 	var maps, idFrom []string
-	var dryRun bool
+	var dryRun, allowDup bool
 	var rejects string
 	cmd := &cobra.Command{
 		Use:   "import COLLECTION FILE",
@@ -146,6 +146,9 @@ imported again (--ignore-unknown leaves the two added columns out).`,
 				in, name = f, file
 			}
 			return withClient(cmd.Context(), g.dir, func(c *client) error {
+				if allowDup {
+					c = &client{Client: c.Client.AllowingDuplicates(), local: c.local}
+				}
 				run := importRun{cmd: cmd, c: c, collection: collection, quiet: quiet,
 					opts: crdt.ImportOptions{DryRun: dryRun, SkipInvalid: rejects != "" || dryRun}}
 				if format == formatJSONL {
@@ -229,6 +232,7 @@ imported again (--ignore-unknown leaves the two added columns out).`,
 	f.BoolVar(&opts.Format.DecimalComma, "decimal-comma", false, "CSV: numbers use a decimal comma (12,5 and 1.234,56)")
 	f.StringVar(&opts.Format.DateLayout, "date-format", "", "CSV: dates and times in this Go layout, e.g. 02.01.2006")
 	f.StringVar(&opts.Encoding, "encoding", "", "CSV: utf-8, windows-1252 or utf-16 (default: detected)")
+	f.BoolVar(&allowDup, "allow-duplicate", false, "write records that are likely duplicates of others (docs/duplicates.md) instead of refusing them")
 	f.BoolVar(&dryRun, "dry-run", false, "validate and count what would be created, updated, unchanged and rejected; write nothing")
 	f.StringVar(&rejects, "rejects", "", "CSV: import the good records and write each bad row, with its line and reason, to this new file")
 	return cmd

@@ -13,7 +13,7 @@ import (
 
 func newPutCmd(g *globals) *cobra.Command {
 	var unset []string
-	var asJSON bool
+	var asJSON, allowDup bool
 	cmd := &cobra.Command{
 		Use:   "put COLLECTION ID FIELD=VALUE...",
 		Short: "Create or update a record (all fields in one atomic write)",
@@ -45,7 +45,8 @@ true/false, enum values, RFC 3339 times or dates (2024-03-01), ids for refs.
 				req.Fields[k] = nil
 			}
 			return withClient(cmd.Context(), g.dir, func(c *client) error {
-				res, err := c.Put(cmd.Context(), args[0], args[1], req.Fields, req.Text)
+				req.AllowDuplicate = allowDup
+				res, err := c.PutWith(cmd.Context(), args[0], args[1], req)
 				if err != nil {
 					return err
 				}
@@ -65,6 +66,7 @@ true/false, enum values, RFC 3339 times or dates (2024-03-01), ids for refs.
 		},
 	}
 	cmd.Flags().StringArrayVar(&unset, "unset", nil, "clear this field (repeatable)")
+	cmd.Flags().BoolVar(&allowDup, "allow-duplicate", false, "write the record even if it is likely a duplicate of another (docs/duplicates.md)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }

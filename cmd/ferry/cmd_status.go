@@ -96,6 +96,12 @@ func newStatusCmd(g *globals) *cobra.Command {
 				default:
 					fmt.Fprintf(tw, "network:\topen (no founder: every peer and every operation accepted)\n")
 				}
+				if st.WorkflowsPending != nil {
+					fmt.Fprintf(tw, "workflows:\t%d pending, %d failed (ferry workflows)\n", *st.WorkflowsPending, *st.WorkflowsFailed)
+				}
+				if st.Duplicates > 0 {
+					fmt.Fprintf(tw, "duplicates:\t%d (ferry duplicates)\n", st.Duplicates)
+				}
 				if st.IgnoredOps > 0 {
 					fmt.Fprintf(tw, "ignored operations:\t%d (failed signature or membership checks; ferry status --json lists them)\n", st.IgnoredOps)
 				}

@@ -97,6 +97,7 @@ merge field by field, and every node converges without a central server.`,
 		newOfflineCmd(g, true), newOfflineCmd(g, false),
 		newInviteCmd(g), newMembersCmd(g), newRevokeCmd(g),
 		newCheckCmd(g), newCompactCmd(g), newGUICmd(g),
+		newWorkflowsCmd(g), newDuplicatesCmd(g), newMergeCmd(g),
 	)
 	return root
 }

@@ -27,6 +27,16 @@ import (
 // the endpoints of docs/json.md.
 type Client struct {
 	hc *http.Client
+	// allowDuplicates: imports write likely duplicates (AllowingDuplicates).
+	allowDuplicates bool
+}
+
+// AllowingDuplicates returns a client whose imports write likely
+// duplicates instead of having them refused (docs/duplicates.md).
+func (c *Client) AllowingDuplicates() *Client {
+	cc := *c
+	cc.allowDuplicates = true
+	return &cc
 }
 
 // Error is an error answered by the node, with its HTTP status.
@@ -223,6 +233,9 @@ func (c *Client) importLines(ctx context.Context, collection string, lines io.Re
 	}
 	if opts.SkipInvalid {
 		q.Set("skip_invalid", "1")
+	}
+	if c.allowDuplicates {
+		q.Set("allow_duplicate", "1")
 	}
 	path := "/v1/import/" + url.PathEscape(collection)
 	if len(q) > 0 {

@@ -203,7 +203,8 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, crdt.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, crdt.ErrNoConflict), errors.Is(err, crdt.ErrConflictChanged), errors.Is(err, crdt.ErrBusy):
+	case errors.Is(err, crdt.ErrNoConflict), errors.Is(err, crdt.ErrConflictChanged), errors.Is(err, crdt.ErrBusy),
+		errors.Is(err, crdt.ErrLikelyDuplicate):
 		return http.StatusConflict
 	case errors.Is(err, crdt.ErrForbidden), errors.Is(err, crdt.ErrNotMember):
 		return http.StatusForbidden

@@ -65,6 +65,12 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if !req.AllowDuplicate && !s.allowDuplicates() {
+		if err := s.b.Store().CheckDuplicate(r.Context(), collection, id, req.Fields, req.Text); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
 	res, err := s.b.Store().PutText(r.Context(), collection, id, req.Fields, req.Text)
 	if err != nil {
 		writeError(w, err)
@@ -142,7 +148,9 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 // count, write nothing) and skip_invalid (leave out the records that fail
 // validation, listed in the result), each a boolean.
 func importQuery(r *http.Request) (crdt.ImportOptions, error) {
-	var opts crdt.ImportOptions
+	// Likely duplicates are refused unless the request or the node allows
+	// them (docs/duplicates.md).
+	opts := crdt.ImportOptions{RefuseDuplicates: true}
 	for k, vs := range r.URL.Query() {
 		if len(vs) != 1 {
 			return opts, fmt.Errorf("import: %s given %d times", k, len(vs))
@@ -156,8 +164,10 @@ func importQuery(r *http.Request) (crdt.ImportOptions, error) {
 			opts.DryRun = v
 		case "skip_invalid":
 			opts.SkipInvalid = v
+		case "allow_duplicate":
+			opts.RefuseDuplicates = !v
 		default:
-			return opts, fmt.Errorf("import: unknown query parameter %q (want dry_run, skip_invalid)", k)
+			return opts, fmt.Errorf("import: unknown query parameter %q (want dry_run, skip_invalid, allow_duplicate)", k)
 		}
 	}
 	return opts, nil
@@ -186,6 +196,9 @@ func (s *Server) importLines(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, BadRequest(err))
 		return
+	}
+	if s.allowDuplicates() {
+		opts.RefuseDuplicates = false
 	}
 	f, err := s.spool(w, r)
 	if err != nil {

@@ -117,6 +117,9 @@ type History struct {
 type PutRequest struct {
 	Fields map[string]any    `json:"fields,omitempty"`
 	Text   map[string]string `json:"text,omitempty"`
+	// AllowDuplicate writes a likely duplicate (docs/duplicates.md) that
+	// the node would otherwise refuse (409).
+	AllowDuplicate bool `json:"allow_duplicate,omitempty"`
 }
 
 // PutResponse answers a put.

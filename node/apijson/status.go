@@ -59,6 +59,12 @@ type Status struct {
 	Ignored    []Ignored `json:"ignored,omitempty"`
 	// RefusedStreams counts protocol streams refused to non-members.
 	RefusedStreams uint64 `json:"refused_streams"`
+	// WorkflowsPending and WorkflowsFailed count the office's workflow
+	// runs waiting or given up (absent without workflows); Duplicates
+	// counts the groups of likely duplicate records (ferry duplicates).
+	WorkflowsPending *int `json:"workflows_pending,omitempty"`
+	WorkflowsFailed  *int `json:"workflows_failed,omitempty"`
+	Duplicates       int  `json:"duplicates"`
 	// Memory is the running node's process memory (absent when no node
 	// runs: the command opened the store itself).
 	Memory *Memory `json:"memory,omitempty"`

@@ -47,6 +47,11 @@ type Settings struct {
 	MemoryLimit string `yaml:"memory_limit,omitempty"`
 	// ConflictHook (office only) is offered every open conflict.
 	ConflictHook *Hook `yaml:"conflict_hook,omitempty"`
+	// Workflows (office only) act on merged changes (docs/workflows.md).
+	Workflows []Workflow `yaml:"workflows,omitempty"`
+	// AllowDuplicates: puts and imports write likely duplicates instead of
+	// refusing them (docs/duplicates.md).
+	AllowDuplicates bool `yaml:"allow_duplicates,omitempty"`
 	// HistoryKeep is how many superseded values per field each record
 	// keeps across a compaction (default 10; 0 keeps none).
 	HistoryKeep *int `yaml:"history_keep,omitempty"`
@@ -67,6 +72,19 @@ type Hook struct {
 	Command []string `yaml:"command,omitempty"`
 	URL     string   `yaml:"url,omitempty"`
 	Timeout string   `yaml:"timeout,omitempty"` // a Go duration, default 10s
+}
+
+// Workflow is the YAML form of one workflow rule (node/workflow.Rule).
+type Workflow struct {
+	Name       string   `yaml:"name"`
+	Collection string   `yaml:"collection"`
+	When       []string `yaml:"when,omitempty"`
+	Events     []string `yaml:"events,omitempty"`
+	Command    []string `yaml:"command,omitempty"`
+	URL        string   `yaml:"url,omitempty"`
+	Timeout    string   `yaml:"timeout,omitempty"` // a Go duration, default 30s
+	Office     string   `yaml:"office,omitempty"`
+	Attempts   int      `yaml:"attempts,omitempty"`
 }
 
 // ReadSettings reads dir's config.yaml. A dir without one is not a data
