@@ -322,6 +322,11 @@ type dupClaims struct {
 	s      *Store
 	c      *schema.Collection
 	claims []map[string]string // per rule: key -> record of the batch
+	// ci is the index as refreshed at the first claim: an import's own
+	// records are in claims, so the index is not refreshed again for each
+	// of them (that read every record the import had written so far).
+	ci      *collDups
+	indexed bool
 }
 
 func (s *Store) newDupClaims(c *schema.Collection) *dupClaims {
@@ -333,10 +338,18 @@ func (s *Store) newDupClaims(c *schema.Collection) *dupClaims {
 func (dc *dupClaims) claim(ctx context.Context, id string, norm map[string]any) error {
 	s := dc.s
 	s.dups.mu.Lock()
-	ci, err := s.dupIndex(ctx, dc.c)
-	if err != nil || ci == nil {
+	if !dc.indexed {
+		ci, err := s.dupIndex(ctx, dc.c)
+		if err != nil {
+			s.dups.mu.Unlock()
+			return err
+		}
+		dc.ci, dc.indexed = ci, true
+	}
+	ci := dc.ci
+	if ci == nil {
 		s.dups.mu.Unlock()
-		return err
+		return nil
 	}
 	vals := map[string]any{}
 	for k, v := range ci.vals[id] {
