@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -48,5 +49,31 @@ func TestDuplicateRulesValidate(t *testing.T) {
 	s2, err := Parse(out)
 	if err != nil || len(s2.Collections["contacts"].Duplicates) != 2 {
 		t.Fatalf("round trip: %v\n%s", err, out)
+	}
+}
+
+// TestCloneKeepsDuplicateRules: a clone has the collection's duplicate
+// rules, and changing them does not change the original.
+func TestCloneKeepsDuplicateRules(t *testing.T) {
+	s, err := Parse([]byte(`
+collections:
+  contacts:
+    fields:
+      email: {type: string}
+      phone: {type: string}
+    duplicates:
+      - {fields: [email]}
+      - {fields: [phone], normalize: phone}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.Clone()
+	if !reflect.DeepEqual(s, c) {
+		t.Fatalf("clone differs: %+v", c.Collections["contacts"].Duplicates)
+	}
+	c.Collections["contacts"].Duplicates[0].Fields[0] = "phone"
+	if s.Collections["contacts"].Duplicates[0].Fields[0] != "email" {
+		t.Error("changing the clone changed the original")
 	}
 }

@@ -287,6 +287,10 @@ func (c *Collection) clone() *Collection {
 		return nil
 	}
 	out := &Collection{Name: c.Name, Policy: c.Policy, Writers: slices.Clone(c.Writers)}
+	for _, r := range c.Duplicates {
+		r.Fields = slices.Clone(r.Fields)
+		out.Duplicates = append(out.Duplicates, r)
+	}
 	if c.Fields != nil {
 		out.Fields = make(map[string]*Field, len(c.Fields))
 		for name, f := range c.Fields {
