@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"strings"
@@ -136,5 +137,33 @@ func TestStoresUnderTwoRoots(t *testing.T) {
 		if strings.Contains(e.Key, "/ch/") && !strings.HasPrefix(e.Key, east.String()+"/") {
 			t.Errorf("stray key %s", e.Key)
 		}
+	}
+}
+
+// TestApplySchemaRefusesChannelRouting: until channels are built, a schema
+// that routes a collection is refused with a clear error and changes
+// nothing (it would otherwise put every record on every node).
+func TestApplySchemaRefusesChannelRouting(t *testing.T) {
+	ctx := context.Background()
+	n := newTestNet(t, 1)
+	a := n.replicas[0]
+	before, err := a.Schema(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := schema.Parse([]byte("collections:\n  deals:\n    channel: {field: region}\n    fields: {region: {type: string}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.ApplySchema(ctx, sc)
+	if !errors.Is(err, schema.ErrInvalidSchema) || !strings.Contains(err.Error(), "channel routing") {
+		t.Fatalf("apply a routed schema: %v", err)
+	}
+	after, err := a.Schema(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Collections["deals"] != nil || len(after.Collections) != len(before.Collections) {
+		t.Errorf("the schema changed: %v", after.Names())
 	}
 }

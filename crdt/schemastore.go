@@ -101,6 +101,11 @@ func (s *Store) ApplySchema(ctx context.Context, next *schema.Schema) ([]string,
 	if err := next.Validate(); err != nil {
 		return nil, err
 	}
+	for _, name := range next.Names() {
+		if c := next.Collections[name]; c.Channel != nil {
+			return nil, fmt.Errorf("%w: collection %q: channel routing (channel: %s) is not supported by this version yet: every node would hold every record (docs/design/channels.md)", schema.ErrInvalidSchema, name, c.Channel)
+		}
+	}
 	if err := s.checkWritable(ctx, SchemaCollection, ""); err != nil {
 		return nil, fmt.Errorf("apply schema: %w", err)
 	}

@@ -40,6 +40,9 @@ func destructiveChanges(old, new *Schema) []string {
 			}
 			continue
 		}
+		if oc != nil {
+			out = append(out, routingChanges(cname, oc, nc)...)
+		}
 		for _, fname := range oc.FieldNames() {
 			of := oc.Fields[fname]
 			nf := nc.Fields[fname]

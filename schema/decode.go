@@ -14,7 +14,7 @@ import (
 // The keys allowed at each level of a schema file.
 var (
 	rootKeys       = []string{"collections"}
-	collectionKeys = []string{"policy", "writers", "fields", "duplicates"}
+	collectionKeys = []string{"policy", "writers", "fields", "duplicates", "channel"}
 	fieldKeys      = []string{"type", "required", "unique", "values", "to", "policy", "aliases"}
 )
 
@@ -87,6 +87,8 @@ func decodeCollections(n *yaml.Node) (map[string]*Collection, error) {
 				c.Fields, err = decodeFields(v, name)
 			case "duplicates":
 				c.Duplicates, err = decodeDuplicates(v, name)
+			case "channel":
+				c.Channel, err = decodeRouting(v, name)
 			}
 			return err
 		})
@@ -279,6 +281,9 @@ func (s *Schema) YAML() ([]byte, error) {
 		cn.Content = append(cn.Content, strNode("fields"), fields)
 		if len(c.Duplicates) > 0 {
 			cn.Content = append(cn.Content, strNode("duplicates"), duplicatesNode(c.Duplicates))
+		}
+		if c.Channel != nil {
+			cn.Content = append(cn.Content, strNode("channel"), routingNode(c.Channel))
 		}
 		cols.Content = append(cols.Content, cn)
 	}

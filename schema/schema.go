@@ -97,6 +97,9 @@ type Collection struct {
 	// Duplicates are the rules that find likely duplicate records after
 	// records merge (see DuplicateRule, docs/duplicates.md).
 	Duplicates []DuplicateRule `json:"duplicates,omitempty" yaml:"duplicates,omitempty"`
+	// Channel routes each record to a channel by a field's value (nil:
+	// the collection goes to every node; see Routing).
+	Channel *Routing `json:"channel,omitempty" yaml:"channel,omitempty"`
 }
 
 // Schema is a set of collections.
@@ -178,6 +181,7 @@ func (s *Schema) Validate() error {
 		}
 		problems = append(problems, c.aliasProblems()...)
 		problems = append(problems, c.duplicateProblems()...)
+		problems = append(problems, c.routingProblems()...)
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalidSchema, strings.Join(problems, "; "))
@@ -290,6 +294,10 @@ func (c *Collection) clone() *Collection {
 	for _, r := range c.Duplicates {
 		r.Fields = slices.Clone(r.Fields)
 		out.Duplicates = append(out.Duplicates, r)
+	}
+	if c.Channel != nil {
+		r := *c.Channel
+		out.Channel = &r
 	}
 	if c.Fields != nil {
 		out.Fields = make(map[string]*Field, len(c.Fields))
