@@ -51,6 +51,13 @@ func (o *observedStore) journalOps(ops []dsbatch.Op) []dsbatch.Op {
 			continue
 		}
 		if e, ok := o.elementOf(op.Key); ok {
+			// Facts of dead ops a node writes when it moves to a new
+			// epoch (KeepField) change no value: nothing to act on.
+			if kp, err := parseOpKey(e.key); err == nil {
+				if w, err := decodeWrite(kp, op.Value); err == nil && onlyKeeps(w) {
+					continue
+				}
+			}
 			if k, ok := journalKey(e.key); ok {
 				out = append(out, dsbatch.Op{Key: k, Value: []byte{}})
 			}

@@ -12,6 +12,10 @@ type Workflows struct {
 	Recent []WorkflowRun `json:"recent"`
 	// Journal counts merged changes not yet looked at.
 	Journal int `json:"journal"`
+	// Unreadable counts merged changes skipped since the node started:
+	// their write was compacted away before they could be read
+	// (docs/workflows.md).
+	Unreadable int64 `json:"unreadable,omitempty"`
 }
 
 // WorkflowRule is one configured rule.

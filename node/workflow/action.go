@@ -131,6 +131,7 @@ func (e *Engine) Report(ctx context.Context) (apijson.Workflows, error) {
 		return out, err
 	}
 	out.Journal = len(js)
+	out.Unreadable = e.Unreadable()
 	return out, nil
 }
 

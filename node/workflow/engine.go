@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -88,7 +89,14 @@ type Engine struct {
 	// deferred: journal entries whose change could not be read complete
 	// yet, since when (used by Run's goroutine only).
 	deferred map[ds.Key]time.Time
+	// unreadable counts merged changes skipped because their write was
+	// gone before it could be read (see drain).
+	unreadable atomic.Int64
 }
+
+// Unreadable is how many merged changes were skipped since the start
+// because their write was compacted away before it could be read.
+func (e *Engine) Unreadable() int64 { return e.unreadable.Load() }
 
 // maxDefer is how long a change waits for the writes it replaced to merge
 // before it is delivered with what is known (they may be gone for good,
@@ -164,6 +172,7 @@ func (e *Engine) drain(ctx context.Context) error {
 			return fmt.Errorf("drain journal: %w", err)
 		}
 		var ch *crdt.Change
+		gone := false
 		for i := range e.rules {
 			r := &e.rules[i]
 			if r.Collection != je.Collection || !e.d.Here(ctx, r) {
@@ -175,6 +184,17 @@ func (e *Engine) drain(ctx context.Context) error {
 				c, found, err := e.d.Store.ChangeOf(ctx, je.Collection, je.ID, je.Op, complete)
 				if err != nil {
 					return err
+				}
+				if !found && !complete {
+					// Asked again after maxDefer without waiting for
+					// what it replaced, and still not here: its write is
+					// gone (a compaction dropped it before it could be
+					// read). Nothing will ever show it: it is skipped.
+					e.d.Log.Warn("workflows: a merged change can no longer be read (its write was compacted away first); skipped",
+						"collection", je.Collection, "id", je.ID, "op", je.Op)
+					e.unreadable.Add(1)
+					gone = true
+					break
 				}
 				if !found {
 					if !waited {
@@ -195,7 +215,7 @@ func (e *Engine) drain(ctx context.Context) error {
 				return err
 			}
 		}
-		if ch == nil && e.needsChange(ctx, je) {
+		if ch == nil && !gone && e.needsChange(ctx, je) {
 			continue
 		}
 		delete(e.deferred, je.Key)
@@ -328,7 +348,6 @@ func (e *Engine) attempt(ctx context.Context, r *Rule, s stored) error {
 		if err := put(ctx, b, ds.RawKey(doneRoot.String()+rel), &s.run); err != nil {
 			return err
 		}
-		log.Info("workflow ran")
 	case s.Attempts >= r.Attempts:
 		s.LastError, s.Finished = actErr.Error(), now
 		if err := put(ctx, b, ds.RawKey(failedRoot.String()+rel), &s.run); err != nil {
@@ -347,7 +366,13 @@ func (e *Engine) attempt(ctx context.Context, r *Rule, s stored) error {
 		return err
 	}
 	if err := b.Commit(ctx); err != nil {
+		if actErr == nil {
+			log.Warn("workflow ran, but its success could not be recorded: it runs again with the same key", "err", err)
+		}
 		return fmt.Errorf("record run: %w", err)
+	}
+	if actErr == nil {
+		log.Info("workflow ran")
 	}
 	return nil
 }

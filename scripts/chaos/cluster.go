@@ -177,6 +177,9 @@ type cluster struct {
 
 	// comp: compactions and what the checks need of them (compact.go).
 	comp compactState
+	// wf: office kills and full disks, for the workflow check
+	// (workflows.go).
+	wf wfState
 }
 
 type stats struct {
@@ -193,6 +196,8 @@ type stats struct {
 
 	// comp: compactions (compact.go).
 	comp compactStats
+	// wf: workflow deliveries (workflows.go).
+	wf wfStats
 }
 
 // problem records a failed check.
@@ -430,6 +435,9 @@ func (c *cluster) setupCluster(ctx context.Context, r *rand.Rand) error {
 	if err := c.learnPeerID(ctx, office, res); err != nil {
 		return err
 	}
+	if err := c.configureWorkflows(office); err != nil {
+		return err
+	}
 	if err := c.startNode(ctx, office); err != nil {
 		return err
 	}
@@ -542,6 +550,7 @@ func (c *cluster) startNode(ctx context.Context, n *node) error {
 		close(p.done)
 	}()
 	n.proc = p
+	c.wf.noteStart(n, cmd.Process.Pid)
 	c.logf("%s: node started (pid %d, start %d, disk %s)", n.name, cmd.Process.Pid, n.starts, disk)
 	// The banner first: a CLI command run before the node holds the store
 	// would open it itself and make the node fail to start.
@@ -584,6 +593,7 @@ func (c *cluster) reap(n *node) {
 		p.killed = true
 		_ = p.cmd.Process.Kill()
 		<-p.done
+		c.wf.noteKill(n, p.cmd.Process.Pid)
 	}
 	p.log.Close()
 	n.proc = nil
@@ -609,6 +619,7 @@ func (c *cluster) kill(n *node, why string) {
 		c.problem("node %s still runs %s after SIGKILL", n.name, stopWithin)
 		return
 	}
+	c.wf.noteKill(n, p.cmd.Process.Pid)
 	if ws, ok := p.state.Sys().(syscall.WaitStatus); ok && !(ws.Signaled() && ws.Signal() == syscall.SIGKILL) {
 		c.problem("node %s had exited by itself before the kill (%v); log %s", n.name, p.state, n.logPath)
 	}

@@ -103,6 +103,7 @@ func (c *cluster) fillDisk(n *node, until int, why string) {
 		n.repairPending = false
 	}
 	n.full, n.fullUntil, n.fullSince = true, until, time.Now()
+	c.wf.noteFull(n, true)
 	c.stats.diskFull++
 	state := "down"
 	if n.running() {
@@ -124,6 +125,7 @@ func (c *cluster) freeDisk(n *node, why string) {
 		return
 	}
 	n.full = false
+	c.wf.noteFull(n, false)
 	c.logf("%s: disk space back (%s; full for %s)", n.name, why, time.Since(n.fullSince).Round(time.Millisecond))
 	c.nodeLogMark(n, "disk space back (%s removed)", n.fullPath)
 	if !n.running() {

@@ -7,8 +7,10 @@
 // FERRY_CLOCK_OFFSET, full disks through FERRY_FAULT_DISK_FULL), then heals
 // everything and checks that the nodes converge, that no acknowledged
 // write was lost, that no write refused on a full disk shows anywhere, that
-// no node died on its own and that every node lists the same conflicts.
-// See docs/chaos.md.
+// no node died on its own, that every node lists the same conflicts, and
+// that the office's workflow delivered every matching acknowledged change,
+// none twice unless the office was killed during its action. See
+// docs/chaos.md.
 //
 //	go run ./scripts/chaos --schedules 3 --seed 1     # what CI runs
 //	scripts/chaos.sh --schedules 200                  # the long run
@@ -92,6 +94,10 @@ func parseFlags(args []string) (options, error) {
 }
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == wfActionArg {
+		// The action of the office's workflow (workflows.go).
+		os.Exit(workflowAction(os.Args[2]))
+	}
 	os.Exit(run())
 }
 
@@ -146,6 +152,9 @@ func run() int {
 	if h.noCompact {
 		fmt.Println("note: this ferry has no POST /v1/compact: compaction steps were skipped")
 	}
+	if h.noWorkflows {
+		fmt.Println("note: this ferry has no `workflows` command: the workflow check was skipped")
+	}
 	fmt.Printf("%d passed, %d failed\n", passed, failed)
 	if failed > 0 || ctx.Err() != nil {
 		return 1
@@ -167,6 +176,9 @@ type harness struct {
 	noCheck bool
 	// noCompact: the node answered POST /v1/compact with 404 or 405.
 	noCompact bool
+	// noWorkflows: the binary answered `ferry workflows` with "unknown
+	// command".
+	noWorkflows bool
 }
 
 // add sums the statistics of schedules.
@@ -188,12 +200,13 @@ func (s *stats) add(o stats) {
 	s.checks += o.checks
 	s.repairMax = max(s.repairMax, o.repairMax)
 	s.comp.add(o.comp)
+	s.wf.add(o.wf)
 }
 
 // summary is the line of totals printed before "N passed, N failed".
 func (s stats) summary() string {
-	return fmt.Sprintf("totals: %d ops, %d kills, %d partitions, %d acknowledged writes, %d disk-full episodes, %d writes refused on a full disk (%d failed values checked absent on every node), %d imports cut by a full disk, longest repair after space came back %.1fs, %d ferry check runs; %s",
-		s.ops, s.kills, s.partitions, s.acked, s.diskFull, s.refused, s.failedValues, s.cutImports, s.repairMax.Seconds(), s.checks, s.comp.summary())
+	return fmt.Sprintf("totals: %d ops, %d kills, %d partitions, %d acknowledged writes, %d disk-full episodes, %d writes refused on a full disk (%d failed values checked absent on every node), %d imports cut by a full disk, longest repair after space came back %.1fs, %d ferry check runs; %s; %s",
+		s.ops, s.kills, s.partitions, s.acked, s.diskFull, s.refused, s.failedValues, s.cutImports, s.repairMax.Seconds(), s.checks, s.comp.summary(), s.wf.summary())
 }
 
 func newHarness(ctx context.Context, opts options, tmp string) (*harness, error) {

@@ -63,8 +63,8 @@ func (r scheduleResult) failed() bool { return len(r.problems) > 0 }
 
 func (r scheduleResult) line() string {
 	s := r.stats
-	out := fmt.Sprintf("schedule %d seed=0x%x nodes=%d ops=%d kills=%d partitions=%d skewed=%d diskfull=%d %s acked=%d refused=%d converged=%.1fs",
-		r.index, r.seed, r.nodes, s.ops, s.kills, s.partitions, s.skewed, s.diskFull, s.comp.line(), s.acked, s.refused, s.converged.Seconds())
+	out := fmt.Sprintf("schedule %d seed=0x%x nodes=%d ops=%d kills=%d partitions=%d skewed=%d diskfull=%d %s %s acked=%d refused=%d converged=%.1fs",
+		r.index, r.seed, r.nodes, s.ops, s.kills, s.partitions, s.skewed, s.diskFull, s.comp.line(), s.wf.line(), s.acked, s.refused, s.converged.Seconds())
 	switch {
 	case r.interrupted:
 		return out + " INTERRUPTED"
@@ -204,6 +204,7 @@ func (h *harness) runSchedule(ctx context.Context, index int, seed uint64) (res 
 	}
 	took, err := c.waitConverged(ctx)
 	c.stats.converged = took
+	convergedAt := time.Now()
 	if err != nil {
 		if ctx.Err() == nil {
 			c.problem("no convergence within --deadline %s: %v", h.opts.deadline, err)
@@ -216,6 +217,9 @@ func (h *harness) runSchedule(ctx context.Context, index int, seed uint64) (res 
 		// Checks that fail are repeated until the end of the deadline, and
 		// for at least 10 s.
 		c.verifyUntil(ctx, time.Now().Add(max(10*time.Second, h.opts.deadline-took)))
+		if c.converged {
+			c.checkWorkflows(ctx, convergedAt)
+		}
 		if c.stats.diskFull > 0 {
 			c.checkStores(ctx, time.Now().Add(10*time.Second))
 		}
@@ -226,9 +230,9 @@ func (h *harness) runSchedule(ctx context.Context, index int, seed uint64) (res 
 	c.stopAll()
 	c.scanLogs()
 	st := c.stats
-	c.logf("done: %d ops, %d acknowledged writes (%d imports, %d deletes, %d resolutions, %d conflict bursts), %d kills, %d restarts, %d partitions, %d disk-full episodes (%d writes refused, %d failed values, %d imports cut, longest repair %s, %d ferry check), %s, %d problems",
+	c.logf("done: %d ops, %d acknowledged writes (%d imports, %d deletes, %d resolutions, %d conflict bursts), %d kills, %d restarts, %d partitions, %d disk-full episodes (%d writes refused, %d failed values, %d imports cut, longest repair %s, %d ferry check), %s, %s, %d problems",
 		st.ops, st.acked, st.imports, st.deletes, st.resolves, st.conflicts, st.kills, st.restarts, st.partitions,
-		st.diskFull, st.refused, st.failedValues, st.cutImports, st.repairMax.Round(time.Millisecond), st.checks, st.comp.summary(), len(c.problems))
+		st.diskFull, st.refused, st.failedValues, st.cutImports, st.repairMax.Round(time.Millisecond), st.checks, st.comp.summary(), st.wf.summary(), len(c.problems))
 	return res
 }
 
