@@ -66,9 +66,9 @@ const (
 	// wfWithin bounds the wait for no pending run and an empty journal.
 	wfWithin = 2 * time.Minute
 	// wfStuckAfter: with nothing pending, journal entries none of which
-	// was consumed for this long after the convergence are ones the engine
-	// never consumes (it defers a change at most a minute, waiting for the
-	// writes it replaced): counted as stuck, reported, not a failure.
+	// was consumed for this long after the convergence are stuck: the
+	// engine defers a change at most a minute (waiting for the writes it
+	// replaced), then delivers it or skips it as unreadable. A failure.
 	wfStuckAfter = 70 * time.Second
 	// wfRecordGrace: how long after its action exits the engine may take
 	// to record a success.
@@ -291,6 +291,7 @@ func (c *cluster) waitWorkflows(ctx context.Context, office *node, convergedAt t
 			}
 			if len(wf.Pending) == 0 && time.Since(lastChange) >= wfStuckAfter {
 				c.stats.wf.stuck = wf.Journal
+				c.problem("workflows on %s: %d journal entries never consumed (nothing pending, %s after the convergence)", office.name, wf.Journal, time.Since(convergedAt).Round(time.Second))
 				c.logf("workflows: nothing pending after %s, but %d journal entries not consumed %s after the convergence (the engine never will: see docs/chaos.md)",
 					time.Since(start).Round(time.Millisecond), wf.Journal, time.Since(convergedAt).Round(time.Second))
 				return wf, true
