@@ -73,11 +73,18 @@ func TestClusterCompaction(t *testing.T) {
 		if rec, err := n.Store().Get(ctx, "contacts", "c3"); err != nil || rec.Values()["phone"] != "after" {
 			t.Errorf("%s: c3 %v %v", n.cfg.Name, rec, err)
 		}
-		res, err := n.base.Query(ctx, query.Query{Prefix: "/ferry/crdt/", KeysOnly: true, Limit: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if left, _ := res.Rest(); len(left) > 0 {
+		// The old epoch is dropped after the switch (the epoch shows
+		// before its keys are gone): wait for it, with a deadline.
+		var left []query.Entry
+		gone := testnet.Eventually(30*time.Second, func() bool {
+			res, err := n.base.Query(ctx, query.Query{Prefix: "/ferry/crdt/", KeysOnly: true, Limit: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			left, _ = res.Rest()
+			return len(left) == 0
+		})
+		if !gone {
 			t.Errorf("%s still holds old-epoch key %s", n.cfg.Name, left[0].Key)
 		}
 	}

@@ -102,6 +102,19 @@ func WaitFor(t testing.TB, timeout time.Duration, cond func() bool) {
 	}
 }
 
+// Eventually polls cond until it holds (true) or timeout passes (false),
+// for a test that says itself what did not happen.
+func Eventually(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
 // Logger discards logs unless FERRY_TEST_LOG is set (then everything goes
 // to stderr).
 func Logger() *slog.Logger {
