@@ -236,3 +236,64 @@ func TestChangeOfIgnoresForgedWrites(t *testing.T) {
 		t.Fatalf("later change %+v found=%v err=%v", ch, found, err)
 	}
 }
+
+const mergeGuardSchema = `
+collections:
+  contacts:
+    fields:
+      last_name: {type: string}
+      phone:     {type: string, policy: manual}
+  invoices:
+    writers: [office]
+    fields:
+      customer: {type: ref, to: contacts}
+`
+
+// TestMergeRefusesWhatItCannotDoWhole: a merge is refused, and writes
+// nothing, while either record has an open conflict (it would settle it
+// without anyone choosing) or when a record pointing to the other one is
+// in a collection this node may not write (every peer would ignore the
+// repoint and keep a ref to the deleted record).
+func TestMergeRefusesWhatItCannotDoWhole(t *testing.T) {
+	ctx := context.Background()
+	n := newTestNetWith(t, 2, mergeGuardSchema, testKeys(2))
+	a, b := n.replicas[0], n.replicas[1] // a: the office, b: a laptop
+	mustPut(t, a, "contacts", "c1", map[string]any{"last_name": "Doe"})
+	mustPut(t, a, "contacts", "c2", map[string]any{"last_name": "Doe", "phone": "1"})
+	mustPut(t, a, "invoices", "i1", map[string]any{"customer": "c2"})
+	n.waitConverged(10 * time.Second)
+
+	before := func(r *replica) string { return valuesView(t, r) }
+	was := before(b)
+	_, err := b.MergeRecords(ctx, "contacts", "c1", "c2", false)
+	if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "invoices/i1.customer") {
+		t.Fatalf("laptop merge with an office-only referrer: %v", err)
+	}
+	if now := before(b); now != was {
+		t.Fatalf("a refused merge wrote:\n%s\nwas:\n%s", now, was)
+	}
+
+	// An open conflict on c2's phone.
+	n.setOnline(1, false)
+	mustPut(t, a, "contacts", "c2", map[string]any{"phone": "2"})
+	mustPut(t, b, "contacts", "c2", map[string]any{"phone": "3"})
+	n.setOnline(1, true)
+	n.waitConverged(10 * time.Second)
+	was = before(a)
+	if _, err := a.MergeRecords(ctx, "contacts", "c1", "c2", false); !errors.Is(err, ErrConflictOpen) {
+		t.Fatalf("merge with an open conflict: %v", err)
+	}
+	if now := before(a); now != was {
+		t.Fatalf("a refused merge wrote:\n%s\nwas:\n%s", now, was)
+	}
+	// Resolved, the office merges, invoices included.
+	if _, err := a.Resolve(ctx, "contacts", "c2", "phone", Resolution{Pick: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.MergeRecords(ctx, "contacts", "c1", "c2", false); err != nil {
+		t.Fatal(err)
+	}
+	if v := mustGet(t, a, "invoices", "i1").Values()["customer"]; v != "c1" {
+		t.Fatalf("i1 not repointed: %v", v)
+	}
+}

@@ -48,6 +48,13 @@ func (s *Store) MergeRecords(ctx context.Context, collection, keep, other string
 	if err != nil {
 		return res, fmt.Errorf("merge: %w", err)
 	}
+	// A merge writes values over both records: it would settle an open
+	// conflict without anyone choosing, and drop the other's candidates.
+	for _, rec := range []*Record{keepRec, otherRec} {
+		if f := openConflict(rec); f != "" {
+			return res, fmt.Errorf("merge %s/%s: %w: %s has an open conflict (%s): resolve it first (ferry conflicts)", collection, rec.ID, ErrConflictOpen, rec.ID, f)
+		}
+	}
 	for _, name := range []string{keep, other} {
 		eid, err := EscapeID(name)
 		if err != nil {
@@ -96,6 +103,17 @@ func (s *Store) MergeRecords(ctx context.Context, collection, keep, other string
 			return res, fmt.Errorf("merge: find refs to %s/%s: %w", collection, other, err)
 		}
 	}
+	// Every referrer must be writable here before anything is written: a
+	// repoint every peer ignored would leave refs to the deleted record.
+	for _, r := range refs {
+		eid, err := EscapeID(r.id)
+		if err != nil {
+			return res, err
+		}
+		if err := s.checkWritable(ctx, r.coll, eid); err != nil {
+			return res, fmt.Errorf("merge: %s/%s.%s points to %s/%s and cannot be repointed from this node: %w", r.coll, r.id, r.field, collection, other, err)
+		}
+	}
 	if len(fields) > 0 {
 		if err := s.writeUnchecked(ctx, collection, keep, fields); err != nil {
 			return res, fmt.Errorf("merge into %s/%s: %w", collection, keep, err)
@@ -140,4 +158,21 @@ func (s *Store) writeUnchecked(ctx context.Context, collection, id string, field
 	}
 	_, err = s.writeRecord(ctx, collection, eid, cur, norm, ru)
 	return err
+}
+
+// ErrConflictOpen: the records to merge have an open conflict.
+var ErrConflictOpen = errors.New("open conflict")
+
+// openConflict names an open conflict of rec ("" if none): a field's, or
+// the record's ("_record").
+func openConflict(rec *Record) string {
+	if rec.Conflict != nil && rec.Conflict.Open {
+		return RecordField
+	}
+	for name, f := range rec.Fields {
+		if f.Open {
+			return name
+		}
+	}
+	return ""
 }

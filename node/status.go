@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 
@@ -136,6 +137,7 @@ func (n *Node) Peers(ctx context.Context) ([]apijson.PeerInfo, error) {
 			for _, a := range n.net.host.Peerstore().Addrs(pid) {
 				p.Addrs = append(p.Addrs, a.String())
 			}
+			slices.Sort(p.Addrs) // the peerstore's order changes from call to call
 			if t, ok := n.net.heads.LastExchange(pid); ok {
 				p.LastSync = t
 			}

@@ -204,7 +204,7 @@ func statusOf(err error) int {
 	case errors.Is(err, crdt.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, crdt.ErrNoConflict), errors.Is(err, crdt.ErrConflictChanged), errors.Is(err, crdt.ErrBusy),
-		errors.Is(err, crdt.ErrLikelyDuplicate):
+		errors.Is(err, crdt.ErrLikelyDuplicate), errors.Is(err, crdt.ErrConflictOpen):
 		return http.StatusConflict
 	case errors.Is(err, crdt.ErrForbidden), errors.Is(err, crdt.ErrNotMember):
 		return http.StatusForbidden

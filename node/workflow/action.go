@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -35,7 +37,16 @@ func deliver(ctx context.Context, r *Rule, p apijson.WorkflowPayload) error {
 		var out limited
 		cmd.Stdout, cmd.Stderr = &out, &out
 		cmd.WaitDelay = time.Second
-		if err := cmd.Run(); err != nil {
+		// Its own process group: at the timeout the whole group is
+		// killed (a script's children with it).
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		err := cmd.Run()
+		if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
+			// It exited 0 and left a child holding its output: done.
+			err = nil
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("%s: no exit within %s", r.Command[0], r.Timeout)
 			}
@@ -49,7 +60,7 @@ func deliver(ctx context.Context, r *Rule, p apijson.WorkflowPayload) error {
 		}
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Idempotency-Key", p.IdempotencyKey)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := noRedirects.Do(req)
 		if err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("%s: no answer within %s", r.URL, r.Timeout)
@@ -149,3 +160,8 @@ func toJSON(r run, state string) apijson.WorkflowRun {
 	}
 	return w
 }
+
+// noRedirects posts without following redirects: a 3xx would turn the
+// POST into a GET without its body, and a 2xx at the end would count as
+// delivered. A redirect is an error (the status is not 2xx).
+var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
