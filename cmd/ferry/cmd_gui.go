@@ -51,7 +51,13 @@ desktop session the link is also opened in the browser (--no-open: never;
 			if noOpen || !(open || canOpenBrowser(out)) {
 				return nil
 			}
-			if err := openBrowser(link); err != nil {
+			// The browser gets a one-time code, not the token: its command
+			// line is readable by every local user.
+			once, err := gui.NewLoginCode(g.dir)
+			if err != nil {
+				return err
+			}
+			if err := openBrowser(once); err != nil {
 				if open {
 					return fmt.Errorf("open the browser: %w (open the link above by hand)", err)
 				}

@@ -184,7 +184,14 @@ func (s *Server) guard(next http.Handler) http.Handler {
 // login turns the login link's token into the session cookie, and sends
 // the browser on to the overview (the token leaves the address bar).
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet || !equal(r.URL.Query().Get("token"), s.sec.token) {
+	q := r.URL.Query()
+	ok := r.Method == http.MethodGet
+	if code := q.Get("code"); ok && code != "" {
+		ok = useLoginCode(s.cfg.Dir, code)
+	} else {
+		ok = ok && equal(q.Get("token"), s.sec.token)
+	}
+	if !ok {
 		s.loginNeeded(w, http.StatusUnauthorized, "This login link is not valid.")
 		return
 	}
