@@ -83,6 +83,13 @@ func (n *Node) startTransport(ctx context.Context) (*netParts, error) {
 	if net.admission != nil {
 		net.bcast.SetAdmit(net.admission.Admit)
 	}
+	// A later epoch is offered to the store as soon as heads of it arrive,
+	// whatever go-ds-crdt is doing with the queue.
+	net.bcast.SetObserve(func(data []byte) {
+		if theirs, ep, err := heads.DecodeEpoch(data); err == nil && len(theirs) > 0 && ep.After(n.store.Epoch()) {
+			n.store.OfferEpoch(ep, theirs)
+		}
+	})
 	net.gate = heads.NewGate(net.bcast)
 	if n.dag, net.bitswap, err = p2p.NewDAGService(n.life.Context(), net.host, n.bstore, cfg.Store.DAGSyncerTimeout); err != nil {
 		return net, err

@@ -54,6 +54,9 @@ type Broadcaster struct {
 	// admit, if set, refuses messages written or relayed by peers that are
 	// not members (see SetAdmit).
 	admit *atomic.Pointer[func(peer.ID) bool]
+	// observe, if set, sees every payload received, as it arrives (see
+	// SetObserve).
+	observe atomic.Pointer[func([]byte)]
 
 	group    *lifecycle.Group
 	closeErr error // set by the first Close
@@ -126,6 +129,18 @@ func NewBroadcaster(ctx context.Context, ps *pubsub.PubSub, self peer.ID, topic 
 // peer is not admitted.
 func (b *Broadcaster) SetAdmit(admit func(peer.ID) bool) { b.admit.Store(&admit) }
 
+// SetObserve makes fn see every heads payload received (pubsub or
+// Inject) as it arrives, before it waits in the queue for go-ds-crdt: a
+// node learns of a later epoch even while go-ds-crdt is stuck on a block
+// nobody serves any more. fn must not block.
+func (b *Broadcaster) SetObserve(fn func(data []byte)) { b.observe.Store(&fn) }
+
+func (b *Broadcaster) observed(data []byte) {
+	if fn := b.observe.Load(); fn != nil {
+		(*fn)(data)
+	}
+}
+
 // receive moves pubsub messages into the queue until Close.
 func (b *Broadcaster) receive(ctx context.Context) {
 	for {
@@ -139,6 +154,7 @@ func (b *Broadcaster) receive(ctx context.Context) {
 		if msg.ReceivedFrom == b.self {
 			continue
 		}
+		b.observed(msg.GetData())
 		select {
 		case b.queue <- msg.GetData():
 		case <-ctx.Done():
@@ -212,6 +228,7 @@ func (b *Broadcaster) Inject(ctx context.Context, from peer.ID, data []byte) err
 	if b.group.Closed() {
 		return errClosed
 	}
+	b.observed(data)
 	select {
 	case b.queue <- data:
 		return nil

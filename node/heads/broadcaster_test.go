@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/ferry-crm/ferry/crdt"
 	"github.com/ferry-crm/ferry/internal/testnet"
 	cid "github.com/ipfs/go-cid"
 	dscrdt "github.com/ipfs/go-ds-crdt"
@@ -276,5 +278,45 @@ func TestBroadcasterSplitsManyHeads(t *testing.T) {
 				seen[c] = true
 			}
 		}
+	}
+}
+
+// TestBroadcasterObserveSeesWhatWaits: the observer sees every payload as
+// it arrives, even while nobody takes from the queue (go-ds-crdt stuck on
+// a block): a node learns of a later epoch anyway.
+func TestBroadcasterObserveSeesWhatWaits(t *testing.T) {
+	hA, hB := testnet.Host(t), testnet.Host(t)
+	b := newTestBroadcaster(t, hB, newTestPubSub(t, hB))
+	var mu sync.Mutex
+	var seen []crdt.Epoch
+	b.SetObserve(func(data []byte) {
+		if _, ep, err := DecodeEpoch(data); err == nil {
+			mu.Lock()
+			seen = append(seen, ep)
+			mu.Unlock()
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	payload := mustEncode(t, testnet.CIDs(t, "fill", 1))
+	for i := 0; i < queueSize; i++ { // the queue, full: nobody calls Next
+		if err := b.Inject(ctx, hA.ID(), payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := crdt.Epoch{Number: 7, ID: "00000000000000aa"}
+	enc, err := EncodeEpoch(testnet.CIDs(t, "later", 1), later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ictx, icancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer icancel()
+	if err := b.Inject(ictx, hA.ID(), enc); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("inject into a full queue: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != queueSize+1 || seen[len(seen)-1] != later {
+		t.Fatalf("observed %d payloads, last %v", len(seen), seen[len(seen)-1])
 	}
 }
