@@ -17,7 +17,7 @@ import (
 )
 
 // Workflows (issue 16, docs/workflows.md): the office has one rule,
-// wfRule, on contacts: `score > 49`. Its action is this harness binary run
+// wfRule, on contacts: `score > 79`. Its action is this harness binary run
 // again in a helper mode (wfActionArg): it appends "start KEY" to the
 // schedule's workflow-actions.log, reads the payload, then fails (exit 1,
 // a "fail" line) for about 10% of (key, attempt) pairs, drawn from a hash
@@ -33,7 +33,7 @@ import (
 // that gives score a value has exactly that value after it, whatever came
 // before or concurrently. So for every acknowledged write with a known op
 // id that wrote score (puts, conflict bursts, resolutions), the harness
-// knows whether the rule matches: score > 49 must be delivered (a "done"
+// knows whether the rule matches: score > 79 must be delivered (a "done"
 // line with its op id as key, its record id and its score) unless the
 // office never merged the write (neverMerged), a lower score or a cleared
 // one never. Other changes (imports, puts of other fields of
@@ -57,7 +57,7 @@ const (
 	wfActionArg = "__chaos-workflow-action"
 	wfRule      = "chaos-high-score"
 	// wfThreshold: the rule is "score > wfThreshold".
-	wfThreshold = 49
+	wfThreshold = 79
 	// wfAttempts: tries before a run is listed as failed.
 	wfAttempts = 8
 	// wfFailOneIn: an attempt fails for one (key, attempt) pair in this
@@ -82,7 +82,7 @@ type wfStats struct {
 	// than one attempt; twiceKill, twiceFull: keys done twice after an
 	// office kill during the action, or a success on a full disk.
 	delivered, retried, twiceKill, twiceFull int
-	// checked: acknowledged writes of score > 49 found delivered;
+	// checked: acknowledged writes of score > 79 found delivered;
 	// notFired: acknowledged writes of a lower or no score found not
 	// delivered; attempts: actions started; failed: runs given up.
 	checked, notFired, attempts, failed int
