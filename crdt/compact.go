@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
-
-	"github.com/ipfs/go-datastore/query"
 )
 
 // Errors of compaction and epochs.
@@ -194,29 +191,12 @@ func (h HistorySize) Ratio() float64 {
 // HistorySize counts the current epoch's writes (a keys-only scan).
 func (s *Store) HistorySize(ctx context.Context) (HistorySize, error) {
 	var h HistorySize
-	count := func(p string, suffix string) (int, error) {
-		res, err := s.base.Query(ctx, query.Query{Prefix: p, KeysOnly: true})
-		if err != nil {
-			return 0, err
-		}
-		defer res.Close()
-		n := 0
-		for r := range res.Next() {
-			if r.Error != nil {
-				return n, r.Error
-			}
-			if strings.HasSuffix(r.Key, suffix) {
-				n++
-			}
-		}
-		return n, nil
-	}
 	var err error
 	l := s.layout()
-	if h.Writes, err = count(prefix(l.elems()), ""); err != nil {
+	if h.Writes, err = s.countKeys(ctx, prefix(l.elems()), ""); err != nil {
 		return h, fmt.Errorf("history size: %w", err)
 	}
-	if h.Visible, err = count(prefix(l.values()), "/v"); err != nil {
+	if h.Visible, err = s.countKeys(ctx, prefix(l.values()), "/v"); err != nil {
 		return h, fmt.Errorf("history size: %w", err)
 	}
 	return h, nil

@@ -212,7 +212,7 @@ func (s *Store) dropEpoch(ctx context.Context, name string, ns ds.Key) (keys, bl
 		}
 	}
 	if s.opts.DropPrefix != nil {
-		if keys, err = s.countKeys(ctx, prefix(ns)); err == nil {
+		if keys, err = s.countKeys(ctx, prefix(ns), ""); err == nil {
 			err = s.opts.DropPrefix(ctx, prefix(ns))
 		}
 	}
@@ -237,8 +237,8 @@ func (s *Store) dropEpoch(ctx context.Context, name string, ns ds.Key) (keys, bl
 	return keys, blocks, nil
 }
 
-// countKeys counts the keys under p.
-func (s *Store) countKeys(ctx context.Context, p string) (int, error) {
+// countKeys counts the keys under p that end with suffix ("": all).
+func (s *Store) countKeys(ctx context.Context, p, suffix string) (int, error) {
 	res, err := s.base.Query(ctx, query.Query{Prefix: p, KeysOnly: true})
 	if err != nil {
 		return 0, err
@@ -249,7 +249,9 @@ func (s *Store) countKeys(ctx context.Context, p string) (int, error) {
 		if r.Error != nil {
 			return n, r.Error
 		}
-		n++
+		if strings.HasSuffix(r.Key, suffix) {
+			n++
+		}
 	}
 	return n, nil
 }
