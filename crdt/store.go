@@ -106,6 +106,15 @@ type Options struct {
 	// (see journal.go), for a consumer that acts on each change (workflows).
 	Journal bool
 
+	// Channel names the channel this store holds (docs/design/channels.md):
+	// "" is the everyone store, which holds Ferry's own collections and
+	// every collection without routing. A channel store holds the records
+	// routed to its channel, under its own Root.
+	Channel string
+	// Authority, for a channel store, is the node's everyone store: members,
+	// roles, schema and grants are read from it. Required with Channel.
+	Authority *Store
+
 	// side: the store is the namespace of an epoch being built (see
 	// Store.openSide), not a node's store.
 	side *Epoch
@@ -148,6 +157,17 @@ func (o *Options) validate() error {
 		return errors.New("nil clock")
 	case o.HistoryKeep < 0 || o.HistoryKeep > 1000:
 		return errors.New("history kept per field must be between 0 and 1000")
+	}
+	if o.Channel != "" {
+		if err := schema.CheckChannelName(o.Channel); err != nil {
+			return err
+		}
+		if o.Authority == nil || o.Authority.opts.Channel != "" {
+			return fmt.Errorf("channel %s: a channel store needs the everyone store as its authority", o.Channel)
+		}
+		if o.Root == DefaultRoot {
+			return fmt.Errorf("channel %s: a channel store needs a root of its own", o.Channel)
+		}
 	}
 	if o.Trust != nil {
 		return o.Trust.validate()
