@@ -84,5 +84,7 @@
 // blocks go to the shared blockstore either way). A running fetch is
 // cancelled only when every caller waiting for it has gone, or on Close.
 // The responder serves at most defaultMaxServing requests at once; others
-// wait for a slot up to defaultSlotWait, then are reset.
+// wait for a slot up to defaultSlotWait, then are reset. Several Syncers
+// (one per channel, each on its own protocol, WithProtocol) can share one
+// bound instead (WithServingSlots).
 package blocksync

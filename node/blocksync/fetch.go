@@ -109,7 +109,7 @@ func (s *Syncer) fetch(ctx context.Context, call *fetchCall, p peer.ID, ourHeads
 	}
 
 	octx, ocancel := context.WithTimeout(ctx, s.cfg.idle)
-	str, err := s.h.NewStream(network.WithNoDial(octx, "block sync"), p, Protocol)
+	str, err := s.h.NewStream(network.WithNoDial(octx, "block sync"), p, s.cfg.protocol)
 	ocancel()
 	if err != nil {
 		return Result{}, fmt.Errorf("open block sync stream: %w", err)

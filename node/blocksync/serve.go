@@ -41,7 +41,8 @@ func (s *Syncer) handle(str network.Stream) {
 	// Wait for a slot.
 	t := time.NewTimer(s.cfg.slotWait)
 	select {
-	case s.slots <- struct{}{}:
+	case s.slots.ch <- struct{}{}:
+		s.slots.take()
 		t.Stop()
 	case <-t.C:
 		fail(slog.LevelInfo, "block sync: busy, dropping request", errors.New("no free slot"))
@@ -59,7 +60,7 @@ func (s *Syncer) handle(str network.Stream) {
 		s.mu.Lock()
 		s.serving--
 		s.mu.Unlock()
-		<-s.slots
+		s.slots.release()
 	}()
 
 	start := time.Now()

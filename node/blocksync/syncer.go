@@ -37,7 +37,8 @@ var errClosed = errors.New("block sync: closed")
 type HeadsFunc func(ctx context.Context) ([]cid.Cid, error)
 
 const (
-	// defaultMaxServing bounds the requests a responder serves at once.
+	// defaultMaxServing bounds the requests a responder serves at once
+	// (unless WithServingSlots gives it slots shared with other Syncers).
 	defaultMaxServing = 4
 	// defaultSlotWait bounds how long a request waits for a slot.
 	defaultSlotWait = 30 * time.Second
@@ -94,6 +95,8 @@ type config struct {
 	prepare       time.Duration
 	chunk         int
 	locatorBudget int
+	protocol      protocol.ID // "": Protocol
+	slots         *Slots      // nil: NewSlots(maxServing) of its own
 }
 
 func defaultConfig() config {
@@ -108,14 +111,15 @@ func defaultConfig() config {
 	}
 }
 
-// Syncer serves and fetches missing DAG blocks in bulk (Protocol).
+// Syncer serves and fetches missing DAG blocks in bulk (Protocol, or
+// WithProtocol's).
 type Syncer struct {
 	h      host.Host
 	bstore blockstore.Blockstore
 	heads  HeadsFunc
 	log    *slog.Logger
 	cfg    config
-	slots  chan struct{}
+	slots  *Slots
 	life   *lifecycle.Group
 
 	mu          sync.Mutex // guards the fields below
@@ -142,16 +146,26 @@ type fetchCall struct {
 	err     error
 }
 
-// New starts a Syncer: it registers the Protocol responder on h. bstore is
-// the blockstore go-ds-crdt's DAG service uses; heads returns this node's
-// current heads. log may be nil (slog.Default).
-func New(h host.Host, bstore blockstore.Blockstore, heads HeadsFunc, log *slog.Logger) *Syncer {
-	return newSyncer(h, bstore, heads, log, defaultConfig())
+// New starts a Syncer: it registers the Protocol responder (or
+// WithProtocol's) on h. bstore is the blockstore go-ds-crdt's DAG service
+// uses; heads returns this node's current heads. log may be nil
+// (slog.Default).
+func New(h host.Host, bstore blockstore.Blockstore, heads HeadsFunc, log *slog.Logger, opts ...Option) *Syncer {
+	return newSyncer(h, bstore, heads, log, defaultConfig(), opts...)
 }
 
-func newSyncer(h host.Host, bstore blockstore.Blockstore, heads HeadsFunc, log *slog.Logger, cfg config) *Syncer {
+func newSyncer(h host.Host, bstore blockstore.Blockstore, heads HeadsFunc, log *slog.Logger, cfg config, opts ...Option) *Syncer {
 	if log == nil {
 		log = slog.Default()
+	}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	if cfg.protocol == "" {
+		cfg.protocol = Protocol
+	}
+	if cfg.slots == nil {
+		cfg.slots = NewSlots(cfg.maxServing)
 	}
 	s := &Syncer{
 		h:       h,
@@ -159,11 +173,11 @@ func newSyncer(h host.Host, bstore blockstore.Blockstore, heads HeadsFunc, log *
 		heads:   heads,
 		log:     log,
 		cfg:     cfg,
-		slots:   make(chan struct{}, cfg.maxServing),
+		slots:   cfg.slots,
 		life:    lifecycle.New(),
 		fetches: make(map[peer.ID]*fetchCall),
 	}
-	h.SetStreamHandler(Protocol, s.handle)
+	h.SetStreamHandler(cfg.protocol, s.handle)
 	return s
 }
 
@@ -171,7 +185,7 @@ func newSyncer(h host.Host, bstore blockstore.Blockstore, heads HeadsFunc, log *
 // (their streams are reset) and waits for them. It always returns nil. Safe
 // to call more than once.
 func (s *Syncer) Close() error {
-	s.life.Close(func() { s.h.RemoveStreamHandler(Protocol) })
+	s.life.Close(func() { s.h.RemoveStreamHandler(s.cfg.protocol) })
 	return nil
 }
 

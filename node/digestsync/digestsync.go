@@ -60,28 +60,47 @@ type Service struct {
 	h     host.Host
 	store Digests
 	log   *slog.Logger
+	proto protocol.ID
 	life  *lifecycle.Group
 }
 
-// New serves store's digests on h.
-func New(h host.Host, store Digests, log *slog.Logger) *Service {
-	s := &Service{h: h, store: store, log: log, life: lifecycle.New()}
-	h.SetStreamHandler(Protocol, s.handle)
+// Option configures New.
+type Option func(*Service)
+
+// WithProtocol runs the service on id instead of Protocol, answering and
+// asking: it only compares with peers running it on the same id (a
+// channel's digests run on one under wire.ChannelPrefix).
+func WithProtocol(id protocol.ID) Option {
+	return func(s *Service) { s.proto = id }
+}
+
+// New serves store's digests on h. log may be nil (slog.Default).
+func New(h host.Host, store Digests, log *slog.Logger, opts ...Option) *Service {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Service{h: h, store: store, log: log, proto: Protocol, life: lifecycle.New()}
+	for _, opt := range opts {
+		opt(s)
+	}
+	h.SetStreamHandler(s.proto, s.handle)
 	return s
 }
 
 // Close stops answering and waits for the answers in progress. Safe to
 // call twice.
 func (s *Service) Close() error {
-	s.life.Close(func() { s.h.RemoveStreamHandler(Protocol) })
+	s.life.Close(func() { s.h.RemoveStreamHandler(s.proto) })
 	return nil
 }
 
-// Peers lists connected peers that speak the digest protocol (Ferry nodes).
+// Peers lists connected peers that speak the service's protocol (Ferry
+// nodes; on a channel's protocol, those that hold the channel), as their
+// identify told.
 func (s *Service) Peers() []peer.ID {
 	var out []peer.ID
 	for _, p := range s.h.Network().Peers() {
-		if ok, err := s.h.Peerstore().SupportsProtocols(p, Protocol); err == nil && len(ok) > 0 {
+		if ok, err := s.h.Peerstore().SupportsProtocols(p, s.proto); err == nil && len(ok) > 0 {
 			out = append(out, p)
 		}
 	}
@@ -150,9 +169,10 @@ func (s *Service) handle(str network.Stream) {
 func (s *Service) ask(ctx context.Context, p peer.ID, req request) (*response, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	str, err := s.h.NewStream(network.WithNoDial(ctx, "digest"), p, Protocol)
+	str, err := s.h.NewStream(network.WithNoDial(ctx, "digest"), p, s.proto)
 	if err != nil {
-		if format, ours, known := wire.PeerFormat(s.h.Peerstore(), p, protocolBase); known && !ours {
+		// Only the default protocol's versions are store formats.
+		if format, ours, known := wire.PeerFormat(s.h.Peerstore(), p, protocolBase); s.proto == Protocol && known && !ours {
 			return nil, fmt.Errorf("digest: %s (%w)", wire.Mismatch(p.String(), format), err)
 		}
 		return nil, fmt.Errorf("digest of %s: %w", p, err)
@@ -161,7 +181,8 @@ func (s *Service) ask(ctx context.Context, p peer.ID, req request) (*response, e
 	_ = str.SetDeadline(time.Now().Add(timeout))
 	data, err := json.Marshal(req)
 	if err != nil {
-		return nil, err
+		_ = str.Reset()
+		return nil, fmt.Errorf("digest of %s: %w", p, err)
 	}
 	if err := msgio.NewVarintWriter(str).WriteMsg(data); err != nil {
 		_ = str.Reset()

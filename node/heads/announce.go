@@ -24,16 +24,16 @@ import (
 // loopExchangeTimeout bounds one exchange started by a loop.
 const loopExchangeTimeout = 10 * time.Second
 
-// ExchangeAll exchanges heads with every connected peer at once, in
-// parallel, and returns one Result per peer, sorted by peer ID. ctx bounds
-// the whole.
+// ExchangeAll exchanges heads with every connected peer that Config.Allow
+// accepts at once, in parallel, and returns one Result per such peer,
+// sorted by peer ID. ctx bounds the whole.
 func (s *Service) ExchangeAll(ctx context.Context) []Result {
 	return s.exchangeAll(ctx, 0)
 }
 
 // exchangeAll bounds each exchange by timeout (0: only by ctx).
 func (s *Service) exchangeAll(ctx context.Context, timeout time.Duration) []Result {
-	peers := s.h.Network().Peers()
+	peers := slices.DeleteFunc(s.h.Network().Peers(), func(p peer.ID) bool { return !s.allowed(p) })
 	slices.SortFunc(peers, func(a, b peer.ID) int { return strings.Compare(string(a), string(b)) })
 	out := make([]Result, len(peers))
 	var wg sync.WaitGroup

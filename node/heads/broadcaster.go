@@ -27,12 +27,14 @@ var errClosed = errors.New("broadcaster closed")
 
 // NewPubSub creates a GossipSub router on h with strict message signing
 // (every message signed, unsigned messages rejected) and flood publishing.
-func NewPubSub(ctx context.Context, h host.Host) (*pubsub.PubSub, error) {
-	ps, err := pubsub.NewGossipSub(ctx, h,
+// opts are applied after those (e.g. a TopicGate's Options).
+func NewPubSub(ctx context.Context, h host.Host, opts ...pubsub.Option) (*pubsub.PubSub, error) {
+	all := append([]pubsub.Option{
 		pubsub.WithMessageSigning(true),
 		pubsub.WithStrictSignatureVerification(true),
 		pubsub.WithFloodPublish(true),
-	)
+	}, opts...)
+	ps, err := pubsub.NewGossipSub(ctx, h, all...)
 	if err != nil {
 		return nil, fmt.Errorf("pubsub: %w", err)
 	}

@@ -19,11 +19,11 @@ import (
 
 const testTopic = "ferry-test-heads"
 
-func newTestPubSub(t testing.TB, h host.Host) *pubsub.PubSub {
+func newTestPubSub(t testing.TB, h host.Host, opts ...pubsub.Option) *pubsub.PubSub {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	ps, err := NewPubSub(ctx, h)
+	ps, err := NewPubSub(ctx, h, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

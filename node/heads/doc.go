@@ -27,4 +27,10 @@
 // heads. FormatDetector finds the peers that advertise another version of
 // Protocol, logs each once and reports them; an exchange with such a peer
 // fails with ErrIncompatible and the same message.
+//
+// A channel (its own DAG) has its own heads: its Service runs on a protocol
+// under wire.ChannelPrefix (Config.Protocol) and only with the peers granted
+// the channel (Config.Allow), and its Broadcaster on its own topic
+// (wire.ChannelTopic). TopicGate, given to NewPubSub, keeps GossipSub from
+// sending a channel's topic to peers not granted it.
 package heads

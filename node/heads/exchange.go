@@ -39,6 +39,10 @@ const (
 
 var errClosedService = errors.New("heads exchange: closed")
 
+// ErrNotAllowed is wrapped by the error of Exchange with a peer that
+// Config.Allow rejects.
+var ErrNotAllowed = errors.New("peer not allowed")
+
 // Exchange runs a heads exchange with p now, over an existing connection
 // (it does not dial): our heads go to p, p's heads go to Config.Receive.
 // It returns once both directions are done and p's heads were handed over.
@@ -47,6 +51,9 @@ func (s *Service) Exchange(ctx context.Context, p peer.ID) error {
 		return errClosedService
 	}
 	defer s.group.Leave()
+	if !s.allowed(p) {
+		return fmt.Errorf("heads exchange with %s: %w", p, ErrNotAllowed)
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -64,6 +71,9 @@ func (s *Service) onConnected(c network.Conn) {
 		return
 	}
 	p := c.RemotePeer()
+	if !s.allowed(p) {
+		return
+	}
 	inbound := c.Stat().Direction == network.DirInbound
 	opened := c.Stat().Opened
 	if !inbound && s.isRunning(p) {
@@ -85,7 +95,7 @@ func (s *Service) onConnected(c network.Conn) {
 				return // the dialing side did it
 			}
 		}
-		if !s.begin(p, true) {
+		if !s.allowed(p) || !s.begin(p, true) {
 			return
 		}
 		defer s.end(p)
@@ -116,7 +126,7 @@ func (s *Service) exchange(ctx context.Context, p peer.ID) error {
 
 	nctx, cancel := context.WithTimeout(ctx, streamTimeout)
 	defer cancel()
-	str, err := s.h.NewStream(network.WithNoDial(nctx, "heads exchange"), p, Protocol)
+	str, err := s.h.NewStream(network.WithNoDial(nctx, "heads exchange"), p, s.cfg.Protocol)
 	if err != nil {
 		if errors.Is(err, msmux.ErrNotSupported[protocol.ID]{}) {
 			if ierr := s.incompatibleErr(p, err); ierr != nil {
@@ -161,6 +171,11 @@ func (s *Service) exchange(ctx context.Context, p peer.ID) error {
 // handle is the responder side.
 func (s *Service) handle(str network.Stream) {
 	p := str.Conn().RemotePeer()
+	if !s.allowed(p) {
+		s.log.Debug("heads exchange: refused a peer that is not allowed", "peer", p, "protocol", str.Protocol())
+		_ = str.Reset()
+		return
+	}
 	if !s.group.Enter() {
 		_ = str.Reset()
 		return

@@ -170,13 +170,17 @@ func (d *FormatDetector) who(p peer.ID) string {
 // because p runs another store format, or nil if it does not.
 func (s *Service) incompatibleErr(p peer.ID, err error) error {
 	var reason string
-	if s.cfg.Formats != nil {
+	switch {
+	case s.cfg.Formats != nil:
 		inc, ok := s.cfg.Formats.check(p)
 		if !ok {
 			return nil
 		}
 		reason = inc.Reason
-	} else {
+	case s.cfg.Protocol != Protocol:
+		// A custom protocol: its versions say nothing of store formats.
+		return nil
+	default:
 		format, ours, known := wire.PeerFormat(s.h.Peerstore(), p, ProtocolBase)
 		if ours || !known {
 			return nil

@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/ferry-crm/ferry/crdt"
 	"github.com/ferry-crm/ferry/internal/lifecycle"
@@ -52,8 +53,21 @@ type Config struct {
 	// Formats, if set, is asked why a peer does not speak Protocol: an
 	// exchange with a peer of another store format fails with
 	// ErrIncompatible and its message, which the detector logs once.
-	// Without it the peerstore is read directly (and nothing is logged).
+	// Without it the peerstore is read directly (and nothing is logged),
+	// unless Protocol is not the default one: then no store format is
+	// detected (a custom protocol's version need not follow the store
+	// format's). With it, a custom protocol's exchange is judged by the
+	// versions of the default Protocol the peer speaks.
 	Formats *FormatDetector
+	// Protocol is the protocol id the exchange runs on, handler and
+	// outgoing streams ("": Protocol). A channel's heads exchange runs on
+	// one under wire.ChannelPrefix.
+	Protocol protocol.ID
+	// Allow, if set, is the peers the service exchanges heads with: the
+	// exchanges on connect, on change, periodic and ExchangeAll skip the
+	// others, Exchange with one of them fails, and their streams are
+	// reset unanswered. It is asked every time, so it may change.
+	Allow func(peer.ID) bool
 }
 
 // Result is one peer's outcome of ExchangeAll.
@@ -62,7 +76,7 @@ type Result struct {
 	Err  error // nil when the exchange succeeded
 }
 
-// Service exchanges heads with peers over Protocol and owns every trigger
+// Service exchanges heads with peers over Protocol (or Config.Protocol) and owns every trigger
 // of an exchange: a connection coming up, our heads changing (Changed), a
 // timer (Config.Interval) and the caller (Exchange, ExchangeAll). It
 // remembers, per peer, when the last exchange succeeded and which heads
@@ -82,7 +96,7 @@ type Service struct {
 	peerEpoch map[peer.ID]crdt.Epoch // the epoch of each peer's last heads
 }
 
-// New registers the Protocol handler and a network notifiee on h and
+// New registers the Config.Protocol handler and a network notifiee on h and
 // starts the announce loop and, with cfg.Interval > 0, the periodic
 // exchange. Whenever a connection comes up, an exchange runs in the
 // background: at once on outbound connections, and on inbound ones only
@@ -99,6 +113,9 @@ func New(h host.Host, cfg Config, log *slog.Logger) *Service {
 	if cfg.AnnounceCheck == 0 {
 		cfg.AnnounceCheck = DefaultAnnounceCheck
 	}
+	if cfg.Protocol == "" {
+		cfg.Protocol = Protocol
+	}
 	s := &Service{
 		h:         h,
 		cfg:       cfg,
@@ -113,7 +130,7 @@ func New(h host.Host, cfg Config, log *slog.Logger) *Service {
 	s.notifiee = &network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) { s.onConnected(c) },
 	}
-	h.SetStreamHandler(Protocol, s.handle)
+	h.SetStreamHandler(cfg.Protocol, s.handle)
 	h.Network().Notify(s.notifiee)
 	for _, c := range h.Network().Conns() {
 		s.onConnected(c)
@@ -159,7 +176,7 @@ func (s *Service) PeerHeads(p peer.ID) []cid.Cid {
 // once.
 func (s *Service) Close() error {
 	s.group.Close(func() {
-		s.h.RemoveStreamHandler(Protocol)
+		s.h.RemoveStreamHandler(s.cfg.Protocol)
 		s.h.Network().StopNotify(s.notifiee)
 	})
 	return nil
@@ -209,6 +226,11 @@ func (s *Service) PeerEpoch(p peer.ID) (crdt.Epoch, bool) {
 	defer s.mu.Unlock()
 	ep, ok := s.peerEpoch[p]
 	return ep, ok
+}
+
+// allowed reports whether heads may be exchanged with p (Config.Allow).
+func (s *Service) allowed(p peer.ID) bool {
+	return s.cfg.Allow == nil || s.cfg.Allow(p)
 }
 
 // ourEpoch is the epoch of our heads.

@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -15,6 +16,8 @@ import (
 	cid "github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
 // sessionMaker is what go-ds-crdt looks for (crdt.SessionDAGService) to use
@@ -23,33 +26,107 @@ type sessionMaker interface {
 	Session(context.Context) ipld.NodeGetter
 }
 
+// DAGOption configures NewDAGService.
+type DAGOption func(*dagOptions)
+
+type dagOptions struct {
+	prefix protocol.ID
+	allow  func(peer.ID) bool
+	small  bool
+}
+
+// WithProtocolPrefix runs bitswap on prefix + bitswap's protocol ids (e.g.
+// "/ferry/ch/west/ipfs/bitswap/1.2.0", see wire.ChannelPrefix) instead of
+// the default ones: it only talks to peers running a bitswap with the same
+// prefix. Close then also removes its stream handlers from the host.
+func WithProtocolPrefix(prefix protocol.ID) DAGOption {
+	return func(o *dagOptions) { o.prefix = prefix }
+}
+
+// WithAllow makes bitswap serve blocks only to the peers allow accepts: a
+// want from any other peer is denied (answered DONT_HAVE if the peer asked
+// for that answer), whatever the block. It is checked when the want
+// arrives (bitswap.WithPeerBlockRequestFilter), so it is defence in depth
+// behind a host that refuses the peer's streams (node/chanhost).
+func WithAllow(allow func(peer.ID) bool) DAGOption {
+	return func(o *dagOptions) { o.allow = allow }
+}
+
+// WithSmallEngine gives bitswap's server few workers (8 blockstore
+// workers, 2 task workers, 2 engine task workers, instead of about 150
+// goroutines by default), for a node running one bitswap per channel.
+func WithSmallEngine() DAGOption {
+	return func(o *dagOptions) { o.small = true }
+}
+
 // NewDAGService builds the DAG syncer used by go-ds-crdt: bitswap over h (no
 // content routing: blocks are only asked from connected peers), a block
 // service over bstore with bitswap as its exchange, and a merkledag DAG
 // service. Every Get and GetMany, on the service and on its sessions, is
 // bounded by timeout (no bound if timeout <= 0). The returned io.Closer stops
 // bitswap (safe to call more than once); close it after the crdt store.
-// ctx bounds bitswap's lifetime as well.
-func NewDAGService(ctx context.Context, h host.Host, bstore blockstore.Blockstore, timeout time.Duration) (ipld.DAGService, *Bitswap, error) {
-	net := bsnet.NewFromIpfsHost(h)
-	bs := bitswap.New(ctx, net, nil, bstore)
+// ctx bounds bitswap's lifetime as well. Without options, bitswap runs on
+// its default protocols, serves any peer and has its default workers.
+func NewDAGService(ctx context.Context, h host.Host, bstore blockstore.Blockstore, timeout time.Duration, opts ...DAGOption) (ipld.DAGService, *Bitswap, error) {
+	var o dagOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var netOpts []bsnet.NetOpt
+	var handlers []protocol.ID
+	if o.prefix != "" {
+		netOpts = append(netOpts, bsnet.Prefix(o.prefix))
+		for _, id := range []protocol.ID{bsnet.ProtocolBitswap, bsnet.ProtocolBitswapOneOne, bsnet.ProtocolBitswapOneZero, bsnet.ProtocolBitswapNoVers} {
+			handlers = append(handlers, o.prefix+id)
+		}
+	}
+	var bsOpts []bitswap.Option
+	if allow := o.allow; allow != nil {
+		bsOpts = append(bsOpts, bitswap.WithPeerBlockRequestFilter(func(p peer.ID, _ cid.Cid) bool { return allow(p) }))
+	}
+	if o.small {
+		bsOpts = append(bsOpts,
+			bitswap.EngineBlockstoreWorkerCount(smallBlockstoreWorkers),
+			bitswap.TaskWorkerCount(smallTaskWorkers),
+			bitswap.EngineTaskWorkerCount(smallEngineTaskWorkers))
+	}
+	net := bsnet.NewFromIpfsHost(h, netOpts...)
+	bs := bitswap.New(ctx, net, nil, bstore, bsOpts...)
 	bserv := blockservice.New(bstore, bs)
 	dag := merkledag.NewDAGService(bserv)
-	return &timeoutDAG{DAGService: dag, timeout: timeout}, &Bitswap{bs: bs}, nil
+	return &timeoutDAG{DAGService: dag, timeout: timeout}, &Bitswap{bs: bs, h: h, handlers: handlers}, nil
 }
+
+// WithSmallEngine's worker counts.
+const (
+	smallBlockstoreWorkers = 8
+	smallTaskWorkers       = 2
+	smallEngineTaskWorkers = 2
+)
 
 // Bitswap stops bitswap (Close, safe to call twice) and tells it of
 // blocks written to the blockstore behind its back, so that peers waiting
 // for them get them.
 type Bitswap struct {
-	bs   *bitswap.Bitswap
-	once sync.Once
+	bs       *bitswap.Bitswap
+	h        host.Host
+	handlers []protocol.ID // removed on Close (WithProtocolPrefix only)
+	once     sync.Once
 }
 
-// Close stops bitswap.
+// Close stops bitswap and, if it runs on a protocol prefix, removes its
+// stream handlers.
 func (b *Bitswap) Close() error {
 	var err error
-	b.once.Do(func() { err = b.bs.Close() })
+	b.once.Do(func() {
+		err = b.bs.Close()
+		for _, id := range b.handlers {
+			b.h.RemoveStreamHandler(id)
+		}
+		if err != nil {
+			err = fmt.Errorf("close bitswap: %w", err)
+		}
+	})
 	return err
 }
 

@@ -39,6 +39,21 @@ const TopicSuffix = "/format-2"
 // (as configured) followed by TopicSuffix.
 func Topic(network string) string { return network + TopicSuffix }
 
+// ChannelTopic is the GossipSub topic of heads announcements of channel in
+// network: Topic(network) followed by "/ch/" and the channel's name, e.g.
+// "ferry/format-2/ch/west". It carries the store format like Topic.
+func ChannelTopic(network, channel string) string {
+	return Topic(network) + "/ch/" + channel
+}
+
+// ChannelPrefix is the prefix of every protocol id scoped to channel:
+// "/ferry/ch/" followed by the channel's name. A channel's protocols are
+// ChannelPrefix(c) + "/" + the protocol's own path (e.g.
+// "/ferry/ch/west/heads/2.0.0", or bitswap's "/ferry/ch/west/ipfs/bitswap/1.2.0").
+func ChannelPrefix(channel string) protocol.ID {
+	return protocol.ID("/ferry/ch/" + channel)
+}
+
 // FormatOf returns the store format of id, a version of the protocol whose
 // ids start with base (e.g. "/ferry/heads/"): its major version. ok is
 // false if id is not a version of that protocol.

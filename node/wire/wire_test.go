@@ -80,3 +80,49 @@ func TestMismatchNamesBothFormats(t *testing.T) {
 		}
 	}
 }
+
+func TestChannelTopic(t *testing.T) {
+	if got, want := wire.ChannelTopic("ferry", "west"), "ferry/format-2/ch/west"; got != want {
+		t.Errorf("ChannelTopic(ferry, west) = %q, want %q", got, want)
+	}
+	for _, c := range []string{"west", "east", "a-b_c"} {
+		got := wire.ChannelTopic("acme", c)
+		if !strings.HasPrefix(got, wire.Topic("acme")+"/") {
+			t.Errorf("ChannelTopic(acme, %s) = %q: not under the network's topic %q", c, got, wire.Topic("acme"))
+		}
+		if !strings.Contains(got, wire.TopicSuffix) {
+			t.Errorf("ChannelTopic(acme, %s) = %q: no store format", c, got)
+		}
+		if got == wire.Topic("acme") || got == wire.ChannelTopic("other", c) {
+			t.Errorf("ChannelTopic(acme, %s) = %q is not distinct", c, got)
+		}
+	}
+	if wire.ChannelTopic("ferry", "west") == wire.ChannelTopic("ferry", "east") {
+		t.Error("two channels share a topic")
+	}
+}
+
+func TestChannelPrefix(t *testing.T) {
+	if got, want := wire.ChannelPrefix("west"), protocol.ID("/ferry/ch/west"); got != want {
+		t.Errorf("ChannelPrefix(west) = %q, want %q", got, want)
+	}
+	if wire.ChannelPrefix("west") == wire.ChannelPrefix("east") {
+		t.Error("two channels share a prefix")
+	}
+	// A channel's protocols are never the everyone store's, and the
+	// store format can still be read from them.
+	id := wire.ChannelPrefix("west") + "/heads/" + wire.Version
+	for _, everyone := range []protocol.ID{heads.Protocol, blocksync.Protocol, digestsync.Protocol, snapshot.Protocol} {
+		if strings.HasPrefix(string(id), string(everyone)) || strings.HasPrefix(string(everyone), string(wire.ChannelPrefix("west"))) {
+			t.Errorf("channel protocol %s overlaps %s", id, everyone)
+		}
+	}
+	if f, ok := wire.FormatOf(id, string(wire.ChannelPrefix("west"))+"/heads/"); !ok || f != wire.StoreFormat {
+		t.Errorf("FormatOf(%s) = %d, %t", id, f, ok)
+	}
+	// "/ferry/ch/we" must not be a prefix of another channel's ids once
+	// the separator is added (what chanhost.ResetStreams matches on).
+	if strings.HasPrefix(string(wire.ChannelPrefix("west"))+"/", string(wire.ChannelPrefix("we"))+"/") {
+		t.Error("a channel's prefix with its separator matches another channel")
+	}
+}
