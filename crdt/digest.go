@@ -142,7 +142,7 @@ func (s *Store) digestCollections(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return append([]string{MembersCollection, NodesCollection, SchemaCollection}, sc.Names()...), nil
+	return append([]string{MembersCollection, NodesCollection, SchemaCollection, GrantsCollection, ChannelsCollection}, sc.Names()...), nil
 }
 
 // DigestBuckets returns the up-to-date digest, by bucket.

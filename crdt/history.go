@@ -207,7 +207,7 @@ func (s *Store) rebuildRecord(ctx context.Context, v *view, writers []string, co
 			continue
 		}
 		op := Op{ID: e.Op, Field: e.Field, Value: e.Value, Supersedes: e.Supersedes, Seen: e.Seen}
-		valid := v.check(collection, eid, writers, op) == "" && sigOK(e)
+		valid := v.check(collection, eid, writers, op, e.voucher) == "" && sigOK(e)
 		ops[ref] = &entry{op: op, valid: valid}
 	}
 	// endorsed: valid operations and, transitively, what they superseded.

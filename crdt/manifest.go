@@ -70,7 +70,7 @@ func (s *Store) readManifest(ctx context.Context, ep Epoch) (*EpochInfo, error) 
 				if err != nil {
 					return err
 				}
-				if v.badSig(writeKey(EpochsCollection, eid, kp.Op).String()) || v.check(EpochsCollection, eid, nil, op) != "" {
+				if v.badSig(writeKey(EpochsCollection, eid, kp.Op).String()) || v.check(EpochsCollection, eid, nil, op, w.Voucher) != "" {
 					continue
 				}
 			}

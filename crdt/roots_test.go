@@ -2,9 +2,9 @@ package crdt
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -140,30 +140,38 @@ func TestStoresUnderTwoRoots(t *testing.T) {
 	}
 }
 
-// TestApplySchemaRefusesChannelRouting: until channels are built, a schema
-// that routes a collection is refused with a clear error and changes
-// nothing (it would otherwise put every record on every node).
-func TestApplySchemaRefusesChannelRouting(t *testing.T) {
+// TestApplySchemaAcceptsChannelRouting: the store accepts a schema that
+// routes a collection (the node decides whether it may be applied yet),
+// keeps the routing, applies it again as a no-op, and refuses to change
+// it (destructive).
+func TestApplySchemaAcceptsChannelRouting(t *testing.T) {
 	ctx := context.Background()
-	n := newTestNet(t, 1)
+	n := newTestNet(t, 2)
 	a := n.replicas[0]
-	before, err := a.Schema(ctx)
+	routed := testSchema + "  deals:\n    channel: {field: region, default: hq}\n    fields: {region: {type: string}}\n"
+	sc, err := schema.Parse([]byte(routed))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, err := schema.Parse([]byte("collections:\n  deals:\n    channel: {field: region}\n    fields: {region: {type: string}}\n"))
+	changed, err := a.ApplySchema(ctx, sc)
+	if err != nil || !slices.Contains(changed, "deals") {
+		t.Fatalf("apply a routed schema: %v %v", changed, err)
+	}
+	n.waitConverged(10 * time.Second)
+	for _, r := range n.all() {
+		c, err := r.Collection(ctx, "deals")
+		if err != nil || c.Channel == nil || *c.Channel != (schema.Routing{Field: "region", Default: "hq"}) {
+			t.Fatalf("%s: deals %+v %v", r.writer, c, err)
+		}
+	}
+	if changed, err := a.ApplySchema(ctx, sc); err != nil || len(changed) != 0 {
+		t.Errorf("apply again: %v %v", changed, err)
+	}
+	other, err := schema.Parse([]byte(strings.Replace(routed, "default: hq", "default: main", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = a.ApplySchema(ctx, sc)
-	if !errors.Is(err, schema.ErrInvalidSchema) || !strings.Contains(err.Error(), "channel routing") {
-		t.Fatalf("apply a routed schema: %v", err)
-	}
-	after, err := a.Schema(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after.Collections["deals"] != nil || len(after.Collections) != len(before.Collections) {
-		t.Errorf("the schema changed: %v", after.Names())
+	if _, err := a.ApplySchema(ctx, other); err == nil {
+		t.Error("a routing change was applied")
 	}
 }

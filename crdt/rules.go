@@ -41,6 +41,9 @@ func (s *Store) rulesFor(ctx context.Context, collection string) (rules, error) 
 // role its membership gives it; in an open network, the role each node
 // recorded in _nodes. The map is shared: do not modify it.
 func (s *Store) roles(ctx context.Context) (map[string]string, error) {
+	if a := s.auth(); a != s {
+		return a.roles(ctx)
+	}
 	if s.opts.Trust != nil {
 		members, err := s.members(ctx)
 		if err != nil {
@@ -79,8 +82,12 @@ type NodeInfo struct {
 	Role string
 }
 
-// Nodes returns what every node recorded about itself, by writer id.
+// Nodes returns what every node recorded about itself, by writer id (a
+// channel store's authority's).
 func (s *Store) Nodes(ctx context.Context) (map[string]NodeInfo, error) {
+	if a := s.auth(); a != s {
+		return a.Nodes(ctx)
+	}
 	out := map[string]NodeInfo{}
 	err := s.List(ctx, NodesCollection, func(r *Record) error {
 		name, _ := r.Fields["name"].Value.(string)

@@ -19,6 +19,14 @@ type collectionSettings struct {
 	Writers []string `json:"writers,omitempty"`
 	// Duplicates: the collection's duplicate rules (docs/duplicates.md).
 	Duplicates []schema.DuplicateRule `json:"duplicates,omitempty"`
+	// Channel: the collection's routing to channels
+	// (docs/design/channels.md).
+	Channel *schema.Routing `json:"channel,omitempty"`
+}
+
+// sameRouting compares two collections' routing.
+func sameRouting(a, b *schema.Routing) bool {
+	return a == nil && b == nil || a != nil && b != nil && *a == *b
 }
 
 // sameDuplicates compares two collections' duplicate rules.
@@ -29,8 +37,12 @@ func sameDuplicates(a, b []schema.DuplicateRule) bool {
 }
 
 // Schema returns the replicated schema as this node sees it now (empty when
-// none was applied). The result is shared: do not modify it.
+// none was applied). A channel store's is its authority's. The result is
+// shared: do not modify it.
 func (s *Store) Schema(ctx context.Context) (*schema.Schema, error) {
+	if a := s.auth(); a != s {
+		return a.Schema(ctx)
+	}
 	s.schemaMu.Lock()
 	defer s.schemaMu.Unlock()
 	if s.schemaCache != nil && !s.schemaStale.Load() {
@@ -72,7 +84,7 @@ func (s *Store) loadSchema(ctx context.Context) (*schema.Schema, error) {
 					s.log.Warn("ignoring bad collection settings", "collection", r.ID, "err", err)
 					continue
 				}
-				c.Policy, c.Writers, c.Duplicates = set.Policy, set.Writers, set.Duplicates
+				c.Policy, c.Writers, c.Duplicates, c.Channel = set.Policy, set.Writers, set.Duplicates, set.Channel
 				continue
 			}
 			var f schema.Field
@@ -101,11 +113,6 @@ func (s *Store) ApplySchema(ctx context.Context, next *schema.Schema) ([]string,
 	if err := next.Validate(); err != nil {
 		return nil, err
 	}
-	for _, name := range next.Names() {
-		if c := next.Collections[name]; c.Channel != nil {
-			return nil, fmt.Errorf("%w: collection %q: channel routing (channel: %s) is not supported by this version yet: every node would hold every record (docs/design/channels.md)", schema.ErrInvalidSchema, name, c.Channel)
-		}
-	}
 	if err := s.checkWritable(ctx, SchemaCollection, ""); err != nil {
 		return nil, fmt.Errorf("apply schema: %w", err)
 	}
@@ -128,8 +135,8 @@ func (s *Store) ApplySchema(ctx context.Context, next *schema.Schema) ([]string,
 		nc := next.Collections[name]
 		oc := cur.Collections[name]
 		fields := map[string]any{}
-		if oc == nil || oc.Policy != nc.Policy || !slices.Equal(oc.Writers, nc.Writers) || !sameDuplicates(oc.Duplicates, nc.Duplicates) {
-			data, err := json.Marshal(collectionSettings{Policy: nc.Policy, Writers: nc.Writers, Duplicates: nc.Duplicates})
+		if oc == nil || oc.Policy != nc.Policy || !slices.Equal(oc.Writers, nc.Writers) || !sameDuplicates(oc.Duplicates, nc.Duplicates) || !sameRouting(oc.Channel, nc.Channel) {
+			data, err := json.Marshal(collectionSettings{Policy: nc.Policy, Writers: nc.Writers, Duplicates: nc.Duplicates, Channel: nc.Channel})
 			if err != nil {
 				return nil, fmt.Errorf("apply schema: %w", err)
 			}
@@ -189,6 +196,9 @@ func (s *Store) ApplySchema(ctx context.Context, next *schema.Schema) ([]string,
 // in the replicated _nodes collection, so every node can name its peers.
 // Nothing is written when nothing changed.
 func (s *Store) SetNodeInfo(ctx context.Context, name, role string) error {
+	if err := s.checkInChannel(ctx, NodesCollection); err != nil {
+		return fmt.Errorf("set node info: %w", err)
+	}
 	eid, err := EscapeID(s.opts.Writer)
 	if err != nil {
 		return err

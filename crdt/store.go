@@ -168,6 +168,9 @@ func (o *Options) validate() error {
 		if o.Root == DefaultRoot {
 			return fmt.Errorf("channel %s: a channel store needs a root of its own", o.Channel)
 		}
+		if a := o.Authority.opts; a.Writer != o.Writer || (a.Trust == nil) != (o.Trust == nil) {
+			return fmt.Errorf("channel %s: a channel store has its authority's writer and trust model", o.Channel)
+		}
 	}
 	if o.Trust != nil {
 		return o.Trust.validate()
@@ -210,6 +213,10 @@ type Store struct {
 	membersMu    sync.Mutex
 	membersCache map[string]Member
 	membersStale atomic.Bool
+	// grantState caches the folded _grants (the everyone store's); deps
+	// are the channel stores whose authority this store is (authority.go).
+	grantState grantState
+	deps       dependents
 	// badSig holds the keys of merged operations whose signature failed.
 	badSig sync.Map
 
@@ -248,6 +255,7 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 	s.schemaStale.Store(true)
 	s.rolesStale.Store(true)
 	s.membersStale.Store(true)
+	s.grantState.stale.Store(true)
 
 	var last Timestamp
 	switch b, err := base.Get(ctx, clockKey); {
@@ -257,6 +265,12 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 		return nil, fmt.Errorf("open store: read clock: %w", err)
 	}
 	s.clock = NewClock(opts.Now, last)
+	if opts.Authority != nil {
+		// One clock per node: a write into a channel is newer than every
+		// grant this node had seen when it wrote it.
+		s.clock = opts.Authority.clock
+		s.clock.Observe(last)
+	}
 
 	migrating := false
 	if opts.side == nil {
@@ -322,6 +336,9 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 			return nil, fmt.Errorf("open store: migrate from store format %d: %w", LegacyFormat, err)
 		}
 	}
+	if opts.Authority != nil {
+		opts.Authority.deps.add(s)
+	}
 	if opts.side != nil {
 		return s, nil
 	}
@@ -384,6 +401,7 @@ func (s *Store) keyChanged(k string) {
 		s.membersStale.Store(true)
 		s.rolesStale.Store(true)
 	}
+	s.authorityKeyChanged(kp.Collection)
 	if s.opts.OnChange != nil {
 		s.opts.OnChange(kp.Collection, kp.EscapedID)
 	}
@@ -393,6 +411,9 @@ func (s *Store) keyChanged(k string) {
 // (its Next must return), or Close waits for it.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		if a := s.opts.Authority; a != nil {
+			a.deps.remove(s)
+		}
 		s.epochs.close()
 		s.closeErr = s.eng().Close()
 		if err := s.persistClock(context.Background()); err != nil && s.closeErr == nil {
@@ -511,7 +532,7 @@ func (s *Store) admit(v *view, writers []string, collection string, rec *recordO
 			if v.badSig(writeKey(collection, kp.EscapedID, kp.Op).String()) || !v.officeVouched(w) {
 				reason = ReasonBadSignature
 			} else {
-				reason = v.check(collection, kp.EscapedID, writers, op)
+				reason = v.check(collection, kp.EscapedID, writers, op, w.Voucher)
 			}
 			if reason != "" {
 				id, _ := UnescapeID(kp.EscapedID)

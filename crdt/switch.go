@@ -133,6 +133,8 @@ func (s *Store) afterEpochChange(ctx context.Context) {
 	s.digest.dirtyMu.Unlock()
 	s.unique.invalidate()
 	s.dups.invalidate()
+	s.grantState.stale.Store(true)
+	s.authorityChanged()
 }
 
 // setEpoch makes info (nil: the first epoch) the current epoch.

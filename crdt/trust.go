@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/ipfs/go-datastore/query"
+
+	"github.com/ferry-crm/ferry/schema"
 )
 
 // Trust makes a store accept only what the members of one network wrote
@@ -87,15 +89,28 @@ const (
 	ReasonRevoked      = "writer was revoked before writing it"
 	ReasonRole         = "writer's role may not write this collection"
 	ReasonNotOwn       = "a node may only describe itself"
+	// ReasonWrongStore: a write, in a channel store, of a collection
+	// channels do not hold (Ferry's own, or one the schema does not route).
+	ReasonWrongStore = "this collection is not held in a channel"
+	// ReasonNotGranted: a write in a channel store by a laptop that was
+	// not granted the channel at the write's time, and that no office
+	// vouches for.
+	ReasonNotGranted = "writer was not granted this channel when it wrote it"
 )
 
 // view is what decides whether an operation counts: the members, the
-// operations with a bad signature and the schema's writers. nil: open
+// operations with a bad signature and the schema's writers; in a channel
+// store, also its channel, the grants and the schema's routing. nil: open
 // network, everything counts.
 type view struct {
 	founder string
 	members map[string]Member
 	badSig  func(key string) bool
+	// channel is the channel of the store ("": the everyone store);
+	// grants and schema are its authority's (set with channel only).
+	channel string
+	grants  *Grants
+	schema  *schema.Schema
 }
 
 // officeVouched reports whether a write's voucher, if it has one (see
@@ -109,8 +124,9 @@ func (v *view) officeVouched(w *write) bool {
 }
 
 // check returns why op, of a record of collection whose writers are
-// given, does not count ("" when it does). Signatures are checked apart.
-func (v *view) check(collection, eid string, writers []string, op Op) string {
+// given, does not count ("" when it does); voucher is the write's (see
+// Store.vouch; "" when none). Signatures are checked apart.
+func (v *view) check(collection, eid string, writers []string, op Op, voucher string) string {
 	if v == nil {
 		return ""
 	}
@@ -121,8 +137,11 @@ func (v *view) check(collection, eid string, writers []string, op Op) string {
 	if !m.validAt(op.ID.Time) {
 		return ReasonRevoked
 	}
+	if r := v.wrongStore(collection); r != "" {
+		return r
+	}
 	switch collection {
-	case MembersCollection, SchemaCollection, LostCollection, EpochsCollection:
+	case MembersCollection, SchemaCollection, LostCollection, EpochsCollection, GrantsCollection, ChannelsCollection:
 		if m.Role != RoleOffice {
 			return ReasonRole
 		}
@@ -135,7 +154,7 @@ func (v *view) check(collection, eid string, writers []string, op Op) string {
 			return ReasonRole
 		}
 	}
-	return ""
+	return v.notGranted(collection, m, op, voucher)
 }
 
 // localWrite marks the context of this node's own commits: their operations
@@ -177,6 +196,8 @@ func (s *Store) isBadSig(key string) bool {
 }
 
 // view returns what decides which operations count (nil: open network).
+// A channel store reads members, grants and schema from its authority;
+// signature marks are every store's own.
 func (s *Store) view(ctx context.Context) (*view, error) {
 	if s.opts.Trust == nil {
 		return nil, nil
@@ -185,7 +206,17 @@ func (s *Store) view(ctx context.Context) (*view, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &view{founder: s.opts.Trust.Founder, members: members, badSig: s.isBadSig}, nil
+	v := &view{founder: s.opts.Trust.Founder, members: members, badSig: s.isBadSig}
+	if s.opts.Channel != "" {
+		v.channel = s.opts.Channel
+		if v.grants, err = s.grants(ctx); err != nil {
+			return nil, err
+		}
+		if v.schema, err = s.Schema(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
 }
 
 // members computes the membership from the visible operations of _members.
@@ -194,6 +225,9 @@ func (s *Store) view(ctx context.Context) (*view, error) {
 // which membership operations count, it is computed to a fixed point,
 // starting from the founder alone. The result is shared: do not modify it.
 func (s *Store) members(ctx context.Context) (map[string]Member, error) {
+	if a := s.auth(); a != s {
+		return a.members(ctx)
+	}
 	s.membersMu.Lock()
 	defer s.membersMu.Unlock()
 	if s.membersCache != nil && !s.membersStale.Load() {
@@ -392,6 +426,9 @@ func (s *Store) writeMembership(ctx context.Context, id string, fields map[strin
 // not make: every node would ignore it. Its own _nodes record is always
 // writable (a node describes itself before it hears of its membership).
 func (s *Store) checkWritable(ctx context.Context, collection, eid string) error {
+	if err := s.checkInChannel(ctx, collection); err != nil {
+		return err
+	}
 	if s.opts.Trust == nil {
 		return nil
 	}
@@ -413,7 +450,7 @@ func (s *Store) checkWritable(ctx context.Context, collection, eid string) error
 	}
 	var writers []string
 	switch collection {
-	case MembersCollection, SchemaCollection, LostCollection:
+	case MembersCollection, SchemaCollection, LostCollection, GrantsCollection, ChannelsCollection:
 		writers = []string{RoleOffice}
 	default:
 		sc, err := s.Schema(ctx)
@@ -433,8 +470,12 @@ func (s *Store) checkWritable(ctx context.Context, collection, eid string) error
 			what = "the schema"
 		case LostCollection:
 			what = "the list of lost blocks"
+		case GrantsCollection:
+			return fmt.Errorf("%w: only an office grants channels (this node is a %s)", ErrForbidden, m.Role)
+		case ChannelsCollection:
+			what = "the list of channels"
 		}
 		return fmt.Errorf("%w: a %s node may not change %s (writers: %s)", ErrForbidden, m.Role, what, strings.Join(writers, ", "))
 	}
-	return nil
+	return s.checkGranted(ctx, m, collection)
 }
