@@ -128,6 +128,17 @@ func notInChannel(collection string) bool {
 // store does not hold: Ferry's own collections, and collections the schema
 // does not route to channels. Every node would ignore it (ReasonWrongStore).
 func (s *Store) checkInChannel(ctx context.Context, collection string) error {
+	if s.opts.Channel == "" && !strings.HasPrefix(collection, "_") {
+		// The everyone store holds no routed collection.
+		sc, err := s.Schema(ctx)
+		if err != nil {
+			return err
+		}
+		if c := sc.Collections[collection]; c != nil && c.Channel != nil {
+			return fmt.Errorf("%w: collection %s is routed to channels (by %s): its records are written in their channel's store (through the node's records, crdt.Router), not in the everyone store", ErrForbidden, collection, c.Channel.Field)
+		}
+		return nil
+	}
 	if s.opts.Channel == "" || collection == EpochsCollection || collection == LostCollection {
 		return nil
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -305,4 +306,21 @@ func (s *Store) digestFailed(err error, dirty map[string][2]string, rebuild bool
 	d.rebuild = d.rebuild || rebuild
 	d.dirtyMu.Unlock()
 	return err
+}
+
+// RecordCount returns how many records of user collections the store
+// shows, from its digest; ok is false while the digest is not built yet.
+func (s *Store) RecordCount(ctx context.Context) (n int, ok bool) {
+	d := &s.digest
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.built {
+		return 0, false
+	}
+	for k := range d.records {
+		if !strings.HasPrefix(k, "_") {
+			n++
+		}
+	}
+	return n, true
 }

@@ -91,7 +91,7 @@ const (
 	ReasonNotOwn       = "a node may only describe itself"
 	// ReasonWrongStore: a write, in a channel store, of a collection
 	// channels do not hold (Ferry's own, or one the schema does not route).
-	ReasonWrongStore = "this collection is not held in a channel"
+	ReasonWrongStore = "written in the wrong store: a routed collection's records belong in their channel, every other one's in the everyone store"
 	// ReasonNotGranted: a write in a channel store by a laptop that was
 	// not granted the channel at the write's time, and that no office
 	// vouches for.
@@ -139,6 +139,9 @@ func (v *view) check(collection, eid string, writers []string, op Op, voucher st
 	}
 	if r := v.wrongStore(collection); r != "" {
 		return r
+	}
+	if op.Field == MovedField && m.Role != RoleOffice {
+		return ReasonRole // only an office moves records between channels
 	}
 	switch collection {
 	case MembersCollection, SchemaCollection, LostCollection, EpochsCollection, GrantsCollection, ChannelsCollection:
