@@ -302,16 +302,22 @@ func decodeWrite(k keyParts, data []byte) (*write, error) {
 			return nil, err
 		}
 		op := Op{ID: k.Op, Field: f.Name, Value: f.Value, Supersedes: sup}
-		if f.Name == DeleteField {
+		switch f.Name {
+		case DeleteField:
 			if f.Value != true || len(body.Fields) != 1 {
 				return nil, fmt.Errorf("decode write %s: a delete must be a lone true value", k.Op)
+			}
+			op.Seen = seen
+		case MovedField:
+			if _, ok := f.Value.(string); !ok || len(body.Fields) != 1 {
+				return nil, fmt.Errorf("decode write %s: a move must be a lone string value", k.Op)
 			}
 			op.Seen = seen
 		}
 		w.Ops[i] = op
 	}
-	if len(seen) > 0 && w.Ops[0].Field != DeleteField {
-		return nil, fmt.Errorf("decode write %s: seen ops on a write that is not a delete", k.Op)
+	if len(seen) > 0 && w.Ops[0].Field != DeleteField && w.Ops[0].Field != MovedField {
+		return nil, fmt.Errorf("decode write %s: seen ops on a write that is neither a delete nor a move", k.Op)
 	}
 	return w, nil
 }

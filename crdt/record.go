@@ -150,6 +150,7 @@ type recordOps struct {
 	escapedID string
 	fields    map[string][]Op // visible field ops, by field
 	deletes   []Op            // visible record-delete ops
+	moved     []Op            // visible MovedField ops (see move.go)
 	// ignored are the operations go-ds-crdt shows that do not count (see
 	// Trust); when there are any, fields and deletes were recomputed from
 	// the record's whole history.
@@ -185,6 +186,10 @@ func (r *recordOps) add(op Op) {
 		r.deletes = append(r.deletes, op)
 		return
 	}
+	if op.Field == MovedField {
+		r.moved = append(r.moved, op)
+		return
+	}
 	r.fields[op.Field] = append(r.fields[op.Field], op)
 }
 
@@ -208,6 +213,7 @@ func (r *recordOps) prune() {
 		}
 	}
 	r.deletes = slices.DeleteFunc(r.deletes, func(op Op) bool { return r.killed[op.Ref()] })
+	r.moved = slices.DeleteFunc(r.moved, func(op Op) bool { return r.killed[op.Ref()] })
 }
 
 func sortNewestFirst(ops []Op) []Op {
@@ -254,6 +260,9 @@ func (r *recordOps) recordConflict() *RecordConflict {
 // they did not see are candidates, and the record's policy picks one: the
 // record is deleted when the pick is a delete.
 func (r *recordOps) exists(ru rules) (bool, *RecordConflict) {
+	if _, moved := r.movedTo(); moved {
+		return false, nil // an office moved it to another channel
+	}
 	c := r.recordConflict()
 	if c == nil {
 		return len(r.fields) > 0, nil
@@ -281,6 +290,9 @@ func (r *recordOps) maxTime() Timestamp {
 		}
 	}
 	for _, op := range r.deletes {
+		t = max(t, op.ID.Time)
+	}
+	for _, op := range r.moved {
 		t = max(t, op.ID.Time)
 	}
 	return t
