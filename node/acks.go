@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ipfs/boxo/blockstore"
 	cid "github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -28,7 +29,10 @@ import (
 var officeHeadsKey = ds.NewKey("/ferry/local/office-heads")
 
 type ackTracker struct {
-	n *Node
+	n      *Node
+	store  *crdt.Store // the store whose edits are counted
+	bstore blockstore.Blockstore
+	key    ds.Key // where the office heads are kept
 
 	mu     sync.Mutex
 	office map[string]officeHeads // office peer id -> its last heads
@@ -43,9 +47,9 @@ type officeHeads struct {
 	At    time.Time `json:"at"`
 }
 
-func newAckTracker(ctx context.Context, n *Node) *ackTracker {
-	a := &ackTracker{n: n, office: map[string]officeHeads{}}
-	if data, err := n.guard.Get(ctx, officeHeadsKey); err == nil {
+func newAckTracker(ctx context.Context, n *Node, store *crdt.Store, bstore blockstore.Blockstore, key ds.Key) *ackTracker {
+	a := &ackTracker{n: n, store: store, bstore: bstore, key: key, office: map[string]officeHeads{}}
+	if data, err := n.guard.Get(ctx, key); err == nil {
 		if err := json.Unmarshal(data, &a.office); err != nil {
 			n.log.Warn("ignoring stored office heads", "err", err)
 			a.office = map[string]officeHeads{}
@@ -75,7 +79,7 @@ func (a *ackTracker) heard(ctx context.Context, from peer.ID, payload []byte) {
 	data, err := json.Marshal(a.office)
 	a.mu.Unlock()
 	if err == nil {
-		if err := a.n.guard.Put(ctx, officeHeadsKey, data); err != nil {
+		if err := a.n.guard.Put(ctx, a.key, data); err != nil {
 			a.n.log.Warn("storing office heads", "err", err)
 		}
 	}
@@ -86,7 +90,7 @@ func (a *ackTracker) unacked(ctx context.Context) (apijson.Unacked, error) {
 	if a.n.cfg.Role == RoleOffice {
 		return apijson.Unacked{Known: true, AsOf: time.Now().UTC()}, nil
 	}
-	ours, err := a.n.store.Heads(ctx)
+	ours, err := a.store.Heads(ctx)
 	if err != nil {
 		return apijson.Unacked{}, err
 	}
@@ -166,7 +170,7 @@ func (a *ackTracker) walk(ctx context.Context, roots []cid.Cid, seen map[cid.Cid
 			continue
 		}
 		seen[c] = true
-		blk, err := a.n.bstore.Get(ctx, c)
+		blk, err := a.bstore.Get(ctx, c)
 		if err != nil {
 			continue
 		}

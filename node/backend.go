@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -101,6 +102,7 @@ func (n *Node) SyncState(ctx context.Context) (apijson.SyncState, error) {
 			d := b.Sum()
 			ps.Digest, ps.InSync = d.String(), d == ours
 		}
+		n.channelSync(ctx, p, &ps)
 		st.Peers = append(st.Peers, ps)
 	}
 	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Peer < st.Peers[j].Peer })
@@ -129,7 +131,45 @@ func (n *Node) Diff(ctx context.Context, name string) (apijson.DiffResult, error
 	for _, r := range cmp.Records {
 		res.Records = append(res.Records, apijson.DiffRecord{Collection: r.Collection, ID: r.ID, Here: r.Here, There: r.There})
 	}
+	for _, ch := range n.chans.all() {
+		if ch.digests == nil || !slices.Contains(ch.digests.Peers(), p) {
+			continue
+		}
+		cmp, err := ch.digests.Compare(ctx, p)
+		if err != nil {
+			return apijson.DiffResult{}, fmt.Errorf("channel %s: %w", ch.name, err)
+		}
+		res.Channels = append(res.Channels, ch.name)
+		res.Identical = res.Identical && len(cmp.Records) == 0 && cmp.Digest == cmp.PeerDigest
+		for _, r := range cmp.Records {
+			res.Records = append(res.Records, apijson.DiffRecord{Channel: ch.name, Collection: r.Collection, ID: r.ID, Here: r.Here, There: r.There})
+		}
+	}
 	return res, nil
+}
+
+// channelSync compares each channel this node and peer p both hold: p is
+// in sync only when every one of them is.
+func (n *Node) channelSync(ctx context.Context, p peer.ID, ps *apijson.PeerSync) {
+	for _, ch := range n.chans.all() {
+		if ch.digests == nil || !slices.Contains(ch.digests.Peers(), p) {
+			continue
+		}
+		ours, err := ch.store.Digest(ctx)
+		if err != nil {
+			ps.InSync = false
+			continue
+		}
+		same := false
+		if b, err := ch.digests.Buckets(ctx, p); err == nil {
+			same = b.Sum() == ours
+		}
+		if ps.Channels == nil {
+			ps.Channels = map[string]bool{}
+		}
+		ps.Channels[ch.name] = same
+		ps.InSync = ps.InSync && same
+	}
 }
 
 // ResolvePeer finds a peer by id or by the name it recorded in _nodes.
@@ -161,9 +201,14 @@ func (n *Node) Members(ctx context.Context) ([]apijson.Member, error) {
 		return nil, err
 	}
 	names := n.Names(ctx)
+	g, err := n.store.Grants(ctx)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]apijson.Member, 0, len(ms))
 	for _, m := range ms {
-		j := apijson.Member{PeerID: m.ID, Name: m.Name, Role: m.Role, Founder: m.Founder, Revoked: m.Revoked, By: m.By, Self: m.ID == n.self.String()}
+		j := apijson.Member{PeerID: m.ID, Name: m.Name, Role: m.Role, Founder: m.Founder, Revoked: m.Revoked, By: m.By, Self: m.ID == n.self.String(),
+			Grants: grantsOf(g, m)}
 		if j.Name == "" {
 			j.Name = names[m.ID].Name
 		}

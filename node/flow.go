@@ -4,9 +4,11 @@ import (
 	"context"
 	"time"
 
+	"github.com/ipfs/boxo/blockstore"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/ferry-crm/ferry/crdt"
+	"github.com/ferry-crm/ferry/node/blocksync"
 	"github.com/ferry-crm/ferry/node/heads"
 )
 
@@ -23,6 +25,9 @@ func (n *Node) changed(collection, escapedID string) {
 	}
 	if collection == crdt.NodesCollection {
 		n.names.invalidate()
+	}
+	if isChannelAuthority(collection) {
+		n.channelsChanged()
 	}
 	if n.net == nil {
 		return
@@ -48,7 +53,7 @@ func (n *Node) changed(collection, escapedID string) {
 // broadcaster, as if they had come over GossipSub.
 func (n *Node) receiveHeads(ctx context.Context, from peer.ID, payload []byte) {
 	n.acks.heard(ctx, from, payload)
-	payload = n.catchUp(from, payload)
+	payload = n.catchUpWith(n.store, n.bstore, n.net.blocks, from, payload)
 	if err := n.net.bcast.Inject(ctx, from, payload); err != nil {
 		n.log.Debug("heads from peer not queued", "peer", from, "err", err)
 	}
@@ -63,7 +68,7 @@ const catchUpTimeout = 10 * time.Minute
 // finds them locally instead of fetching one level per bitswap round trip.
 // It returns the heads to hand over: the peer's current ones after a fetch,
 // or the payload as received (bitswap stays the fallback).
-func (n *Node) catchUp(from peer.ID, payload []byte) []byte {
+func (n *Node) catchUpWith(store *crdt.Store, bstore blockstore.Blockstore, blocks *blocksync.Syncer, from peer.ID, payload []byte) []byte {
 	if n.cfg.DisableBulkSync {
 		return payload
 	}
@@ -71,14 +76,14 @@ func (n *Node) catchUp(from peer.ID, payload []byte) []byte {
 	if err != nil {
 		return payload
 	}
-	if cur := n.store.Epoch(); ep != cur && !ep.After(cur) {
+	if cur := store.Epoch(); ep != cur && !ep.After(cur) {
 		return payload // an earlier epoch: that peer moves to ours
 	}
 	ctx, cancel := context.WithTimeout(n.life.Context(), catchUpTimeout)
 	defer cancel()
 	missing := false
 	for _, h := range theirs {
-		if has, err := n.bstore.Has(ctx, h); err != nil || !has {
+		if has, err := bstore.Has(ctx, h); err != nil || !has {
 			missing = true
 			break
 		}
@@ -86,11 +91,11 @@ func (n *Node) catchUp(from peer.ID, payload []byte) []byte {
 	if !missing {
 		return payload
 	}
-	ours, err := n.store.Heads(ctx)
+	ours, err := store.Heads(ctx)
 	if err != nil {
 		return payload
 	}
-	res, err := n.net.blocks.Fetch(ctx, from, ours, nil)
+	res, err := blocks.Fetch(ctx, from, ours, nil)
 	if err != nil {
 		n.log.Info("bulk catch-up failed; falling back to bitswap", "peer", from, "err", err)
 		return payload

@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/ipfs/boxo/blockstore"
+	ds "github.com/ipfs/go-datastore"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -16,12 +20,18 @@ import (
 	"github.com/ferry-crm/ferry/node/datadir"
 	"github.com/ferry-crm/ferry/node/digestsync"
 	"github.com/ferry-crm/ferry/node/enrol"
+	"github.com/ferry-crm/ferry/node/handover"
 	"github.com/ferry-crm/ferry/node/heads"
 	"github.com/ferry-crm/ferry/node/p2p"
 	"github.com/ferry-crm/ferry/node/peering"
 	"github.com/ferry-crm/ferry/node/snapshot"
 	"github.com/ferry-crm/ferry/node/wire"
 )
+
+// servingSlots is how many block-sync requests a node serves at once,
+// over the everyone store and every channel (a catch-up of one channel
+// by one laptop takes one).
+const servingSlots = 8
 
 // netParts is a node's part of the network: the transport go-ds-crdt needs
 // (host, GossipSub broadcaster, bitswap) and Ferry's protocols on it.
@@ -33,6 +43,8 @@ type netParts struct {
 	admission *enrol.Admission
 	bandwidth *metrics.BandwidthCounter
 
+	pubsub  *pubsub.PubSub     // GossipSub, every topic: the everyone store's and each channel's
+	topics  *heads.TopicGate   // a channel's topic only to and from peers that may hold it
 	bcast   *heads.Broadcaster // GossipSub: go-ds-crdt's own announcements
 	gate    *heads.Gate        // holds go-ds-crdt's receive loop until the store is ready
 	bitswap *p2p.Bitswap
@@ -44,7 +56,17 @@ type netParts struct {
 	digests   *digestsync.Service   // visible-state comparison (ferry sync, diff)
 	snapshots *snapshot.Server      // clean-sync copies
 	office    *enrol.Office         // redeems invitations (office nodes of a secured network)
+	handover  *handover.Server      // takes the edits of laptops leaving a channel (offices)
 	hook      *hookRunner           // the office's conflict hook, if configured
+	// servingSlots bounds the block-sync requests served at once, over
+	// every store's syncer.
+	servingSlots *blocksync.Slots
+	// grantsSeen is, per connected peer, the channels it may hold as last
+	// enforced (see enforceChannels).
+	grantsMu   sync.Mutex
+	grantsSeen map[peer.ID]string
+	// enforce is what enforceChannels does (set by startTransport).
+	enforce func()
 	// up: every protocol above is set (the store's merge hooks read them).
 	up atomic.Bool
 }
@@ -70,10 +92,25 @@ func (n *Node) startTransport(ctx context.Context) (*netParts, error) {
 	if net.admission != nil {
 		net.host = net.admission.Host(net.raw)
 	}
-	ps, err := heads.NewPubSub(n.life.Context(), net.host)
+	everyone := wire.Topic(cfg.Topic)
+	channelTopics := wire.ChannelTopic(cfg.Topic, "")
+	net.topics = heads.NewTopicGate(func(p peer.ID, topic string) bool {
+		c, ok := strings.CutPrefix(topic, channelTopics)
+		if !ok {
+			return topic == everyone
+		}
+		return n.storeReady.Load() != nil && n.peerHolds(p, c)
+	}, func(topic string) bool {
+		return topic == everyone || strings.HasPrefix(topic, channelTopics)
+	})
+	ps, err := heads.NewPubSub(n.life.Context(), net.host, net.topics.Options()...)
 	if err != nil {
 		return net, err
 	}
+	net.pubsub = ps
+	net.servingSlots = blocksync.NewSlots(servingSlots)
+	net.grantsSeen = map[peer.ID]string{}
+	net.enforce = func() { n.enforceGrants() }
 	// The topic carries the store format: announcements of another format
 	// are never mixed in (cfg.Topic, as configured, still names the network
 	// for mDNS and enrolment, so nodes of another format are found and told).
@@ -110,7 +147,7 @@ func (n *Node) startProtocols(ctx context.Context) error {
 	net.gate.Open()
 	// Blocks fetched in bulk are announced to bitswap: a peer may be
 	// waiting for one of them already (its GossipSub message overtook us).
-	net.blocks = blocksync.New(net.host, net.bitswap.Notifying(n.bstore), n.store.Heads, n.log)
+	net.blocks = blocksync.New(net.host, net.bitswap.Notifying(n.bstore), n.store.Heads, n.log, blocksync.WithServingSlots(net.servingSlots))
 	var err error
 	name := func(p peer.ID) string { return n.Names(n.life.Context())[p.String()].Name }
 	if net.formats, err = heads.NewFormatDetector(net.host, name, n.log); err != nil {
@@ -125,6 +162,17 @@ func (n *Node) startProtocols(ctx context.Context) error {
 	}
 	net.digests = digestsync.New(net.host, n.store, n.log)
 	net.snapshots = snapshot.NewServer(net.host, n.base, cfg.snapshotLayout(), n.log)
+	// A clean sync copies the channels the requester may hold, of those
+	// held here.
+	net.snapshots.SetExtra(func(p peer.ID) []string {
+		var out []string
+		for _, ch := range n.chans.all() {
+			if n.peerHolds(p, ch.name) {
+				out = append(out, channelsRoot.ChildString(ch.name).String()+"/")
+			}
+		}
+		return out
+	})
 	if net.admission != nil {
 		if cfg.Role == RoleOffice {
 			net.office = enrol.NewOffice(net.raw, net.book, n.store.AddMember, n.log)
@@ -145,6 +193,10 @@ func (n *Node) startProtocols(ctx context.Context) error {
 	if n.wf != nil {
 		n.life.Go(n.wf.Run)
 	}
+	if cfg.Role == RoleOffice {
+		net.handover = handover.NewServer(net.host, handOverReceiver{n}, n.log)
+	}
+	n.life.Go(n.channelLoop)
 	if cfg.Role == RoleOffice && (cfg.CompactEvery > 0 || cfg.CompactRatio > 0) {
 		n.life.Go(n.compactLoop)
 	}
@@ -161,8 +213,45 @@ func (c *Config) snapshotLayout() snapshot.Layout {
 	return snapshot.Layout{
 		Prefixes: []string{c.Store.Namespace.String() + "/", c.Store.Namespace.String() + "-", crdt.EpochRoot, crdt.HistoryRoot,
 			datadir.BlockNamespace.String() + "/"},
-		Blocks: datadir.BlockNamespace.Child(blockstore.BlockPrefix).String() + "/",
+		Blocks:        datadir.BlockNamespace.Child(blockstore.BlockPrefix).String() + "/",
+		Channels:      channelsRoot.String() + "/",
+		ChannelBlocks: ds.NewKey("blocks").Child(blockstore.BlockPrefix).String()[1:] + "/",
 	}
+}
+
+// enforceChannels closes the connection of every peer whose grants changed
+// since they were last enforced: GossipSub filters a peer's subscriptions
+// only when they arrive, and bitswap keeps its streams open, so a peer must
+// connect again to be filtered by its new grants (peering dials again at
+// once; revocation does the same).
+func (net *netParts) enforceChannels() {
+	if net.enforce != nil {
+		net.enforce()
+	}
+}
+
+func (n *Node) enforceGrants() {
+	if !n.cfg.secured() || n.storeReady.Load() == nil {
+		return
+	}
+	ctx := n.life.Context()
+	g, err := n.store.Grants(ctx)
+	if err != nil {
+		return
+	}
+	net := n.net
+	net.grantsMu.Lock()
+	defer net.grantsMu.Unlock()
+	seen := map[peer.ID]string{}
+	for _, p := range net.host.Network().Peers() {
+		sig := n.roleOf(ctx, p) + ":" + strings.Join(g.Current(p.String()), ",")
+		seen[p] = sig
+		if prev, ok := net.grantsSeen[p]; ok && prev != sig {
+			n.log.Info("grants of a peer changed: reconnecting", "peer", p, "was", prev, "now", sig)
+			_ = net.host.Network().ClosePeer(p)
+		}
+	}
+	net.grantsSeen = seen
 }
 
 // closeProtocols stops what talks to peers, outside-in: no new
@@ -196,6 +285,9 @@ func (net *netParts) closeProtocols() error {
 	}
 	if net.office != nil {
 		add("enrolment", net.office)
+	}
+	if net.handover != nil {
+		add("hand-over", net.handover)
 	}
 	if net.admission != nil {
 		add("admission", net.admission)

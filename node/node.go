@@ -109,6 +109,10 @@ type Config struct {
 	// Workflows, on an office node, act on merged changes
 	// (docs/workflows.md).
 	Workflows []workflow.Rule
+	// Channels, on a laptop, narrows the channels it takes offline to
+	// these, within its grants (`ferry subscribe`); nil takes every channel
+	// granted. Offices hold every channel.
+	Channels []string
 	// AllowDuplicates: puts and imports through the API write likely
 	// duplicates instead of refusing them (docs/duplicates.md).
 	AllowDuplicates bool
@@ -183,6 +187,8 @@ func (c *Config) validate() error {
 		return errors.New("conflict hook: give a command or a URL")
 	case len(c.Workflows) > 0 && c.Role != RoleOffice:
 		return errors.New("workflows run on an office node only")
+	case c.Role == RoleOffice && c.Channels != nil:
+		return errors.New("an office holds every channel: taking some offline (channels:) is for laptops")
 	case c.MemoryLimit < 0:
 		return fmt.Errorf("memory limit %d: want bytes, or 0 for none", c.MemoryLimit)
 	}
@@ -212,7 +218,15 @@ type Node struct {
 	disk   *disk.Watch
 	bstore blockstore.Blockstore
 	dag    ipld.DAGService
-	store  *crdt.Store
+	store  *crdt.Store // the everyone store
+	// router reads and writes records in the everyone store and the
+	// channels held (chans).
+	router *crdt.Router
+	chans  channelSet
+	// subMu guards cfg.Channels (ferry subscribe changes it).
+	subMu sync.Mutex
+	// unclean: the last run did not close cleanly (every store recovers).
+	unclean bool
 	// storeReady is store once open, for callbacks that may run before.
 	storeReady atomic.Pointer[crdt.Store]
 	acks       *ackTracker
@@ -246,6 +260,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("start node: %w", err)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), key: key, self: self, life: lifecycle.New()}
+	n.chans.wake = make(chan struct{}, 1)
 	applyMemoryLimit(cfg.MemoryLimit, n.log)
 	defer func() {
 		if err != nil {
@@ -266,6 +281,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.openStore(ctx, unclean); err != nil {
 		return nil, fmt.Errorf("start node: %w", err)
 	}
+	if err := n.resumePurges(ctx); err != nil {
+		return nil, fmt.Errorf("start node: %w", err)
+	}
+	if err := n.reconcileChannels(ctx); err != nil {
+		n.log.Warn("channels", "err", err)
+	}
 	if err := n.openWorkflows(); err != nil {
 		return nil, fmt.Errorf("start node: %w", err)
 	}
@@ -285,7 +306,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 //     enrolment, then the broadcaster, so that go-ds-crdt's receive loop
 //     returns);
 //  2. the node's own loops end (repair, conflict hook, first digest);
-//  3. the crdt store closes (go-ds-crdt's workers stop);
+//  3. the channels held close (each: its protocols, its store, its
+//     bitswap), then the everyone store (go-ds-crdt's workers stop);
 //  4. bitswap, then the libp2p host;
 //  5. the value-log GC (a round in progress finishes), then the
 //     datastore; last, the open marker goes, recording a clean shutdown,
@@ -309,7 +331,8 @@ func (n *Node) Close() error {
 				add("network", n.net.closeProtocols())
 			}
 		})
-		if n.store != nil { // 3
+		add("channels", n.closeChannels()) // 3
+		if n.store != nil {
 			add("store", n.store.Close())
 		}
 		if n.net != nil { // 4
@@ -332,9 +355,9 @@ func (n *Node) Close() error {
 	return n.closeErr
 }
 
-// Store returns the node's record store: Put, Get, List, Delete,
-// Conflicts, Resolve, History, Import.
-func (n *Node) Store() *crdt.Store { return n.store }
+// Store returns the node's records: Put, Get, List, Delete, Conflicts,
+// Resolve, History, Import, across the everyone store and the channels held.
+func (n *Node) Store() *crdt.Router { return n.router }
 
 // ID returns the node's peer id.
 func (n *Node) ID() peer.ID { return n.self }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -15,6 +16,7 @@ import (
 	"github.com/ferry-crm/ferry/node/datadir"
 	"github.com/ferry-crm/ferry/node/disk"
 	"github.com/ferry-crm/ferry/node/enrol"
+	"github.com/ferry-crm/ferry/schema"
 )
 
 // Embedding: a Go program opens a data dir made by `ferry init` (or by
@@ -63,6 +65,14 @@ func ConfigFromSettings(dir string, s *datadir.Settings) (Config, error) {
 	cfg.Name, cfg.Role, cfg.Offline, cfg.MDNS = s.Name, s.Role, s.Offline, s.MDNS
 	if s.Topic != "" {
 		cfg.Topic = s.Topic
+	}
+	if s.Channels != nil {
+		for _, c := range s.Channels {
+			if err := schema.CheckChannelName(c); err != nil {
+				return cfg, fmt.Errorf("config channels: %w", err)
+			}
+		}
+		cfg.Channels = slices.Clone(s.Channels)
 	}
 	if s.SyncInterval != "" {
 		d, err := time.ParseDuration(s.SyncInterval)

@@ -52,6 +52,7 @@ func (n *Node) Status(ctx context.Context) apijson.Status {
 	} else {
 		n.log.Warn("status: unacknowledged edits", "err", err)
 	}
+	n.channelStatus(ctx, &s)
 	if n.cfg.secured() {
 		m := n.store.IsCurrentMember(ctx, n.self.String())
 		s.Member = &m

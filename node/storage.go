@@ -75,29 +75,13 @@ func (n *Node) blockWriteFailed(err error) {
 // openStore opens the crdt store over the data dir (and, with network,
 // over bitswap and the gated broadcaster), then starts the repair loop.
 func (n *Node) openStore(ctx context.Context, unclean bool) error {
-	opts := n.cfg.Store
-	opts.Writer = n.self.String()
-	opts.Logger = n.log
-	opts.Recover = unclean
-	opts.Journal = len(n.cfg.Workflows) > 0
-	opts.CheckRoom = n.disk.CheckRoom
-	opts.HasBlock = n.bstore.Has
-	opts.DropPrefix = func(_ context.Context, prefix string) error { return n.guard.DropPrefix(prefix) }
-	if n.cfg.secured() {
-		opts.Trust = enrol.NewTrust(n.key, n.cfg.Founder)
-	}
+	n.unclean = unclean
+	opts := n.storeOptions()
 	userChange := opts.OnChange
 	opts.OnChange = func(collection, escapedID string) {
 		n.changed(collection, escapedID)
 		if userChange != nil {
 			userChange(collection, escapedID)
-		}
-	}
-	userEpoch := opts.OnEpoch
-	opts.OnEpoch = func(rep crdt.EpochReport) {
-		n.onEpoch(rep)
-		if userEpoch != nil {
-			userEpoch(rep)
 		}
 	}
 	var err error
@@ -110,13 +94,41 @@ func (n *Node) openStore(ctx context.Context, unclean bool) error {
 		return err
 	}
 	n.storeReady.Store(n.store)
+	n.router = crdt.NewRouter(n.store)
+	if n.cfg.Role == RoleOffice || !n.cfg.secured() {
+		n.router.SetOpener(n.ensureChannel)
+	}
 	dirty := unclean || n.store.Stats(ctx).Dirty
 	if dirty {
 		n.log.Warn("store was not closed cleanly, or a merge failed: re-walking the DAG")
 	}
-	n.acks = newAckTracker(ctx, n)
+	n.acks = newAckTracker(ctx, n, n.store, n.bstore, officeHeadsKey)
 	n.life.Go(func(ctx context.Context) { n.repairLoop(ctx, dirty) })
 	return nil
+}
+
+// storeOptions are the crdt options of every store of the node (the
+// everyone store and each channel's), before what is each store's own.
+func (n *Node) storeOptions() crdt.Options {
+	opts := n.cfg.Store
+	opts.Writer = n.self.String()
+	opts.Logger = n.log
+	opts.Recover = n.unclean
+	opts.Journal = len(n.cfg.Workflows) > 0
+	opts.CheckRoom = n.disk.CheckRoom
+	opts.HasBlock = n.bstore.Has
+	opts.DropPrefix = func(_ context.Context, prefix string) error { return n.guard.DropPrefix(prefix) }
+	if n.cfg.secured() {
+		opts.Trust = enrol.NewTrust(n.key, n.cfg.Founder)
+	}
+	userEpoch := opts.OnEpoch
+	opts.OnEpoch = func(rep crdt.EpochReport) {
+		n.onEpoch(rep)
+		if userEpoch != nil {
+			userEpoch(rep)
+		}
+	}
+	return opts
 }
 
 // recordNodeInfo writes this node's name and role into _nodes. On a full

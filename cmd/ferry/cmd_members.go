@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -83,7 +84,7 @@ func newMembersCmd(g *globals) *cobra.Command {
 					return nil
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "PEER ID\tNAME\tROLE\tSTATUS\tCONNECTED")
+				fmt.Fprintln(tw, "PEER ID\tNAME\tROLE\tSTATUS\tCONNECTED\tCHANNELS")
 				for _, m := range ms {
 					status := "member"
 					switch {
@@ -95,7 +96,11 @@ func newMembersCmd(g *globals) *cobra.Command {
 					if m.Self {
 						status += " (this node)"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\n", m.PeerID, m.Name, m.Role, status, m.Connected)
+					channels := strings.Join(m.Grants, ",")
+					if channels == "*" {
+						channels = "every channel"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\n", m.PeerID, m.Name, m.Role, status, m.Connected, channels)
 				}
 				return tw.Flush()
 			})

@@ -82,6 +82,16 @@ func newStatusCmd(g *globals) *cobra.Command {
 						fmt.Fprintf(tw, "not yet held by an office:\t%s, the oldest from %s (as of %s)\n", plural(u.Count, "edit"), u.Oldest.Format(time.RFC3339), u.AsOf.Format(time.RFC3339))
 					}
 				}
+				if len(st.Channels)+len(st.ChannelsNotTaken)+len(st.ChannelsLeaving) > 0 {
+					line := listOrNone(st.Channels)
+					if len(st.ChannelsNotTaken) > 0 {
+						line += "; granted, not taken offline: " + strings.Join(st.ChannelsNotTaken, ", ")
+					}
+					if len(st.ChannelsLeaving) > 0 {
+						line += "; leaving (handing over, then purging): " + strings.Join(st.ChannelsLeaving, ", ")
+					}
+					fmt.Fprintf(tw, "channels:\t%s\n", line)
+				}
 				if c := st.CatchUp; c != nil {
 					fmt.Fprintf(tw, "catching up:\t%d blocks received, %d to go (%d bytes) from %s\n", c.Blocks, c.Remaining, c.Bytes, shortID(c.Peer))
 				}

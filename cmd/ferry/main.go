@@ -96,6 +96,7 @@ merge field by field, and every node converges without a central server.`,
 		newSyncCmd(g), newDiffCmd(g), newCleanSyncCmd(g),
 		newOfflineCmd(g, true), newOfflineCmd(g, false),
 		newInviteCmd(g), newMembersCmd(g), newRevokeCmd(g),
+		newChannelsCmd(g), newGrantCmd(g, true), newGrantCmd(g, false), newSubscribeCmd(g, true), newSubscribeCmd(g, false),
 		newCheckCmd(g), newCompactCmd(g), newGUICmd(g),
 		newWorkflowsCmd(g), newDuplicatesCmd(g), newMergeCmd(g),
 	)
@@ -111,6 +112,16 @@ func defaultDir() string {
 		return ".ferry"
 	}
 	return filepath.Join(home, ".ferry")
+}
+
+// minArgs is cobra.MinimumNArgs with a usage error naming the arguments.
+func minArgs(n int, names string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return usagef("%s: want %s, got %d argument(s)", cmd.Name(), names, len(args))
+		}
+		return nil
+	}
 }
 
 // exactArgs is cobra.ExactArgs with a usage error naming the arguments.

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -215,7 +216,22 @@ func (b *testBackend) lastCall() string {
 	return b.calls[len(b.calls)-1]
 }
 
-func (b *testBackend) Store() *crdt.Store { return b.store }
+func (b *testBackend) Store() *crdt.Router { return crdt.NewRouter(b.store) }
+
+func (b *testBackend) Channels(context.Context) (apijson.Channels, error) {
+	b.record("channels")
+	return apijson.Channels{Held: []apijson.Channel{}, Known: []string{}}, nil
+}
+
+func (b *testBackend) Grant(_ context.Context, member string, channels []string, grant bool) (apijson.GrantResult, error) {
+	b.record(fmt.Sprintf("grant %s %v %v", member, channels, grant))
+	return apijson.GrantResult{Member: member, Channels: channels}, nil
+}
+
+func (b *testBackend) Subscribe(_ context.Context, channels []string, subscribe bool) ([]string, error) {
+	b.record(fmt.Sprintf("subscribe %v %v", channels, subscribe))
+	return channels, nil
+}
 
 func (b *testBackend) Names(ctx context.Context) map[string]crdt.NodeInfo {
 	nodes, err := b.store.Nodes(ctx)

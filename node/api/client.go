@@ -387,6 +387,45 @@ func (c *Client) Revoke(ctx context.Context, member string) (string, error) {
 	return res.Revoked, err
 }
 
+// Channels lists the channels the node holds, its grants and every channel
+// known.
+func (c *Client) Channels(ctx context.Context) (cs apijson.Channels, err error) {
+	err = c.Do(ctx, "GET", "/v1/channels", nil, &cs)
+	return cs, err
+}
+
+// Grant grants a member channels (grant true) or ends its grants of them
+// (an office only), and returns the member's grants after.
+func (c *Client) Grant(ctx context.Context, member string, channels []string, grant bool) (res apijson.GrantResult, err error) {
+	body, err := json.Marshal(apijson.GrantRequest{Member: member, Channels: channels})
+	if err != nil {
+		return res, fmt.Errorf("grant: %w", err)
+	}
+	path := "/v1/grants"
+	if !grant {
+		path = "/v1/ungrants"
+	}
+	err = c.Do(ctx, "POST", path, bytes.NewReader(body), &res)
+	return res, err
+}
+
+// Subscribe takes channels offline again (subscribe true) or stops taking
+// them (a laptop only), and returns the channels taken after (nil: every
+// channel granted).
+func (c *Client) Subscribe(ctx context.Context, channels []string, subscribe bool) ([]string, error) {
+	body, err := json.Marshal(apijson.SubscribeRequest{Channels: channels})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	path := "/v1/subscribe"
+	if !subscribe {
+		path = "/v1/unsubscribe"
+	}
+	var res apijson.SubscribeRequest
+	err = c.Do(ctx, "POST", path, bytes.NewReader(body), &res)
+	return res.Channels, err
+}
+
 // Do sends a request and decodes a JSON answer into out (unless nil). An
 // answer with an error status is an *Error.
 func (c *Client) Do(ctx context.Context, method, path string, body io.Reader, out any) error {

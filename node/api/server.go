@@ -26,7 +26,7 @@ import (
 // business.
 type Backend interface {
 	// Store holds the records, the schema, conflicts and history.
-	Store() *crdt.Store
+	Store() *crdt.Router
 	// Names maps writer ids to node names, for output.
 	Names(ctx context.Context) map[string]crdt.NodeInfo
 	Status(ctx context.Context) apijson.Status
@@ -43,6 +43,14 @@ type Backend interface {
 	Invite(ctx context.Context, name, role string, ttl time.Duration) (apijson.InviteResponse, error)
 	// Revoke revokes a member named by peer id or name; it returns the id.
 	Revoke(ctx context.Context, member string) (string, error)
+	// Channels lists the channels held, granted and known.
+	Channels(ctx context.Context) (apijson.Channels, error)
+	// Grant grants (or with grant false, ungrants) a member channels (an
+	// office only).
+	Grant(ctx context.Context, member string, channels []string, grant bool) (apijson.GrantResult, error)
+	// Subscribe narrows (or with subscribe true, widens again) the
+	// channels a laptop takes offline; it returns the subscription after.
+	Subscribe(ctx context.Context, channels []string, subscribe bool) ([]string, error)
 	// Metrics serves Prometheus metrics.
 	Metrics() http.Handler
 }
@@ -144,5 +152,10 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/merge/{collection}", s.merge)
 	m.HandleFunc("POST /v1/invites", s.invite)
 	m.HandleFunc("POST /v1/members/{member}/revoke", s.revoke)
+	m.HandleFunc("GET /v1/channels", s.channels)
+	m.HandleFunc("POST /v1/grants", s.grant(true))
+	m.HandleFunc("POST /v1/ungrants", s.grant(false))
+	m.HandleFunc("POST /v1/subscribe", s.subscribe(true))
+	m.HandleFunc("POST /v1/unsubscribe", s.subscribe(false))
 	m.Handle("GET /metrics", s.b.Metrics())
 }

@@ -13,6 +13,9 @@ type Member struct {
 	By        string     `json:"by,omitempty"`
 	Connected bool       `json:"connected"`
 	Self      bool       `json:"self,omitempty"`
+	// Grants are the channels the member is granted (every one for an
+	// office: "*").
+	Grants []string `json:"grants,omitempty"`
 }
 
 // InviteRequest is the body of POST /v1/invites.

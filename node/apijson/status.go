@@ -39,8 +39,16 @@ type Status struct {
 	// DigestPending: the digest is being computed (a first build reads
 	// the whole store); ask again.
 	DigestPending bool `json:"digest_pending,omitempty"`
-	// Unacked: local edits no office node holds yet (absent without network).
-	Unacked *Unacked `json:"unacked,omitempty"`
+	// Unacked: local edits no office node holds yet (absent without
+	// network), in every store; UnackedByChannel splits the channels' out.
+	Unacked          *Unacked           `json:"unacked,omitempty"`
+	UnackedByChannel map[string]Unacked `json:"unacked_by_channel,omitempty"`
+	// Channels are the channels this node holds; ChannelsNotTaken the ones
+	// granted but not taken offline (ferry unsubscribe); ChannelsLeaving
+	// the ones being handed over and purged.
+	Channels         []string `json:"channels,omitempty"`
+	ChannelsNotTaken []string `json:"channels_not_taken,omitempty"`
+	ChannelsLeaving  []string `json:"channels_leaving,omitempty"`
 	// BlocksFetched counts DAG blocks received in bulk catch-ups since start.
 	BlocksFetched int64 `json:"blocks_fetched"`
 	// CatchUp is the bulk catch-up in progress, if any.

@@ -17,7 +17,13 @@ var BlockNamespace = ds.NewKey("/ferry/blocks")
 // NewBlockstore returns the block store kept in the datastore d, under
 // BlockNamespace, each block compressed (see CompressBlock).
 func NewBlockstore(d ds.Batching) blockstore.Blockstore {
-	return blockstore.NewBlockstore(newCompressedStore(namespace.Wrap(d, BlockNamespace)))
+	return NewBlockstoreAt(d, BlockNamespace)
+}
+
+// NewBlockstoreAt is NewBlockstore under another namespace (a channel's
+// blocks: /ferry/ch/<channel>/blocks).
+func NewBlockstoreAt(d ds.Batching, ns ds.Key) blockstore.Blockstore {
+	return blockstore.NewBlockstore(newCompressedStore(namespace.Wrap(d, ns)))
 }
 
 // NewReportingBlockstore returns bs that calls failed with the error of

@@ -49,6 +49,10 @@ type Settings struct {
 	ConflictHook *Hook `yaml:"conflict_hook,omitempty"`
 	// Workflows (office only) act on merged changes (docs/workflows.md).
 	Workflows []Workflow `yaml:"workflows,omitempty"`
+	// Channels (laptop only) narrows the channels taken offline, within
+	// the grants (ferry subscribe, ferry unsubscribe); absent: every
+	// channel granted.
+	Channels []string `yaml:"channels,omitempty"`
 	// AllowDuplicates: puts and imports write likely duplicates instead of
 	// refusing them (docs/duplicates.md).
 	AllowDuplicates bool `yaml:"allow_duplicates,omitempty"`

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	mh "github.com/multiformats/go-multihash"
 
@@ -61,6 +63,12 @@ const (
 type Layout struct {
 	Prefixes []string
 	Blocks   string
+	// Channels, if set, is the root of the channels' keys ("/ferry/ch/"):
+	// a receiver accepts every key under it, the ones under
+	// Channels + "<channel>/" + ChannelBlocks being blocks; a server adds,
+	// per requester, the prefixes its Extra returns.
+	Channels      string
+	ChannelBlocks string
 }
 
 // Check refuses keys outside the layout and blocks whose data do not match
@@ -70,10 +78,18 @@ func (l Layout) Check(key string, val []byte) error {
 	for _, p := range l.Prefixes {
 		ok = ok || strings.HasPrefix(key, p)
 	}
+	blocks := l.Blocks
+	if rest, isChannel := strings.CutPrefix(key, l.Channels); isChannel && l.Channels != "" {
+		name, _, _ := strings.Cut(rest, "/")
+		if name == "" {
+			return fmt.Errorf("%w: key %q: no channel", ErrViolation, key)
+		}
+		ok, blocks = true, l.Channels+name+"/"+l.ChannelBlocks
+	}
 	if !ok {
 		return fmt.Errorf("%w: key %q outside the replicated state", ErrViolation, key)
 	}
-	if rest, isBlock := strings.CutPrefix(key, l.Blocks); isBlock && l.Blocks != "" {
+	if rest, isBlock := strings.CutPrefix(key, blocks); isBlock && blocks != "" {
 		want, err := dshelp.DsKeyToMultihash(ds.NewKey(rest))
 		if err != nil {
 			return fmt.Errorf("%w: block key %q: %v", ErrViolation, key, err)
@@ -101,7 +117,15 @@ type Server struct {
 	layout Layout
 	log    *slog.Logger
 	life   *lifecycle.Group
+	// extra returns the prefixes a requester gets besides the layout's
+	// (the channels it is granted); nil: none.
+	extra func(peer.ID) []string
 }
+
+// SetExtra makes the server send each requester, after the layout's
+// prefixes, the prefixes extra returns for it (its channels). Call it
+// before the server serves.
+func (s *Server) SetExtra(extra func(peer.ID) []string) { s.extra = extra }
 
 // NewServer serves db's replicated state (the keys of layout) on h.
 func NewServer(h host.Host, db *badger.Datastore, layout Layout, log *slog.Logger) *Server {
@@ -147,7 +171,11 @@ func (s *Server) handle(str network.Stream) {
 		return err
 	}
 	count := 0
-	for _, prefix := range s.layout.Prefixes {
+	prefixes := s.layout.Prefixes
+	if s.extra != nil {
+		prefixes = append(slices.Clone(prefixes), s.extra(str.Conn().RemotePeer())...)
+	}
+	for _, prefix := range prefixes {
 		it := txn.NewIterator(badgerdb.DefaultIteratorOptions)
 		for it.Seek([]byte(prefix)); it.ValidForPrefix([]byte(prefix)); it.Next() {
 			if ctx.Err() != nil {

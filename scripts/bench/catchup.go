@@ -208,7 +208,7 @@ func (e *env) startSource(ctx context.Context, label string, base []crdt.ImportR
 		}
 	}()
 	r := &catchupSource{n: a}
-	sa := a.Store()
+	sa := a.Store().Everyone()
 	if err := e.applySchema(ctx, sa); err != nil {
 		return nil, err
 	}
@@ -299,7 +299,7 @@ wait:
 	if !r.converged {
 		return r, nil
 	}
-	return r, checkState(ctx, b.Store(), want)
+	return r, checkState(ctx, b.Store().Everyone(), want)
 }
 
 // converged reports whether b shows a's state: same heads and the same
@@ -307,7 +307,7 @@ wait:
 // (or when detail is asked for, for a progress line), so that polling costs
 // little CPU while the fresh node walks the DAG.
 func converged(ctx context.Context, a, b *node.Node, detail bool) (bool, string, error) {
-	sa, sb := a.Store().Stats(ctx), b.Store().Stats(ctx)
+	sa, sb := a.Store().Everyone().Stats(ctx), b.Store().Everyone().Stats(ctx)
 	ha, hb := sortedHeads(sa.Heads), sortedHeads(sb.Heads)
 	headsEq := slices.Equal(ha, hb)
 	status := fmt.Sprintf("heads source %d fresh %d equal %v; height source %d fresh %d; fresh queued jobs %d",
@@ -315,11 +315,11 @@ func converged(ctx context.Context, a, b *node.Node, detail bool) (bool, string,
 	if !headsEq && !detail {
 		return false, status, nil
 	}
-	da, _, err := digestContacts(ctx, a.Store())
+	da, _, err := digestContacts(ctx, a.Store().Everyone())
 	if err != nil {
 		return false, "", err
 	}
-	db, nb, err := digestContacts(ctx, b.Store())
+	db, nb, err := digestContacts(ctx, b.Store().Everyone())
 	if err != nil {
 		return false, "", err
 	}

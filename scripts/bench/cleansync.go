@@ -66,7 +66,7 @@ func (e *env) benchCleanSync(ctx context.Context) (res result, err error) {
 	if err := waitFor(ctx, 5*time.Minute, func() bool { return office.Status(ctx).Digest != "" }); err != nil {
 		return res, fmt.Errorf("office digest: %w", err)
 	}
-	officeDigest, officeCount, err := digestContacts(ctx, office.Store())
+	officeDigest, officeCount, err := digestContacts(ctx, office.Store().Everyone())
 	if err != nil {
 		return res, err
 	}
@@ -116,18 +116,18 @@ func (e *env) benchCleanSync(ctx context.Context) (res result, err error) {
 		return res, err
 	}
 	defer closeNode(fresh, &err)
-	fh, err := fresh.Store().Heads(ctx)
+	fh, err := fresh.Store().Everyone().Heads(ctx)
 	if err != nil {
 		return res, err
 	}
-	oh, err := office.Store().Heads(ctx)
+	oh, err := office.Store().Everyone().Heads(ctx)
 	if err != nil {
 		return res, err
 	}
 	if !slices.Equal(sortedHeads(fh), sortedHeads(oh)) {
 		return res, fmt.Errorf("after clean sync the fresh node's heads %v differ from the office's %v", sortedHeads(fh), sortedHeads(oh))
 	}
-	freshDigest, freshCount, err := digestContacts(ctx, fresh.Store())
+	freshDigest, freshCount, err := digestContacts(ctx, fresh.Store().Everyone())
 	if err != nil {
 		return res, err
 	}
@@ -189,7 +189,7 @@ func (e *env) fillStore(ctx context.Context, spec nodeSpec, recs []crdt.ImportRe
 		return err
 	}
 	defer closeNode(n, &err)
-	st := n.Store()
+	st := n.Store().Everyone()
 	if err := e.applySchema(ctx, st); err != nil {
 		return err
 	}

@@ -113,7 +113,7 @@ func (e *env) benchCompaction(ctx context.Context) (res result, err error) {
 	// not flattened): right after the import and right after the edits.
 	var getImportLive, getEditedLive timings
 	err = e.withNode(ctx, nodeSpec{name: compOffice, role: node.RoleOffice}, func(nd *node.Node) error {
-		st := nd.Store()
+		st := nd.Store().Everyone()
 		if err := e.applySchema(ctx, st); err != nil {
 			return err
 		}
@@ -158,7 +158,7 @@ func (e *env) benchCompaction(ctx context.Context) (res result, err error) {
 	var editDeltas int
 	var history crdt.HistorySize
 	err = e.withNode(ctx, nodeSpec{name: compOffice, role: node.RoleOffice}, func(nd *node.Node) error {
-		st := nd.Store()
+		st := nd.Store().Everyone()
 		stop := e.profile("compaction-edits")
 		var err error
 		editsTook, editDeltas, err = e.compactionEditRounds(ctx, st, recs, k, mode, want)
@@ -393,7 +393,7 @@ func (e *env) measurePoint(ctx context.Context, what, name string, tweak func(*n
 	}
 	err = e.withNode(ctx, spec, func(nd *node.Node) error {
 		var err error
-		if p.get, err = getTimings(ctx, nd.Store(), sample, compGetPasses); err != nil {
+		if p.get, err = getTimings(ctx, nd.Store().Everyone(), sample, compGetPasses); err != nil {
 			return err
 		}
 		if check != nil {
@@ -449,7 +449,7 @@ func (e *env) interleavedGets(ctx context.Context, sample []string, names []stri
 				spec.historyKeep = &keeps[i]
 			}
 			err := e.withNode(ctx, spec, func(nd *node.Node) error {
-				t, err := getTimings(ctx, nd.Store(), sample, 1)
+				t, err := getTimings(ctx, nd.Store().Everyone(), sample, 1)
 				out[i].lat = append(out[i].lat, t.lat...)
 				out[i].total += t.total
 				return err
@@ -518,7 +518,7 @@ func (e *env) compactOffice(ctx context.Context, name string, keep int, want map
 	if err != nil {
 		return cr, err
 	}
-	st := nd.Store()
+	st := nd.Store().Everyone()
 	if cr.before, err = st.HistorySize(ctx); err != nil {
 		_ = nd.Close()
 		return cr, err
@@ -562,7 +562,7 @@ func (e *env) compactOffice(ctx context.Context, name string, keep int, want map
 		name, how, fmtDur(cr.compact), fmtDur(cr.rep.Took), fmtDur(cr.close), cr.rep.Epoch, cr.rep.Seeded, cr.rep.Records, cr.rep.Carried, cr.rep.Archived, cr.rep.DroppedKeys, cr.rep.DroppedBlocks)
 	cr.point, err = e.measurePoint(ctx, fmt.Sprintf("after compaction (history_keep %d)", keep), name, func(s *nodeSpec) { s.historyKeep = &keep }, sample,
 		func(nd *node.Node) error {
-			st := nd.Store()
+			st := nd.Store().Everyone()
 			if got := st.Epoch(); got != cr.rep.Epoch {
 				return fmt.Errorf("compact %s: the store is in epoch %s after a restart, want %s", name, got, cr.rep.Epoch)
 			}
@@ -694,8 +694,8 @@ func (e *env) compactionCatchUp(ctx context.Context, name, freshName string, wan
 			return r, err
 		}
 		status = st
-		inEpoch := b.Store().Epoch() == ep
-		headsEq := inEpoch && slices.Equal(sortedHeads(office.Store().Stats(ctx).Heads), sortedHeads(b.Store().Stats(ctx).Heads))
+		inEpoch := b.Store().Everyone().Epoch() == ep
+		headsEq := inEpoch && slices.Equal(sortedHeads(office.Store().Everyone().Stats(ctx).Heads), sortedHeads(b.Store().Everyone().Stats(ctx).Heads))
 		switch {
 		case ok && inEpoch:
 			r.sync, r.converged = time.Since(t0), true
@@ -720,7 +720,7 @@ func (e *env) compactionCatchUp(ctx context.Context, name, freshName string, wan
 		}
 		if report {
 			lastReport = time.Now()
-			e.progress("%s: %s, not converged: %s; fresh node in epoch %s", freshName, fmtDur(time.Since(t0)), status, b.Store().Epoch())
+			e.progress("%s: %s, not converged: %s; fresh node in epoch %s", freshName, fmtDur(time.Since(t0)), status, b.Store().Everyone().Epoch())
 		}
 		select {
 		case <-wctx.Done():
@@ -740,22 +740,22 @@ func (e *env) compactionCatchUp(ctx context.Context, name, freshName string, wan
 	if !r.converged {
 		return r, nil
 	}
-	if got := b.Store().Epoch(); got != ep {
+	if got := b.Store().Everyone().Epoch(); got != ep {
 		return r, fmt.Errorf("%s: fresh node in epoch %s, want %s", freshName, got, ep)
 	}
-	return r, checkState(ctx, b.Store(), want)
+	return r, checkState(ctx, b.Store().Everyone(), want)
 }
 
 // describeFresh records what a fresh node shows: blocks fetched in bulk,
 // contacts listed, operations ignored by reason.
 func (e *env) describeFresh(ctx context.Context, b *node.Node, r *catchUpRun) error {
 	r.bulk = b.Status(ctx).BlocksFetched
-	if _, n, err := digestContacts(ctx, b.Store()); err != nil {
+	if _, n, err := digestContacts(ctx, b.Store().Everyone()); err != nil {
 		return err
 	} else {
 		r.listed = n
 	}
-	ig, err := b.Store().Ignored(ctx)
+	ig, err := b.Store().Everyone().Ignored(ctx)
 	if err != nil {
 		return err
 	}
@@ -816,22 +816,22 @@ func (e *env) compactionCleanSync(ctx context.Context, name, freshName string, w
 	if r.sent, _, err = peerBytes(ctx, office, freshID); err != nil {
 		return r, err
 	}
-	oh, err := office.Store().Heads(ctx)
+	oh, err := office.Store().Everyone().Heads(ctx)
 	if err != nil {
 		return r, err
 	}
 	err = e.withNode(ctx, nodeSpec{name: freshName, founder: compOffice}, func(fresh *node.Node) error {
-		if got := fresh.Store().Epoch(); got != ep {
+		if got := fresh.Store().Everyone().Epoch(); got != ep {
 			return fmt.Errorf("%s: clean-synced node in epoch %s, want %s", freshName, got, ep)
 		}
-		fh, err := fresh.Store().Heads(ctx)
+		fh, err := fresh.Store().Everyone().Heads(ctx)
 		if err != nil {
 			return err
 		}
 		if !slices.Equal(sortedHeads(fh), sortedHeads(oh)) {
 			return fmt.Errorf("%s: after clean sync the heads %v differ from the office's %v", freshName, sortedHeads(fh), sortedHeads(oh))
 		}
-		return checkState(ctx, fresh.Store(), want)
+		return checkState(ctx, fresh.Store().Everyone(), want)
 	})
 	if err != nil {
 		return r, err

@@ -79,7 +79,7 @@ func (e *env) ferryEdits(ctx context.Context, base []crdt.ImportRecord, eds []ed
 		return t, err
 	}
 	defer closeNode(n, &err)
-	st := n.Store()
+	st := n.Store().Everyone()
 	if err := e.applySchema(ctx, st); err != nil {
 		return t, err
 	}

@@ -53,7 +53,7 @@ func (e *env) ferryImport(ctx context.Context, n int) (d time.Duration, deltas i
 		return 0, 0, err
 	}
 	defer closeNode(nd, &err)
-	st := nd.Store()
+	st := nd.Store().Everyone()
 	if err := e.applySchema(ctx, st); err != nil {
 		return 0, 0, err
 	}

@@ -141,10 +141,10 @@ func (e *env) benchPropagation(ctx context.Context) (res result, err error) {
 		return nil
 	}
 
-	if err := e.applySchema(ctx, office.Store()); err != nil {
+	if err := e.applySchema(ctx, office.Store().Everyone()); err != nil {
 		return res, err
 	}
-	if _, err := importAll(ctx, office.Store(), base); err != nil {
+	if _, err := importAll(ctx, office.Store().Everyone(), base); err != nil {
 		return res, err
 	}
 	t0 := time.Now()
@@ -178,7 +178,7 @@ func (e *env) benchPropagation(ctx context.Context) (res result, err error) {
 		}
 		var s propSample
 		start := time.Now()
-		if _, err := l1.Store().Put(ctx, contactsCollection, ed.ID, map[string]any{ed.Field: ed.Value}); err != nil {
+		if _, err := l1.Store().Everyone().Put(ctx, contactsCollection, ed.ID, map[string]any{ed.Field: ed.Value}); err != nil {
 			return res, fmt.Errorf("edit %d on laptop1: %w", i, err)
 		}
 		s.put = time.Since(start)
@@ -186,7 +186,7 @@ func (e *env) benchPropagation(ctx context.Context) (res result, err error) {
 		late := false
 		for {
 			if !seenO {
-				if seenO, err = shows(office.Store(), ed); err != nil {
+				if seenO, err = shows(office.Store().Everyone(), ed); err != nil {
 					return res, fmt.Errorf("office: %w", err)
 				}
 				if seenO {
@@ -194,7 +194,7 @@ func (e *env) benchPropagation(ctx context.Context) (res result, err error) {
 				}
 			}
 			if !seenL {
-				if seenL, err = shows(l2.Store(), ed); err != nil {
+				if seenL, err = shows(l2.Store().Everyone(), ed); err != nil {
 					return res, fmt.Errorf("laptop2: %w", err)
 				}
 				if seenL {
@@ -260,7 +260,7 @@ func (e *env) benchPropagation(ctx context.Context) (res result, err error) {
 		return res, err
 	}
 	for _, n := range []*node.Node{office, l1, l2} {
-		if err := checkState(ctx, n.Store(), want); err != nil {
+		if err := checkState(ctx, n.Store().Everyone(), want); err != nil {
 			return res, fmt.Errorf("%s: %w", n.Config().Name, err)
 		}
 	}
@@ -373,7 +373,7 @@ func waitAllConverged(ctx context.Context, office *node.Node, others []*node.Nod
 			if err != nil {
 				return err
 			}
-			if !ok || n.Store().Stats(ctx).QueuedJobs > 0 {
+			if !ok || n.Store().Everyone().Stats(ctx).QueuedJobs > 0 {
 				all, status = false, n.Config().Name+": "+st
 				break
 			}
