@@ -409,3 +409,72 @@ func (s *Store) HasProcessed(ctx context.Context, heads []cid.Cid) bool {
 	}
 	return true
 }
+
+// MisplacedRecord says whether one record of this channel store should be
+// moved, and where (see Misplaced).
+func (s *Store) MisplacedRecord(ctx context.Context, collection, id string) (to string, ok bool, err error) {
+	if s.opts.Channel == "" {
+		return "", false, nil
+	}
+	c, err := s.Collection(ctx, collection)
+	if err != nil || c.Channel == nil {
+		return "", false, err
+	}
+	eid, err := EscapeID(id)
+	if err != nil {
+		return "", false, err
+	}
+	ru, err := s.rulesFor(ctx, collection)
+	if err != nil {
+		return "", false, err
+	}
+	ops, err := s.readRecord(ctx, collection, eid)
+	if err != nil {
+		return "", false, err
+	}
+	if mv, moved := ops.movedTo(); moved {
+		to, _ := parseMoved(mv.Value)
+		return to, len(ops.unseen(mv)) > 0, nil
+	}
+	rec, exists := ops.fold(collection, id, ru)
+	if !exists {
+		return "", false, nil
+	}
+	to, err = c.ChannelOf(rec.Values())
+	if err != nil || to == s.opts.Channel {
+		return "", false, nil
+	}
+	return to, true, nil
+}
+
+// listWithMoved calls fn for every record of a collection that exists, in
+// key order, and for every record an office moved away, as it was shown
+// before, with its move.
+func (s *Store) listWithMoved(ctx context.Context, collection string, fn func(rec *Record, moved *MovedError) error) error {
+	ru, err := s.rulesFor(ctx, collection)
+	if err != nil {
+		return err
+	}
+	return s.scanRecords(ctx, collection, func(ops *recordOps) error {
+		id, err := UnescapeID(ops.escapedID)
+		if err != nil {
+			s.malformed.Add(1)
+			return nil
+		}
+		mv, moved := ops.movedTo()
+		if !moved {
+			rec, ok := ops.fold(collection, id, ru)
+			if !ok {
+				return nil
+			}
+			return fn(rec, nil)
+		}
+		to, heads := parseMoved(mv.Value)
+		ops.moved = nil
+		rec, ok := ops.fold(collection, id, ru)
+		if !ok {
+			return nil
+		}
+		return fn(rec, &MovedError{Collection: collection, ID: id, To: to, Heads: heads})
+	})
+}

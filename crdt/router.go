@@ -192,11 +192,12 @@ func (r *Router) locateMoved(ctx context.Context, c *schema.Collection, id strin
 		copies = append(copies, copyOf{s, rec})
 	}
 	if len(copies) == 0 && moved != nil {
-		// Moved to a channel held here whose store has not merged it yet:
-		// still shown where it was.
-		if to := r.Channel(moved.To); to != nil && !to.HasProcessed(ctx, moved.Heads) {
-			if rec, _, err := movedFrom.MovedRecord(ctx, c.Name, id); err == nil && rec != nil {
-				copies = append(copies, copyOf{movedFrom, rec})
+		// Moved to a channel held here: shown as that channel shows it now
+		// (its Get above may have come before it merged the move), or as
+		// it was until that channel merged it.
+		if rec, _, err := movedFrom.MovedRecord(ctx, c.Name, id); err == nil && rec != nil {
+			if cp, ok := r.movedCopy(ctx, listed{cp: copyOf{movedFrom, rec}, moved: moved}); ok {
+				copies = append(copies, cp)
 			}
 		}
 	}

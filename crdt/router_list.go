@@ -10,8 +10,9 @@ import (
 // their keys ("<escaped id>/<field>/..."), which is not always the order of
 // the ids alone ("a-b/" sorts before "a/").
 type listed struct {
-	key string
-	cp  copyOf
+	key   string
+	cp    copyOf
+	moved *MovedError // the record was moved away from cp's store
 }
 
 // errListStopped ends a channel's scan when the merge no longer reads it.
@@ -31,8 +32,6 @@ func (r *Router) List(ctx context.Context, collection string, fn func(*Record) e
 		// Nothing held: the everyone store answers (an unknown collection's
 		// error, or nothing).
 		return r.all.List(ctx, collection, fn)
-	case 1:
-		return stores[0].List(ctx, collection, fn)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -47,13 +46,16 @@ func (r *Router) List(ctx context.Context, collection string, fn func(*Record) e
 		streams[i] = st
 		go func() {
 			defer close(st.ch)
-			st.err <- s.List(ctx, collection, func(rec *Record) error {
+			st.err <- s.listWithMoved(ctx, collection, func(rec *Record, moved *MovedError) error {
+				if moved != nil && r.Channel(moved.To) == nil {
+					return nil // moved to a channel not held here
+				}
 				eid, err := EscapeID(rec.ID)
 				if err != nil {
 					return nil
 				}
 				select {
-				case st.ch <- listed{eid + "/", copyOf{s, rec}}:
+				case st.ch <- listed{eid + "/", copyOf{s, rec}, moved}:
 					return nil
 				case <-ctx.Done():
 					return errListStopped
@@ -92,13 +94,18 @@ func (r *Router) List(ctx context.Context, collection string, fn func(*Record) e
 			}
 		}
 		var copies []copyOf
+		var moved []listed
 		kept := live[:0]
 		for _, st := range live {
 			if st.head.key != low {
 				kept = append(kept, st)
 				continue
 			}
-			copies = append(copies, st.head.cp)
+			if st.head.moved != nil {
+				moved = append(moved, *st.head)
+			} else {
+				copies = append(copies, st.head.cp)
+			}
 			ok, err := next(st)
 			if err != nil {
 				return err
@@ -108,9 +115,39 @@ func (r *Router) List(ctx context.Context, collection string, fn func(*Record) e
 			}
 		}
 		live = kept
+		if len(copies) == 0 {
+			// Only copies moved away: shown as the channel it went to
+			// shows it now, or as it was until that channel merged it.
+			for _, m := range moved {
+				if cp, ok := r.movedCopy(ctx, m); ok {
+					copies = append(copies, cp)
+				}
+			}
+			if len(copies) == 0 {
+				continue
+			}
+		}
 		if err := fn(pick(c, copies).rec); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// movedCopy returns what to show of a record moved away from a channel
+// store to another channel held here whose scan did not show it: the
+// record as that channel shows it now, or, until it merged the move's
+// copies, the record as it was.
+func (r *Router) movedCopy(ctx context.Context, m listed) (copyOf, bool) {
+	to := r.Channel(m.moved.To)
+	if to == nil {
+		return copyOf{}, false
+	}
+	if rec, err := to.Get(ctx, m.cp.rec.Collection, m.cp.rec.ID); err == nil {
+		return copyOf{to, rec}, true
+	}
+	if !to.HasProcessed(ctx, m.moved.Heads) {
+		return m.cp, true
+	}
+	return copyOf{}, false
 }

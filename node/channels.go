@@ -419,6 +419,7 @@ func (n *Node) peerHolds(p peer.ID, c string) bool {
 // changedIn is a channel store's OnChange.
 func (n *Node) changedIn(ch *channel, collection, escapedID string) {
 	n.watch.changed(collection, escapedID)
+	n.movesChanged(ch.name, collection, escapedID)
 	if n.wf != nil {
 		n.wf.Changed()
 	}

@@ -309,3 +309,82 @@ func TestUngrantHandsOverOfflineEditsThenPurges(t *testing.T) {
 	grant(t, c, 1, "east")
 	testnet.WaitFor(t, 60*time.Second, func() bool { return holds(lap, "e49") && holds(lap, "e99") })
 }
+
+// countListed counts how many times n lists contacts/id.
+func countListed(t *testing.T, n *clusterNode, id string) int {
+	t.Helper()
+	c := 0
+	if err := n.Store().List(context.Background(), "contacts", func(r *crdt.Record) error {
+		if r.ID == id {
+			c++
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	return c
+}
+
+func TestRecordMovesEastToWest(t *testing.T) {
+	ctx := context.Background()
+	c := newClusterWith(t, 3, channelSchema, nil)
+	office, east, west, both := c.nodes[0], c.nodes[1], c.nodes[2], c.nodes[3]
+	grant(t, c, 1, "east")
+	grant(t, c, 2, "west")
+	grant(t, c, 3, "east", "west")
+	put(t, office, "c1", map[string]any{"last_name": "Ann", "territory": "east", "phone": "1"})
+	put(t, office, "c1", map[string]any{"phone": "2"})
+	testnet.WaitFor(t, 60*time.Second, func() bool { return holds(east, "c1") && holds(both, "c1") })
+
+	// The laptop granted both shows c1 exactly once at every look, while
+	// it moves.
+	stop := make(chan struct{})
+	done := make(chan string)
+	go func() {
+		bad := ""
+		for {
+			select {
+			case <-stop:
+				done <- bad
+				return
+			default:
+			}
+			if n := countListed(t, both, "c1"); n != 1 && bad == "" {
+				bad = fmt.Sprintf("listed %d times", n)
+			}
+			if _, err := both.Store().Get(ctx, "contacts", "c1"); err != nil && bad == "" {
+				bad = fmt.Sprintf("get: %v", err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	// The east laptop hands it to west; an office moves it.
+	put(t, east, "c1", map[string]any{"territory": "west", "phone": "3"})
+	testnet.WaitFor(t, 60*time.Second, func() bool {
+		return holds(west, "c1") && !holds(east, "c1") && fieldOn(t, both, "contacts", "c1", "territory") == "west" &&
+			both.Store().Channel("east") != nil && func() bool { _, err := both.Store().Channel("east").Get(ctx, "contacts", "c1"); return err != nil }()
+	})
+	close(stop)
+	if bad := <-done; bad != "" {
+		t.Errorf("the laptop granted both, during the move: %s", bad)
+	}
+	for _, n := range []*clusterNode{office, west, both} {
+		if v := fieldOn(t, n, "contacts", "c1", "phone"); v != "3" {
+			t.Errorf("%s: c1.phone = %v after the move", n.cfg.Name, v)
+		}
+		if got := countListed(t, n, "c1"); got != 1 {
+			t.Errorf("%s lists c1 %d times", n.cfg.Name, got)
+		}
+	}
+	h, err := west.Store().History(ctx, "contacts", "c1", "phone")
+	if err != nil || len(h) != 3 {
+		t.Errorf("history of c1.phone on the west laptop: %d entries, %v", len(h), err)
+	}
+	var mv *crdt.MovedError
+	if _, err := east.Store().Get(ctx, "contacts", "c1"); !errors.As(err, &mv) || mv.To != "west" {
+		t.Errorf("c1 on the east laptop: %v, want moved to west", err)
+	}
+	if keys, _ := channelKeys(t, west, "east"); keys != 0 {
+		t.Errorf("the west laptop holds %d keys of east", keys)
+	}
+}

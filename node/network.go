@@ -195,6 +195,7 @@ func (n *Node) startProtocols(ctx context.Context) error {
 	}
 	if cfg.Role == RoleOffice {
 		net.handover = handover.NewServer(net.host, handOverReceiver{n}, n.log)
+		n.life.Go(n.moveLoop)
 	}
 	n.life.Go(n.channelLoop)
 	if cfg.Role == RoleOffice && (cfg.CompactEvery > 0 || cfg.CompactRatio > 0) {

@@ -223,6 +223,7 @@ type Node struct {
 	// channels held (chans).
 	router *crdt.Router
 	chans  channelSet
+	moves  moveQueue // records an office moves to their channel
 	// subMu guards cfg.Channels (ferry subscribe changes it).
 	subMu sync.Mutex
 	// unclean: the last run did not close cleanly (every store recovers).
@@ -261,6 +262,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), key: key, self: self, life: lifecycle.New()}
 	n.chans.wake = make(chan struct{}, 1)
+	n.moves.wake = make(chan struct{}, 1)
 	applyMemoryLimit(cfg.MemoryLimit, n.log)
 	defer func() {
 		if err != nil {

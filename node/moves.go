@@ -1,0 +1,147 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ferry-crm/ferry/crdt"
+)
+
+// Moves (docs/channels.md, "A record changing channel"): when a record's
+// routing field names another channel than the one holding it, an office
+// moves it (crdt.Store.Move): it copies the record into the new channel,
+// then hides it in the old one. The office's move loop is told of every
+// change in a channel store, and scans every channel at start and every
+// moveScan, so that a move an office missed (down, or killed mid-move) is
+// made later: a move is idempotent.
+
+// moveScan is how often an office looks for misplaced records in every
+// channel, besides the changes it is told of.
+const moveScan = 5 * time.Minute
+
+// moveRetry is how long a move that failed waits before it is tried again.
+const moveRetry = 5 * time.Second
+
+// moveKey names a record of a channel store.
+type moveKey struct{ channel, collection, eid string }
+
+// moveQueue holds the records to look at.
+type moveQueue struct {
+	mu      sync.Mutex
+	pending map[moveKey]bool
+	wake    chan struct{}
+}
+
+func (q *moveQueue) add(k moveKey) {
+	q.mu.Lock()
+	if q.pending == nil {
+		q.pending = map[moveKey]bool{}
+	}
+	q.pending[k] = true
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (q *moveQueue) take() []moveKey {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := make([]moveKey, 0, len(q.pending))
+	for k := range q.pending {
+		out = append(out, k)
+	}
+	clear(q.pending)
+	return out
+}
+
+// movesChanged is told of a change of a routed record in a channel store
+// (from merge hooks: it does not block).
+func (n *Node) movesChanged(channel, collection, escapedID string) {
+	if n.cfg.Role != RoleOffice || len(collection) == 0 || collection[0] == '_' {
+		return
+	}
+	n.moves.add(moveKey{channel, collection, escapedID})
+}
+
+// moveLoop moves the misplaced records an office hears of.
+func (n *Node) moveLoop(ctx context.Context) {
+	scan := time.NewTicker(moveScan)
+	defer scan.Stop()
+	n.scanMisplaced(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-scan.C:
+			n.scanMisplaced(ctx)
+		case <-n.moves.wake:
+		}
+		failed := false
+		for _, k := range n.moves.take() {
+			if err := n.moveIfMisplaced(ctx, k); err != nil && ctx.Err() == nil {
+				n.log.Warn("moving a record to its channel", "channel", k.channel, "collection", k.collection, "id", k.eid, "err", err)
+				n.moves.mu.Lock()
+				n.moves.pending[k] = true
+				n.moves.mu.Unlock()
+				failed = true
+			}
+		}
+		if failed {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(moveRetry):
+			}
+			select {
+			case n.moves.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// scanMisplaced queues every misplaced record of every channel held.
+func (n *Node) scanMisplaced(ctx context.Context) {
+	for _, ch := range n.chans.all() {
+		err := ch.store.Misplaced(ctx, func(collection, id, _ string) error {
+			eid, err := crdt.EscapeID(id)
+			if err == nil {
+				n.moves.add(moveKey{ch.name, collection, eid})
+			}
+			return nil
+		})
+		if err != nil && ctx.Err() == nil {
+			n.log.Warn("looking for misplaced records", "channel", ch.name, "err", err)
+		}
+	}
+}
+
+// moveIfMisplaced moves one record when its channel store says it should.
+func (n *Node) moveIfMisplaced(ctx context.Context, k moveKey) error {
+	ch := n.chans.get(k.channel)
+	if ch == nil {
+		return nil // left meanwhile
+	}
+	id, err := crdt.UnescapeID(k.eid)
+	if err != nil {
+		return nil
+	}
+	to, ok, err := ch.store.MisplacedRecord(ctx, k.collection, id)
+	if err != nil || !ok {
+		return err
+	}
+	dst, err := n.ensureChannel(ctx, to)
+	if err != nil {
+		return fmt.Errorf("channel %s: %w", to, err)
+	}
+	res, err := ch.store.Move(ctx, dst, k.collection, id)
+	if err != nil {
+		return err
+	}
+	n.log.Info("moved a record to its channel", "collection", k.collection, "id", id, "from", k.channel, "to", to, "writes", res.Copied)
+	return nil
+}
