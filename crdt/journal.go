@@ -52,9 +52,10 @@ func (o *observedStore) journalOps(ops []dsbatch.Op) []dsbatch.Op {
 		}
 		if e, ok := o.elementOf(op.Key); ok {
 			// Facts of dead ops a node writes when it moves to a new
-			// epoch (KeepField) change no value: nothing to act on.
+			// epoch (KeepField) change no value, nor does an office's
+			// move of a record between channels: nothing to act on.
 			if kp, err := parseOpKey(e.key); err == nil {
-				if w, err := decodeWrite(kp, op.Value); err == nil && onlyKeeps(w) {
+				if w, err := decodeWrite(kp, op.Value); err == nil && (onlyKeeps(w) || onlyMoves(w)) {
 					continue
 				}
 			}

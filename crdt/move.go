@@ -478,3 +478,13 @@ func (s *Store) listWithMoved(ctx context.Context, collection string, fn func(re
 		return fn(rec, &MovedError{Collection: collection, ID: id, To: to, Heads: heads})
 	})
 }
+
+// onlyMoves reports whether a write is a move op (MovedField).
+func onlyMoves(w *write) bool {
+	for _, op := range w.Ops {
+		if op.Field != MovedField {
+			return false
+		}
+	}
+	return len(w.Ops) > 0
+}

@@ -573,3 +573,24 @@ func (r *Router) Nodes(ctx context.Context) (map[string]NodeInfo, error) { retur
 func (r *Router) SetNodeInfo(ctx context.Context, name, role string) error {
 	return r.all.SetNodeInfo(ctx, name, role)
 }
+
+// Journal returns up to limit entries of the node's journal of merged
+// writes (one journal for every store: see Store.Journal).
+func (r *Router) Journal(ctx context.Context, limit int) ([]JournalEntry, error) {
+	return r.all.Journal(ctx, limit)
+}
+
+// ChangeOf reconstructs the change a journal entry stands for, from the
+// store that holds the record (see Store.ChangeOf).
+func (r *Router) ChangeOf(ctx context.Context, collection, id string, op OpID, complete bool) (*Change, bool, error) {
+	if r.routing(ctx, collection) == nil {
+		return r.all.ChangeOf(ctx, collection, id, op, complete)
+	}
+	for _, s := range r.channelStores() {
+		ch, found, err := s.ChangeOf(ctx, collection, id, op, complete)
+		if err != nil || found {
+			return ch, found, err
+		}
+	}
+	return nil, false, nil
+}

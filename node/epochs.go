@@ -43,6 +43,23 @@ func (n *Node) Compact(ctx context.Context) (apijson.CompactResult, error) {
 	if err != nil {
 		return res, err
 	}
+	// Each channel's store has its own epochs: compacted one after the
+	// other (one that is busy syncing is left for the next time).
+	for _, ch := range n.chans.all() {
+		if res.Channels == nil {
+			res.Channels = map[string]apijson.ChannelCompact{}
+		}
+		crep, err := ch.store.Compact(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return res, err
+			}
+			res.Channels[ch.name] = apijson.ChannelCompact{Error: err.Error()}
+			n.log.Warn("compact: a channel was not compacted", "channel", ch.name, "err", err)
+			continue
+		}
+		res.Channels[ch.name] = apijson.ChannelCompact{Epoch: crep.Epoch.String(), Seeded: crep.Seeded, Records: crep.Records}
+	}
 	if n.gc != nil {
 		if _, err := n.gc.Reclaim(ctx); err != nil {
 			n.log.Warn("compact: freeing the disk", "err", err)

@@ -81,7 +81,7 @@ func (h *hookRunner) changed(collection, escapedID string) {
 // run offers conflicts until ctx is done.
 func (h *hookRunner) run(ctx context.Context) {
 	// Conflicts that arrived while no hook ran.
-	err := h.n.store.Conflicts(ctx, nil, func(c crdt.Conflict) error {
+	err := h.n.router.Conflicts(ctx, nil, func(c crdt.Conflict) error {
 		if c.Open {
 			eid, err := crdt.EscapeID(c.ID)
 			if err == nil {
@@ -118,7 +118,7 @@ func (h *hookRunner) offer(ctx context.Context, collection, escapedID string) {
 	if err != nil {
 		return
 	}
-	conflicts, err := h.n.store.RecordConflicts(ctx, collection, id)
+	conflicts, err := h.n.router.RecordConflicts(ctx, collection, id)
 	if err != nil {
 		h.n.log.Warn("conflict hook: read conflicts", "collection", collection, "id", id, "err", err)
 		return
@@ -145,7 +145,7 @@ func (h *hookRunner) offer(ctx context.Context, collection, escapedID string) {
 			nodes = h.n.Names(ctx)
 		}
 		req := HookRequest{Conflict: apijson.FromConflict(c, nodes)}
-		if rec, err := h.n.store.Get(ctx, collection, id); err == nil {
+		if rec, err := h.n.router.Get(ctx, collection, id); err == nil {
 			req.Record = rec.Values()
 		}
 		log := h.n.log.With("collection", collection, "id", id, "field", c.Field)
@@ -155,7 +155,7 @@ func (h *hookRunner) offer(ctx context.Context, collection, escapedID string) {
 			continue
 		}
 		res := crdt.Resolution{Pick: ans.Pick, Value: ans.Value, Expect: expect}
-		if _, err := h.n.store.Resolve(ctx, collection, id, c.Field, res); err != nil {
+		if _, err := h.n.router.Resolve(ctx, collection, id, c.Field, res); err != nil {
 			log.Warn("conflict hook answer refused: the conflict stays open", "answer", ans, "err", err)
 			continue
 		}

@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	cid "github.com/ipfs/go-cid"
@@ -40,9 +42,10 @@ func (n *Node) repairLoop(ctx context.Context, now bool) {
 	wait := fullCheckFirst
 	failing := false // a repair failed since the last success: log quietly
 	for {
-		if now || n.store.Stats(ctx).Dirty {
+		if now || n.anyDirty(ctx) {
+			all := now
 			now = false
-			err := n.store.Repair(ctx)
+			err := n.repairStores(ctx, all)
 			if err == nil {
 				n.log.Info("store repaired")
 				wait, failing = fullCheckFirst, false
@@ -75,6 +78,40 @@ func (n *Node) repairLoop(ctx context.Context, now bool) {
 		case <-t.C:
 		}
 	}
+}
+
+// anyDirty reports whether a store of the node (the everyone store, or a
+// channel's) needs repair.
+func (n *Node) anyDirty(ctx context.Context) bool {
+	if n.store.Stats(ctx).Dirty {
+		return true
+	}
+	for _, ch := range n.chans.all() {
+		if ch.store.Stats(ctx).Dirty {
+			return true
+		}
+	}
+	return false
+}
+
+// repairStores repairs the everyone store, then every channel's: those
+// that need it, or all of them (all: after an unclean start).
+func (n *Node) repairStores(ctx context.Context, all bool) error {
+	var errs []error
+	if all || n.store.Stats(ctx).Dirty {
+		if err := n.store.Repair(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, ch := range n.chans.all() {
+		if !all && !ch.store.Stats(ctx).Dirty {
+			continue
+		}
+		if err := ch.store.Repair(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("channel %s: %w", ch.name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Check verifies the store (and repairs it: see repairLoop and

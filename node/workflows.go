@@ -41,7 +41,7 @@ func (n *Node) openWorkflows() error {
 	if len(n.cfg.Workflows) == 0 {
 		return nil
 	}
-	wf, err := workflow.New(n.cfg.Workflows, workflow.Deps{Store: n.store, DS: n.datastore(), Names: n.Names,
+	wf, err := workflow.New(n.cfg.Workflows, workflow.Deps{Store: n.router, DS: n.datastore(), Names: n.Names,
 		Here: n.runsWorkflow, Log: n.log.With("component", "workflows")})
 	if err != nil {
 		return fmt.Errorf("workflows: %w", err)
@@ -108,7 +108,7 @@ func (n *Node) workflowStatus(ctx context.Context, s *apijson.Status) {
 		}
 	}
 	dups := 0
-	if err := n.store.Duplicates(ctx, nil, func(crdt.DuplicateGroup) error { dups++; return nil }); err != nil {
+	if err := n.router.Duplicates(ctx, nil, func(crdt.DuplicateGroup) error { dups++; return nil }); err != nil {
 		n.log.Warn("status: duplicates", "err", err)
 		return
 	}

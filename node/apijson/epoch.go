@@ -38,4 +38,15 @@ type CompactResult struct {
 	StoreBefore int64 `json:"store_bytes_before"`
 	StoreAfter  int64 `json:"store_bytes_after"`
 	TookMS      int64 `json:"took_ms"`
+	// Channels: each channel's own compaction (every channel store has its
+	// epochs), by channel.
+	Channels map[string]ChannelCompact `json:"channels,omitempty"`
+}
+
+// ChannelCompact is one channel's part of a compaction.
+type ChannelCompact struct {
+	Epoch   string `json:"epoch"`
+	Seeded  int    `json:"seeded_writes"`
+	Records int    `json:"records"`
+	Error   string `json:"error,omitempty"`
 }

@@ -67,9 +67,18 @@ func runKey(root ds.Key, rule string, je crdt.JournalEntry) ds.Key {
 	return ds.RawKey(root.String() + "/" + rule + rel)
 }
 
+// Store is what the engine reads of the node's records.
+type Store interface {
+	Stats(ctx context.Context) crdt.Stats
+	Journal(ctx context.Context, limit int) ([]crdt.JournalEntry, error)
+	ChangeOf(ctx context.Context, collection, id string, op crdt.OpID, complete bool) (*crdt.Change, bool, error)
+}
+
 // Deps are what the engine needs from its node.
 type Deps struct {
-	Store *crdt.Store
+	// Store is the node's records: the journal of merged writes, and the
+	// change each entry stands for (a *crdt.Router, across channels).
+	Store Store
 	// DS is the node's datastore (the store's): runs live next to the
 	// journal.
 	DS ds.Batching
