@@ -274,8 +274,8 @@ func (n *Node) openChannelLocked(ctx context.Context, name string, serve bool) (
 		}
 	}()
 	var dag ipld.DAGService = p2p.NewOfflineDAGService(ch.bstore)
-	serve = serve && n.net != nil
-	if serve {
+	network := serve && n.net != nil
+	if network {
 		if dag, err = n.startChannelTransport(ctx, ch); err != nil {
 			return nil, err
 		}
@@ -306,7 +306,9 @@ func (n *Node) openChannelLocked(ctx context.Context, name string, serve bool) (
 	if err := n.setChannelState(ctx, name, stateHeld); err != nil {
 		return nil, err
 	}
-	n.startChannelProtocols(ch)
+	if network {
+		n.startChannelProtocols(ch)
+	}
 	if err := n.router.Add(ch.store); err != nil {
 		return nil, err
 	}

@@ -388,3 +388,50 @@ func TestRecordMovesEastToWest(t *testing.T) {
 		t.Errorf("the west laptop holds %d keys of east", keys)
 	}
 }
+
+func TestCleanSyncCopiesOnlyGrantedChannels(t *testing.T) {
+	ctx := context.Background()
+	c := newClusterWith(t, 1, channelSchema, nil)
+	office, lap := c.nodes[0], c.nodes[1]
+	grant(t, c, 1, "east")
+	put(t, office, "e1", map[string]any{"last_name": "East", "territory": "east"})
+	put(t, office, "w1", map[string]any{"last_name": "West", "territory": "west"})
+	testnet.WaitFor(t, 30*time.Second, func() bool { return holds(lap, "e1") })
+	// An edit of east no office holds: clean sync refuses to discard it.
+	c.setOffline(true, 1)
+	put(t, lap, "e1", map[string]any{"phone": "not at the office"})
+	if err := lap.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := lap.cfg
+	cfg.Peers = office.Addrs()[:1]
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, err := CleanSync(cctx, cfg, false, nil); !errors.Is(err, ErrUnackedEdits) {
+		t.Fatalf("clean sync over an unacknowledged edit of a channel: %v", err)
+	}
+	res, err := CleanSync(cctx, cfg, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Entries == 0 {
+		t.Errorf("clean sync copied nothing: %+v", res)
+	}
+	n, err := Start(ctx, func() Config { d := cfg; d.Network = false; return d }())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if _, err := n.Store().Get(ctx, "contacts", "e1"); err != nil {
+		k, _, _ := datadir.PrefixSize(ctx, n.base, channelsRoot.ChildString("east").String()+"/")
+		t.Errorf("e1 after a clean sync: %v (east keys %d, held %v)", err, k, n.Store().Held())
+	}
+	if _, err := n.Store().Get(ctx, "contacts", "w1"); err == nil {
+		t.Error("a clean sync gave the east laptop a west record")
+	}
+	k, _, err := datadir.PrefixSize(ctx, n.base, channelsRoot.ChildString("west").String()+"/")
+	if err != nil || k != 0 {
+		t.Errorf("west keys after a clean sync: %d %v", k, err)
+	}
+	c.nodes = c.nodes[:1] // lap is closed here
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferry-crm/ferry/node/apijson"
 	"github.com/ferry-crm/ferry/node/datadir"
+	"github.com/ferry-crm/ferry/node/heads"
 	"github.com/ferry-crm/ferry/node/p2p"
 	"github.com/ferry-crm/ferry/node/snapshot"
 )
@@ -63,7 +64,53 @@ func CheckUnacked(ctx context.Context, cfg Config) (apijson.Unacked, error) {
 		return apijson.Unacked{}, err
 	}
 	defer n.Close()
-	return n.acks.unacked(ctx)
+	return n.unackedEverywhere(ctx)
+}
+
+// unackedEverywhere counts the unacknowledged edits of every store on
+// disk: the everyone store, the channels held, and those being left or no
+// longer wanted (still on disk until handed over and purged).
+func (n *Node) unackedEverywhere(ctx context.Context) (apijson.Unacked, error) {
+	u, err := n.acks.unacked(ctx)
+	if err != nil {
+		return u, err
+	}
+	add := func(c apijson.Unacked) {
+		u.Count += c.Count
+		u.Known = u.Known && c.Known
+		if !c.Oldest.IsZero() && (u.Oldest.IsZero() || c.Oldest.Before(u.Oldest)) {
+			u.Oldest = c.Oldest
+		}
+	}
+	for _, ch := range n.chans.all() {
+		c, err := ch.acks.unacked(ctx)
+		if err != nil {
+			return u, fmt.Errorf("channel %s: %w", ch.name, err)
+		}
+		add(c)
+	}
+	disk, err := n.channelsOnDisk(ctx)
+	if err != nil {
+		return u, err
+	}
+	n.chans.mu.Lock()
+	defer n.chans.mu.Unlock()
+	for name := range disk {
+		if n.chans.get(name) != nil {
+			continue
+		}
+		ch, err := n.openChannelLocked(ctx, name, false)
+		if err != nil {
+			return u, fmt.Errorf("channel %s: %w", name, err)
+		}
+		c, err := ch.acks.unacked(ctx)
+		_ = n.closeChannel(ch)
+		if err != nil {
+			return u, fmt.Errorf("channel %s: %w", name, err)
+		}
+		add(c)
+	}
+	return u, nil
 }
 
 // CleanSync discards the local store of cfg.Dir (identity and config stay)
@@ -126,7 +173,7 @@ func CleanSync(ctx context.Context, cfg Config, force bool, progress func(CleanS
 		}
 		st := n.store.Stats(ctx)
 		cp.QueuedDAG = st.QueuedJobs
-		if p != "" && cp.Phase == "merging" && st.QueuedJobs == 0 && n.sameHeadsAs(p, st.Heads) {
+		if p != "" && cp.Phase == "merging" && st.QueuedJobs == 0 && n.sameHeadsAs(n.net.heads, p, st.Heads) && n.channelsSameAs(ctx, p) {
 			res.Peer = p
 			res.Blocks = n.net.blocks.Stats().FetchedBlocks
 			res.Took = time.Since(start)
@@ -203,11 +250,29 @@ func copySnapshot(ctx context.Context, cfg Config, progress func(CleanSyncProgre
 	return 0, 0, fmt.Errorf("no configured peer answered: %w", errors.Join(errs...))
 }
 
+// channelsSameAs reports whether every channel held here has merged what
+// p holds of it (its heads, as p last announced them).
+func (n *Node) channelsSameAs(ctx context.Context, p peer.ID) bool {
+	for _, ch := range n.chans.all() {
+		if ch.heads == nil {
+			return false
+		}
+		if sup, err := n.net.host.Peerstore().SupportsProtocols(p, channelProtocol(ch.name, "heads")); err == nil && len(sup) == 0 {
+			continue // p does not hold this channel
+		}
+		st := ch.store.Stats(ctx)
+		if st.QueuedJobs > 0 || !n.sameHeadsAs(ch.heads, p, st.Heads) {
+			return false
+		}
+	}
+	return true
+}
+
 // sameHeadsAs reports whether heads equal the heads p last announced: with
 // every block merged, the two nodes then hold the same DAG, so the same
 // state.
-func (n *Node) sameHeadsAs(p peer.ID, heads []cid.Cid) bool {
-	theirs := n.net.heads.PeerHeads(p)
+func (n *Node) sameHeadsAs(svc *heads.Service, p peer.ID, heads []cid.Cid) bool {
+	theirs := svc.PeerHeads(p)
 	if theirs == nil || len(theirs) != len(heads) {
 		return false
 	}
