@@ -28,6 +28,7 @@ var funcs = template.FuncMap{
 	"ops":     func(c []candidateView) string { return joinOps(c) },
 	"deref":   func(b *bool) bool { return b != nil && *b },
 	"dict":    dict,
+	"join":    func(l []string) string { return strings.Join(l, ", ") },
 }
 
 // dict makes a map of key, value pairs (to hand a template several values).

@@ -45,3 +45,24 @@ func TestGUIRecordsSearchAndPages(t *testing.T) {
 		t.Errorf("an unknown collection: %d\n%s", resp.StatusCode, body)
 	}
 }
+
+func TestGUIOverviewShowsChannels(t *testing.T) {
+	ts := startTest(t)
+	c := ts.login()
+	_, body := ts.do("GET", "/", nil, withCookie(c))
+	if strings.Contains(body, `id="channels"`) {
+		t.Errorf("channels shown without any:\n%s", body)
+	}
+	ts.api.mu.Lock()
+	ts.api.status.Role = "laptop"
+	ts.api.status.Channels = []string{"east"}
+	ts.api.status.ChannelsNotTaken = []string{"north"}
+	ts.api.status.ChannelsLeaving = []string{"west"}
+	ts.api.mu.Unlock()
+	_, body = ts.do("GET", "/", nil, withCookie(c))
+	for _, want := range []string{"Taken offline: <strong>east</strong>", "Granted, not taken offline: north", "then removed from this computer: west"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("overview lacks %q:\n%s", want, body)
+		}
+	}
+}
