@@ -194,6 +194,7 @@ func (n *Node) reconcileChannels(ctx context.Context) error {
 	}
 	// Channels left on disk: being left when the node stopped, or no longer
 	// wanted (a grant ended, or the subscription narrowed, while stopped).
+	leaving = n.leavingChannels() // with those left just above
 	for c, state := range disk {
 		if _, busy := leaving[c]; busy || n.chans.get(c) != nil {
 			continue
@@ -308,6 +309,10 @@ func (n *Node) openChannelLocked(ctx context.Context, name string, serve bool) (
 	}
 	if network {
 		n.startChannelProtocols(ch)
+		// Peers already connected hear of it now, not at the next
+		// periodic exchange: a laptop just granted a channel fetches it.
+		svc := ch.heads
+		n.life.Go(func(ctx context.Context) { svc.ExchangeAll(ctx) })
 	}
 	if err := n.router.Add(ch.store); err != nil {
 		return nil, err
