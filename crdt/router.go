@@ -245,6 +245,9 @@ func (r *Router) home(ctx context.Context, c *schema.Collection, id string, fiel
 	}
 	s, err = r.storeFor(ctx, ch)
 	if err != nil {
+		if _, given := fields[c.Channel.Field]; !given {
+			return nil, fmt.Errorf("put %s/%s: no channel held here shows it, and a new record without %s goes to %w", c.Name, id, c.Channel.Field, err)
+		}
 		return nil, fmt.Errorf("put %s/%s: %w", c.Name, id, err)
 	}
 	return s, nil

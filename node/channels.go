@@ -369,6 +369,14 @@ func (n *Node) startChannelProtocols(ch *channel) {
 		Heads: ch.store.Heads, Epoch: ch.store.Epoch, Interval: n.cfg.SyncInterval,
 		Receive: func(ctx context.Context, from peer.ID, payload []byte) { n.receiveIn(ctx, ch, from, payload) }}, n.log)
 	ch.digests = digestsync.New(ch.host, ch.store, n.log, digestsync.WithProtocol(channelProtocol(name, "digest")))
+	// A first digest reads the whole channel: build it now (record counts,
+	// sync --wait), not when the first request asks.
+	st := ch.store
+	n.life.Go(func(ctx context.Context) {
+		if _, err := st.Digest(ctx); err != nil && ctx.Err() == nil {
+			n.log.Warn("digest", "channel", name, "err", err)
+		}
+	})
 }
 
 // closeChannel stops a channel's protocols, closes its store, then its

@@ -41,8 +41,12 @@ func (n *Node) Channels(ctx context.Context) (apijson.Channels, error) {
 	names := n.Names(ctx)
 	for _, ch := range n.chans.all() {
 		c := apijson.Channel{Name: ch.name, State: stateHeld, Epoch: ch.store.Epoch().Number}
-		if d, ok := ch.store.RecordCount(ctx); ok {
-			c.Records = &d
+		// The count comes from the digest, brought up to date first (a
+		// first build reads the channel once, in the background).
+		if _, ok, err := ch.store.TryDigest(ctx); err == nil && ok {
+			if d, ok := ch.store.RecordCount(ctx); ok {
+				c.Records = &d
+			}
 		}
 		c.Keys, c.Bytes = n.channelSize(ctx, ch.name)
 		if u, err := ch.acks.unacked(ctx); err == nil && n.cfg.Role != RoleOffice {
@@ -207,7 +211,7 @@ func (n *Node) saveSubscription(sub []string) error {
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
-	s.Channels = sub
+	s.Channels = &sub
 	if err := s.Write(n.cfg.Dir); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}

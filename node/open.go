@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -67,12 +66,12 @@ func ConfigFromSettings(dir string, s *datadir.Settings) (Config, error) {
 		cfg.Topic = s.Topic
 	}
 	if s.Channels != nil {
-		for _, c := range s.Channels {
+		for _, c := range *s.Channels {
 			if err := schema.CheckChannelName(c); err != nil {
 				return cfg, fmt.Errorf("config channels: %w", err)
 			}
 		}
-		cfg.Channels = slices.Clone(s.Channels)
+		cfg.Channels = append([]string{}, *s.Channels...)
 	}
 	if s.SyncInterval != "" {
 		d, err := time.ParseDuration(s.SyncInterval)

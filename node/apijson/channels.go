@@ -7,12 +7,12 @@ type Channels struct {
 	// Held are the channels this node holds or is leaving, by name.
 	Held []Channel `json:"held"`
 	// Granted are this node's grants ("*" for an office, which holds every
-	// channel; absent in an open network, where every node may hold every
+	// channel; null in an open network, where every node may hold every
 	// channel).
-	Granted []string `json:"granted,omitempty"`
+	Granted []string `json:"granted"`
 	// Subscribed narrows what a laptop takes offline within its grants
-	// (`ferry subscribe`); absent: every channel granted.
-	Subscribed []string `json:"subscribed,omitempty"`
+	// (`ferry subscribe`); null: every channel granted.
+	Subscribed []string `json:"subscribed"`
 	// Known are every channel of the network (routing values of the
 	// schema, grants, and channels written into).
 	Known []string `json:"known"`

@@ -51,8 +51,8 @@ type Settings struct {
 	Workflows []Workflow `yaml:"workflows,omitempty"`
 	// Channels (laptop only) narrows the channels taken offline, within
 	// the grants (ferry subscribe, ferry unsubscribe); absent: every
-	// channel granted.
-	Channels []string `yaml:"channels,omitempty"`
+	// channel granted; an empty list takes none.
+	Channels *[]string `yaml:"channels,omitempty"`
 	// AllowDuplicates: puts and imports write likely duplicates instead of
 	// refusing them (docs/duplicates.md).
 	AllowDuplicates bool `yaml:"allow_duplicates,omitempty"`
