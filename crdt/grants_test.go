@@ -460,3 +460,74 @@ func TestChannelAuthorityInvalidation(t *testing.T) {
 		}
 	}
 }
+
+// TestMoveCarriesAConflictVouched: a record in conflict, edited by a laptop
+// granted east only, moves to west with both candidates, and the laptop's
+// writes count there because the office vouched for them.
+func TestMoveCarriesAConflictVouched(t *testing.T) {
+	ctx := context.Background()
+	tn := newGrantsNet(t, 2)
+	a, b := tn.replicas[0], tn.replicas[1]
+	if err := a.Grant(ctx, "B", "east"); err != nil {
+		t.Fatal(err)
+	}
+	tn.waitConverged(10 * time.Second)
+	eastHub, westHub := newHub(tn, "east"), newHub(tn, "west")
+	aEast, bEast := eastHub.open(t, a), eastHub.open(t, b)
+	aWest := westHub.open(t, a)
+	putIn(t, bEast, "deals", "d1", map[string]any{"territory": "east", "title": "v0"})
+	eastHub.converged(t)
+	// Concurrent edits of the title: a conflict.
+	tn.setOnline(1, false)
+	putIn(t, aEast, "deals", "d1", map[string]any{"title": "from A"})
+	putIn(t, bEast, "deals", "d1", map[string]any{"title": "from B"})
+	tn.setOnline(1, true)
+	eastHub.exchange()
+	eastHub.converged(t)
+	rec, err := aEast.Get(ctx, "deals", "d1")
+	if err != nil || len(rec.Fields["title"].Candidates) != 2 {
+		t.Fatalf("no conflict on d1.title before the move: %+v %v", rec, err)
+	}
+	// The laptop hands it to west; the office moves it.
+	putIn(t, bEast, "deals", "d1", map[string]any{"territory": "west"})
+	eastHub.converged(t)
+	if _, err := aEast.Move(ctx, aWest, "deals", "d1"); err != nil {
+		t.Fatal(err)
+	}
+	eastHub.converged(t)
+	rec, err = aWest.Get(ctx, "deals", "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cands []any
+	for _, c := range rec.Fields["title"].Candidates {
+		cands = append(cands, c.Value)
+	}
+	if len(cands) != 2 || rec.Fields["territory"].Value != "west" {
+		t.Errorf("d1 in west: title candidates %v, territory %v; want both candidates", cands, rec.Fields["territory"].Value)
+	}
+	if ig, _ := aWest.Ignored(ctx); len(ig) != 0 {
+		t.Errorf("west ignores the laptop's moved writes: %+v", ig)
+	}
+	for _, s := range []*Store{aEast, bEast} {
+		var mv *MovedError
+		if _, err := s.Get(ctx, "deals", "d1"); !errors.As(err, &mv) || mv.To != "west" {
+			t.Errorf("%s east: d1 %v, want moved to west", s.Writer(), err)
+		}
+	}
+	// A laptop may not move a record: refused here, and a move op it forces
+	// in is ignored everywhere (the record stays).
+	putIn(t, bEast, "deals", "d2", map[string]any{"territory": "east", "title": "stays"})
+	bWestLocal := newHub(tn, "west").open(t, b)
+	if _, err := bEast.Move(ctx, bWestLocal, "deals", "d2"); !errors.Is(err, ErrForbidden) {
+		t.Errorf("a laptop moving a record: %v, want ErrForbidden", err)
+	}
+	forged := forge(t, bEast, "deals", "d2", map[string]any{MovedField: "west"}, "B", tn.keys["B"])
+	eastHub.converged(t)
+	expectIgnored(t, forged, ReasonRole, aEast, bEast)
+	for _, s := range []*Store{aEast, bEast} {
+		if v := getValue(t, s, "deals", "d2", "title"); v != "stays" {
+			t.Errorf("%s east: d2 after a forged move: %v", s.Writer(), v)
+		}
+	}
+}
