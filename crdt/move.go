@@ -488,3 +488,20 @@ func onlyMoves(w *write) bool {
 	}
 	return len(w.Ops) > 0
 }
+
+// knows reports whether this store holds any write of a record, shown or
+// not (a cheap look at one key, before a full read).
+func (s *Store) knows(ctx context.Context, collection, eid string) (bool, error) {
+	res, err := s.base.Query(ctx, query.Query{Prefix: s.layout().elems().String() + recordPrefix(collection, eid).String() + "/", KeysOnly: true, Limit: 1})
+	if err != nil {
+		return false, err
+	}
+	defer res.Close()
+	for r := range res.Next() {
+		if r.Error != nil {
+			return false, r.Error
+		}
+		return true, nil
+	}
+	return false, nil
+}

@@ -177,7 +177,17 @@ func (r *Router) locateMoved(ctx context.Context, c *schema.Collection, id strin
 	var copies []copyOf
 	var moved *MovedError
 	var movedFrom *Store
+	eid, err := EscapeID(id)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	for _, s := range r.channelStores() {
+		// Most channels never held the record: one key tells.
+		if known, err := s.knows(ctx, c.Name, eid); err != nil {
+			return nil, nil, nil, err
+		} else if !known {
+			continue
+		}
 		rec, err := s.Get(ctx, c.Name, id)
 		var mv *MovedError
 		switch {

@@ -393,10 +393,11 @@ func TestCleanSyncCopiesOnlyGrantedChannels(t *testing.T) {
 	ctx := context.Background()
 	c := newClusterWith(t, 1, channelSchema, nil)
 	office, lap := c.nodes[0], c.nodes[1]
-	grant(t, c, 1, "east")
+	grant(t, c, 1, "east", "north")
 	put(t, office, "e1", map[string]any{"last_name": "East", "territory": "east"})
 	put(t, office, "w1", map[string]any{"last_name": "West", "territory": "west"})
-	testnet.WaitFor(t, 30*time.Second, func() bool { return holds(lap, "e1") })
+	put(t, office, "n1", map[string]any{"last_name": "North", "territory": "north"})
+	testnet.WaitFor(t, 30*time.Second, func() bool { return holds(lap, "e1") && holds(lap, "n1") })
 	// An edit of east no office holds: clean sync refuses to discard it.
 	c.setOffline(true, 1)
 	put(t, lap, "e1", map[string]any{"phone": "not at the office"})
@@ -405,6 +406,7 @@ func TestCleanSyncCopiesOnlyGrantedChannels(t *testing.T) {
 	}
 	cfg := lap.cfg
 	cfg.Peers = office.Addrs()[:1]
+	cfg.Channels = []string{"east"} // north granted, not taken offline
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if _, err := CleanSync(cctx, cfg, false, nil); !errors.Is(err, ErrUnackedEdits) {
@@ -432,6 +434,25 @@ func TestCleanSyncCopiesOnlyGrantedChannels(t *testing.T) {
 	k, _, err := datadir.PrefixSize(ctx, n.base, channelsRoot.ChildString("west").String()+"/")
 	if err != nil || k != 0 {
 		t.Errorf("west keys after a clean sync: %d %v", k, err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// north was copied (granted) but is not taken offline: the node leaves
+	// it when it runs (nothing to hand over) and purges it.
+	offline := cfg
+	offline.Offline = true
+	n2, err := Start(ctx, offline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Close()
+	testnet.WaitFor(t, 30*time.Second, func() bool {
+		k, _, err := datadir.PrefixSize(ctx, n2.base, channelsRoot.ChildString("north").String()+"/")
+		return err == nil && k == 0
+	})
+	if _, err := n2.Store().Get(ctx, "contacts", "e1"); err != nil {
+		t.Errorf("e1 after north was purged: %v", err)
 	}
 	c.nodes = c.nodes[:1] // lap is closed here
 }

@@ -269,6 +269,39 @@ func (n *Node) sweep(ctx context.Context, prefix string) error {
 	return b.Commit(ctx)
 }
 
+// noteChannelsOnDisk records as held the channels whose keys a clean sync
+// copied (their state is this node's own, not copied): a channel copied
+// but not wanted (not taken offline) is then left like any other.
+func (n *Node) noteChannelsOnDisk(ctx context.Context) error {
+	known, err := n.store.Channels(ctx)
+	if err != nil {
+		return err
+	}
+	disk, err := n.channelsOnDisk(ctx)
+	if err != nil {
+		return err
+	}
+	for _, c := range known {
+		if _, ok := disk[c]; ok {
+			continue
+		}
+		res, err := n.base.Query(ctx, query.Query{Prefix: channelsRoot.ChildString(c).String() + "/", KeysOnly: true, Limit: 1})
+		if err != nil {
+			return err
+		}
+		entries, err := res.Rest()
+		if err != nil {
+			return err
+		}
+		if len(entries) > 0 {
+			if err := n.setChannelState(ctx, c, stateHeld); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // resumePurges finishes the purges a kill interrupted.
 func (n *Node) resumePurges(ctx context.Context) error {
 	res, err := n.base.Query(ctx, query.Query{Prefix: purgeRoot.String() + "/", KeysOnly: true})

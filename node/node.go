@@ -286,6 +286,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.resumePurges(ctx); err != nil {
 		return nil, fmt.Errorf("start node: %w", err)
 	}
+	if err := n.noteChannelsOnDisk(ctx); err != nil {
+		return nil, fmt.Errorf("start node: %w", err)
+	}
 	if err := n.reconcileChannels(ctx); err != nil {
 		n.log.Warn("channels", "err", err)
 	}

@@ -92,6 +92,14 @@ func NewDAGService(ctx context.Context, h host.Host, bstore blockstore.Blockstor
 	}
 	net := bsnet.NewFromIpfsHost(h, netOpts...)
 	bs := bitswap.New(ctx, net, nil, bstore, bsOpts...)
+	// bitswap hears of connections as they open: the peers connected
+	// already (a channel opened on a running node) are told now, or it
+	// would never ask them for a block.
+	for _, p := range h.Network().Peers() {
+		if o.allow == nil || o.allow(p) {
+			bs.PeerConnected(p)
+		}
+	}
 	bserv := blockservice.New(bstore, bs)
 	dag := merkledag.NewDAGService(bserv)
 	return &timeoutDAG{DAGService: dag, timeout: timeout}, &Bitswap{bs: bs, h: h, handlers: handlers}, nil
