@@ -11,18 +11,23 @@
 // per single-field edit (edit-bytes) against raw go-ds-badger holding one
 // JSON value per record; and compaction (issue 13): an office's disk,
 // Store.Get median and a fresh node's catch-up after many edits and a
-// compaction, against the same office right after the import. It prints
+// compaction, against the same office right after the import; and channels
+// (issue 14): the clean sync of a laptop granted 1 of 10 channels against
+// one granted all 10, and propagation and catch-up with an office holding
+// 10 channels against the same records unrouted. It prints
 // one Markdown table
 // on stdout (and to --out, under a heading); progress and the nodes'
 // warnings go to stderr.
 //
-//	scripts/bench.sh                 # full run, about 10 minutes (plain go-ds-crdt catch-up: ~3.5), plus the compaction benchmark's
-//	scripts/bench.sh --edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200 --clean-sync-records 2000 --rss-records 2000 --storage-records 2000 --edit-bytes-edits 200 --compaction-records 1000 --compaction-edits 10   # quick run, about two minutes
+//	scripts/bench.sh                 # full run, about 10 minutes (plain go-ds-crdt catch-up: ~3.5), plus the compaction and channels benchmarks'
+//	scripts/bench.sh --edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200 --clean-sync-records 2000 --rss-records 2000 --storage-records 2000 --edit-bytes-edits 200 --compaction-records 1000 --compaction-edits 10 --channels-records 2000 --channels-propagation-edits 100 --channels-catchup-edits 300 --channels-catchup-rounds 1   # quick run, a few minutes
 //	scripts/bench.sh --only import --profile-dir /tmp/prof   # one CPU profile per timed phase
 //	scripts/bench.sh --only cleansync,rss --clean-sync-records 10000 --rss-records 10000
 //	scripts/bench.sh --only storage,edit-bytes --storage-records 5000 --edit-bytes-edits 500
 //	scripts/bench.sh --only compaction   # 10,000 contacts, 100 edits each (issue 13)
 //	scripts/bench.sh --only compaction --compaction-records 1000 --compaction-edits 10   # quick
+//	scripts/bench.sh --only channels   # 100,000 contacts in 10 channels (issue 14): 7 to 14 minutes on 2 shared cores
+//	scripts/bench.sh --only channels --channels-records 2000 --channels-propagation-edits 100 --channels-catchup-edits 300 --channels-catchup-rounds 1   # quick
 package main
 
 import (
@@ -94,12 +99,30 @@ type config struct {
 	dir                      string
 	keep                     bool
 	profileDir               string
+
+	// channels (issue 14): channels (t0..t<N-1>), contacts routed into
+	// them for the clean sync, the propagation and catch-up sizes, and
+	// whether the unrouted full copy and the laptops granted one channel
+	// are measured too.
+	channels                int
+	channelsRecords         int
+	channelsFlatCleanSync   bool
+	channelsPropEdits       int
+	channelsPropContacts    int
+	channelsPropOne         bool
+	channelsPropReconnect   bool
+	channelsCatchupEdits    int
+	channelsCatchupContacts int
+	channelsCatchupRounds   int
 }
 
-var benchmarks = []string{"edit", "import", "catchup", "propagation", "cleansync", "rss", "storage", "edit-bytes", "compaction"}
+var benchmarks = []string{"edit", "import", "catchup", "propagation", "cleansync", "rss", "storage", "edit-bytes", "compaction", "channels"}
 
-// quickFlags make a quick run (about two minutes) of every benchmark.
-const quickFlags = "--edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200 --clean-sync-records 2000 --rss-records 2000 --storage-records 2000 --edit-bytes-edits 200 --compaction-records 1000 --compaction-edits 10"
+// quickFlags make a quick run (a few minutes) of every benchmark.
+const quickFlags = "--edits 200 --import 1000 --catchup-edits 300 --propagation-edits 200 --clean-sync-records 2000 --rss-records 2000 --storage-records 2000 --edit-bytes-edits 200 --compaction-records 1000 --compaction-edits 10 " + channelsQuickFlags
+
+// channelsQuickFlags make a quick run of the channels benchmark.
+const channelsQuickFlags = "--channels-records 2000 --channels-propagation-edits 100 --channels-catchup-edits 300 --channels-catchup-rounds 1"
 
 // env is what every benchmark shares.
 type env struct {
@@ -201,6 +224,16 @@ func parseFlags() (config, error) {
 	fs.IntVar(&c.compactionGetSample, "compaction-get-sample", 2000, "compaction: contacts whose Store.Get is timed at each point")
 	fs.BoolVar(&c.compactionHistoryCatchup, "compaction-history-catchup", true, "compaction: also time a fresh node catching up on the uncompacted history (info row)")
 	fs.BoolVar(&c.compactionNodeCompact, "compaction-node-compact", true, "compaction: compact with node.Compact (what POST /v1/compact runs, its Reclaim included); false: crdt.Store.Compact, then the node closed and the stopped store reclaimed")
+	fs.IntVar(&c.channels, "channels", 10, "channels: channels t0..t<N-1> contacts are routed into by the field territory (contact c<i> in t<i mod N>)")
+	fs.IntVar(&c.channelsRecords, "channels-records", 100000, "channels: contacts on the office the clean-sync laptops copy from")
+	fs.BoolVar(&c.channelsFlatCleanSync, "channels-flat-cleansync", true, "channels: also clean-sync a laptop from an office holding the same contacts unrouted (info rows)")
+	fs.IntVar(&c.channelsPropEdits, "channels-propagation-edits", 200, "channels: measured single-field Puts per propagation run (p99 wants at least 200)")
+	fs.IntVar(&c.channelsPropContacts, "channels-propagation-contacts", 20, "channels: contacts per channel on the propagation office")
+	fs.BoolVar(&c.channelsPropOne, "channels-propagation-one", true, "channels: also run propagation with the laptops granted the edited channel only")
+	fs.BoolVar(&c.channelsPropReconnect, "channels-propagation-reconnect", true, "channels: also run propagation (diagnostic rows) with each laptop reconnecting to the office once it holds its channels")
+	fs.IntVar(&c.channelsCatchupEdits, "channels-catchup-edits", 3000, "channels: single-field edits on the office, in one channel, that fresh laptops catch up on")
+	fs.IntVar(&c.channelsCatchupContacts, "channels-catchup-contacts", 100, "channels: contacts per channel on the catch-up offices")
+	fs.IntVar(&c.channelsCatchupRounds, "channels-catchup-rounds", 3, "channels: fresh laptops per catch-up office (the median is reported)")
 	fs.StringVar(&c.genRecords, "gen-records", "../shared/bench/gen_records.py", "gen_records.py, run with python3 to make the contacts (empty, or without python3: the Go port in data.go)")
 	fs.StringVar(&network, "network", "secured", "in-process nodes: secured (swarm key, founder, signed operations: what ferry init --office makes) or open")
 	fs.Uint64Var(&seed, "seed", 1, "seed of the generated records and edits")
@@ -251,6 +284,10 @@ func parseFlags() (config, error) {
 		return c, errors.New("compaction sizes must be positive")
 	case c.compactionEditMode != compEditModeImport && c.compactionEditMode != compEditModePut:
 		return c, fmt.Errorf("--compaction-edit-mode %q: want %s", c.compactionEditMode, compactionEditModes)
+	case c.channels < 1 || c.channels > 100:
+		return c, errChannelCount
+	case c.channelsRecords <= 0 || c.channelsPropEdits <= 0 || c.channelsPropContacts <= 0 || c.channelsCatchupEdits <= 0 || c.channelsCatchupContacts <= 0 || c.channelsCatchupRounds <= 0:
+		return c, errors.New("channels sizes must be positive")
 	}
 	return c, nil
 }
@@ -304,7 +341,8 @@ func run() (err error) {
 	need := 0
 	for b, n := range map[string]int{"edit": cfg.editContacts, "import": cfg.importN, "catchup": cfg.catchupContacts,
 		"propagation": cfg.propContacts, "cleansync": cfg.cleanRecords, "rss": cfg.rssRecords,
-		"storage": cfg.storageRecords, "edit-bytes": cfg.storageRecords, "compaction": cfg.compactionRecords} {
+		"storage": cfg.storageRecords, "edit-bytes": cfg.storageRecords, "compaction": cfg.compactionRecords,
+		"channels": max(cfg.channelsRecords, cfg.channels*max(cfg.channelsPropContacts, cfg.channelsCatchupContacts))} {
 		if cfg.only[b] {
 			need = max(need, n)
 		}
@@ -341,6 +379,8 @@ func run() (err error) {
 			r, err = e.benchStorage(ctx)
 		case "compaction":
 			r, err = e.benchCompaction(ctx)
+		case "channels":
+			r, err = e.benchChannels(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", b, err)
@@ -400,10 +440,11 @@ func (e *env) report(r result) string {
 			only = append(only, x)
 		}
 	}
-	fmt.Fprintf(&b, "\nSettings: --only %s --edits %d --edit-contacts %d --import %d --baseline-batch %d --catchup-edits %d --catchup-contacts %d --catchup-batch %d --catchup-timeout %s --propagation-edits %d --propagation-contacts %d --clean-sync-records %d --clean-sync-timeout %s --rss-records %d --rss-steady-after %s --rss-steady-samples %d --storage-records %d --edit-bytes-edits %d --compaction-records %d --compaction-edits %d --compaction-edit-mode %s --compaction-get-sample %d --compaction-history-catchup=%t --compaction-node-compact=%t --gen-records %s --network %s --seed %d\n",
+	fmt.Fprintf(&b, "\nSettings: --only %s --edits %d --edit-contacts %d --import %d --baseline-batch %d --catchup-edits %d --catchup-contacts %d --catchup-batch %d --catchup-timeout %s --propagation-edits %d --propagation-contacts %d --clean-sync-records %d --clean-sync-timeout %s --rss-records %d --rss-steady-after %s --rss-steady-samples %d --storage-records %d --edit-bytes-edits %d --compaction-records %d --compaction-edits %d --compaction-edit-mode %s --compaction-get-sample %d --compaction-history-catchup=%t --compaction-node-compact=%t --channels %d --channels-records %d --channels-flat-cleansync=%t --channels-propagation-edits %d --channels-propagation-contacts %d --channels-propagation-one=%t --channels-propagation-reconnect=%t --channels-catchup-edits %d --channels-catchup-contacts %d --channels-catchup-rounds %d --gen-records %s --network %s --seed %d\n",
 		strings.Join(only, ","), c.edits, c.editContacts, c.importN, c.baselineBatch, c.catchupEdits, c.catchupContacts, c.catchupBatch, c.catchupTimeout, c.propEdits, c.propContacts,
 		c.cleanRecords, c.cleanTimeout, c.rssRecords, c.rssSteadyAfter, c.rssSteadySamples, c.storageRecords, c.editBytesEdits,
-		c.compactionRecords, c.compactionEdits, c.compactionEditMode, c.compactionGetSample, c.compactionHistoryCatchup, c.compactionNodeCompact, shellQuote(c.genRecords), map[bool]string{true: "secured", false: "open"}[c.secured], c.seed)
+		c.compactionRecords, c.compactionEdits, c.compactionEditMode, c.compactionGetSample, c.compactionHistoryCatchup, c.compactionNodeCompact,
+		c.channels, c.channelsRecords, c.channelsFlatCleanSync, c.channelsPropEdits, c.channelsPropContacts, c.channelsPropOne, c.channelsPropReconnect, c.channelsCatchupEdits, c.channelsCatchupContacts, c.channelsCatchupRounds, shellQuote(c.genRecords), map[bool]string{true: "secured", false: "open"}[c.secured], c.seed)
 	b.WriteString("\nMachine:\n")
 	for _, f := range machineFacts(e.root) {
 		fmt.Fprintf(&b, "- %s\n", f)
