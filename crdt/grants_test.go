@@ -531,3 +531,33 @@ func TestMoveCarriesAConflictVouched(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteAfterAGrantFromAClockAhead: a laptop whose clock is behind the
+// office's, and that lost its observation of the grant (a kill -9 before
+// its clock was saved), still writes after its grant: the write counts.
+func TestWriteAfterAGrantFromAClockAhead(t *testing.T) {
+	ctx := context.Background()
+	tn := newGrantsNet(t, 2)
+	a, b := tn.replicas[0], tn.replicas[1]
+	a.clock.Set(epoch.Add(10 * time.Minute)) // the office runs ahead
+	if err := a.Grant(ctx, "B", "east"); err != nil {
+		t.Fatal(err)
+	}
+	tn.waitConverged(10 * time.Second)
+	eastHub := newHub(tn, "east")
+	aEast, bEast := eastHub.open(t, a), eastHub.open(t, b)
+	// What a restart after kill -9 leaves: the clock at the physical time.
+	bEast.clock.mu.Lock()
+	bEast.clock.last = 0
+	bEast.clock.mu.Unlock()
+	op := putIn(t, bEast, "deals", "d1", map[string]any{"territory": "east", "title": "after the grant"})
+	eastHub.converged(t)
+	for _, s := range []*Store{aEast, bEast} {
+		if r := ignoredFor(t, s, op); r != "" {
+			t.Errorf("%s: the laptop's write after its grant is ignored: %s", s.Writer(), r)
+		}
+		if v := getValue(t, s, "deals", "d1", "title"); v != "after the grant" {
+			t.Errorf("%s: d1 title %v", s.Writer(), v)
+		}
+	}
+}

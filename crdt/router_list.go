@@ -143,8 +143,13 @@ func (r *Router) movedCopy(ctx context.Context, m listed) (copyOf, bool) {
 	if to == nil {
 		return copyOf{}, false
 	}
-	if rec, err := to.Get(ctx, m.cp.rec.Collection, m.cp.rec.ID); err == nil {
+	rec, err := to.Get(ctx, m.cp.rec.Collection, m.cp.rec.ID)
+	if err == nil {
 		return copyOf{to, rec}, true
+	}
+	var again *MovedError
+	if errors.As(err, &again) {
+		return copyOf{}, false // it moved on from there too
 	}
 	if !to.HasProcessed(ctx, m.moved.Heads) {
 		return m.cp, true
