@@ -497,11 +497,9 @@ func (s *Store) knows(ctx context.Context, collection, eid string) (bool, error)
 		return false, err
 	}
 	defer res.Close()
-	for r := range res.Next() {
-		if r.Error != nil {
-			return false, r.Error
-		}
-		return true, nil
+	r, ok := res.NextSync()
+	if !ok {
+		return false, nil
 	}
-	return false, nil
+	return r.Error == nil, r.Error
 }
