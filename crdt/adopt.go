@@ -9,6 +9,7 @@ import (
 	"time"
 
 	cid "github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
 	dscrdt "github.com/ipfs/go-ds-crdt"
 )
 
@@ -286,8 +287,13 @@ func (s *Store) merged(ctx context.Context, heads []cid.Cid) (bool, error) {
 // datastore, DAG service, clock and keys, announcing nothing. With feed,
 // heads handed to the returned feed are merged.
 func (s *Store) openSide(ctx context.Context, ep Epoch, feed bool) (*Store, *feedBroadcaster, error) {
+	return s.openSideAt(ctx, ep, ep.namespace(s.opts.Namespace), feed)
+}
+
+// openSideAt is openSide over namespace ns.
+func (s *Store) openSideAt(ctx context.Context, ep Epoch, ns ds.Key, feed bool) (*Store, *feedBroadcaster, error) {
 	o := s.opts
-	o.Namespace = ep.namespace(s.opts.Namespace)
+	o.Namespace = ns
 	o.Recover, o.OnChange, o.OnEpoch = false, nil, nil
 	o.RebroadcastInterval = time.Hour
 	o.Logger = s.log.With("epoch", ep.String())

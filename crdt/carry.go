@@ -131,6 +131,14 @@ func (s *Store) carry(ctx context.Context, side *Store, info *EpochInfo, rep *Ep
 			if !rw.live[k] || info.covers(kp.Op) {
 				continue
 			}
+			if known, err := side.knowsWrite(ctx, k); err != nil {
+				return err
+			} else if known {
+				// Carried already (by its writer's adoption, or an earlier
+				// merge of this DAG): again would show it if it was
+				// superseded there since.
+				continue
+			}
 			v, err := s.base.Get(ctx, s.layout().values().ChildString(strings.TrimPrefix(k, "/")).ChildString("v"))
 			if err != nil {
 				return fmt.Errorf("read %s: %w", k, err)
@@ -485,4 +493,19 @@ func (s *Store) readArchive(ctx context.Context, collection, eid string) ([]arch
 		return nil, fmt.Errorf("read history archive of %s/%s: %w", collection, eid, err)
 	}
 	return out, nil
+}
+
+// knowsWrite reports whether the store merged the write key in some block
+// (shown or not).
+func (s *Store) knowsWrite(ctx context.Context, key string) (bool, error) {
+	res, err := s.base.Query(ctx, query.Query{Prefix: s.layout().elems().String() + key + "/", KeysOnly: true, Limit: 1})
+	if err != nil {
+		return false, err
+	}
+	defer res.Close()
+	r, ok := res.NextSync()
+	if !ok {
+		return false, nil
+	}
+	return r.Error == nil, r.Error
 }

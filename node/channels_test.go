@@ -262,6 +262,14 @@ func TestForgedWriteIntoUngrantedChannelIgnored(t *testing.T) {
 }
 
 func TestUngrantHandsOverOfflineEditsThenPurges(t *testing.T) {
+	t.Run("same epoch", func(t *testing.T) { ungrantHandsOver(t, false) })
+	// The office compacts east while the laptop is away: the laptop, no
+	// longer granted, cannot adopt the new epoch; the office merges its
+	// old-epoch DAG and carries its edits over.
+	t.Run("after a compaction", func(t *testing.T) { ungrantHandsOver(t, true) })
+}
+
+func ungrantHandsOver(t *testing.T, compact bool) {
 	ctx := context.Background()
 	c := newClusterWith(t, 1, channelSchema, nil)
 	office, lap := c.nodes[0], c.nodes[1]
@@ -269,7 +277,8 @@ func TestUngrantHandsOverOfflineEditsThenPurges(t *testing.T) {
 	for i := range 50 {
 		put(t, office, fmt.Sprintf("e%02d", i), map[string]any{"last_name": fmt.Sprintf("East %d", i), "territory": "east", "phone": strings.Repeat("5", 200)})
 	}
-	testnet.WaitFor(t, 60*time.Second, func() bool { return holds(lap, "e49") })
+	// go-ds-crdt merges from the heads down: the newest record first.
+	testnet.WaitFor(t, 60*time.Second, func() bool { return holds(lap, "e49") && holds(lap, "e00") })
 	keysBefore, bytesBefore := channelKeys(t, lap, "east")
 
 	// Offline, the laptop edits; meanwhile the office ends its grant.
@@ -277,6 +286,14 @@ func TestUngrantHandsOverOfflineEditsThenPurges(t *testing.T) {
 	put(t, lap, "e01", map[string]any{"phone": "offline edit"})
 	put(t, lap, "e99", map[string]any{"last_name": "Made offline", "territory": "east"})
 	office.clock.Set(office.clock.Now().Add(time.Hour)) // the ungrant comes after the edits
+	if compact {
+		put(t, office, "e02", map[string]any{"phone": "office, before compacting"})
+		rep, err := office.Store().Channel("east").Compact(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("east compacted on the office: epoch %s, %d writes seeded", rep.Epoch, rep.Seeded)
+	}
 	if err := office.Store().Everyone().Ungrant(ctx, lap.ID().String(), "east"); err != nil {
 		t.Fatal(err)
 	}
@@ -295,6 +312,17 @@ func TestUngrantHandsOverOfflineEditsThenPurges(t *testing.T) {
 	}
 	if v := fieldOn(t, office, "contacts", "e01", "phone"); v != "offline edit" {
 		t.Errorf("office e01.phone = %v, want the laptop's offline edit", v)
+	}
+	if compact {
+		if v := fieldOn(t, office, "contacts", "e02", "phone"); v != "office, before compacting" {
+			t.Errorf("office e02.phone = %v after the hand-over", v)
+		}
+		if !c.officeLog.Has(slog.LevelInfo, "merged an older epoch's DAG") {
+			t.Error("the office did not merge the laptop's old epoch: the edits came another way")
+		}
+		if ep := office.Store().Channel("east").Epoch(); ep.Number != 1 {
+			t.Errorf("office east in epoch %s after the hand-over", ep)
+		}
 	}
 	if holds(lap, "e01") || len(lap.Store().Held()) != 0 {
 		t.Errorf("the laptop still shows east: held %v", lap.Store().Held())

@@ -8,10 +8,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
+	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/ferry-crm/ferry/crdt"
@@ -187,7 +189,7 @@ func (n *Node) handOver(ctx context.Context, ch *channel) error {
 	if !n.netUp() || n.Offline() {
 		return fmt.Errorf("%d edits to hand over to an office first: offline", un.Count)
 	}
-	blks, ours, err := ch.acks.unheld(ctx)
+	blks, ours, err := ch.acks.unheld(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -201,6 +203,15 @@ func (n *Node) handOver(ctx context.Context, ch *channel) error {
 			continue
 		}
 		got, err := handover.Send(ctx, n.net.host, p, ch.name, blks, payload)
+		if errors.Is(err, handover.ErrWantAll) {
+			// The office compacted the channel since: every block.
+			all, _, aerr := ch.acks.unheld(ctx, false)
+			if aerr != nil {
+				return aerr
+			}
+			n.log.Info("the office wants every block of the channel", "channel", ch.name, "office", p, "blocks", len(all))
+			got, err = handover.Send(ctx, n.net.host, p, ch.name, all, payload)
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -365,9 +376,25 @@ func (r handOverReceiver) Merge(ctx context.Context, from peer.ID, channel strin
 	if ch == nil || ch.bcast == nil {
 		return fmt.Errorf("channel %s: %w", channel, crdt.ErrChannelNotHeld)
 	}
-	theirs, _, err := heads.DecodeEpoch(payload)
+	theirs, ep, err := heads.DecodeEpoch(payload)
 	if err != nil {
 		return err
+	}
+	switch cur := ch.store.Epoch(); {
+	case cur.After(ep):
+		// The laptop was away across a compaction of the channel, and can
+		// no longer adopt the new epoch: its DAG is merged here and what
+		// the cut does not cover carried over.
+		if missing, err := missingBelow(ctx, ch.bstore, theirs); err != nil {
+			return err
+		} else if missing {
+			return handover.ErrWantAll
+		}
+		_, err := ch.store.MergeOldEpoch(ctx, ep, theirs)
+		return err
+	case ep != cur:
+		ch.store.OfferEpoch(ep, theirs)
+		return fmt.Errorf("this office is not in epoch %s of the channel yet: try again", ep)
 	}
 	if err := ch.bcast.Inject(ctx, from, payload); err != nil {
 		return err
@@ -393,18 +420,44 @@ func (r handOverReceiver) Merge(ctx context.Context, from peer.ID, channel strin
 	}
 }
 
+// missingBelow reports whether a block below roots is not in bs.
+func missingBelow(ctx context.Context, bs blockstore.Blockstore, roots []cid.Cid) (bool, error) {
+	seen := map[cid.Cid]bool{}
+	stack := slices.Clone(roots)
+	for len(stack) > 0 {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		c := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[c] {
+			continue
+		}
+		seen[c] = true
+		blk, err := bs.Get(ctx, c)
+		if ipld.IsNotFound(err) {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		stack = append(stack, crdt.ReadBlock(c, blk.RawData()).Links...)
+	}
+	return false, nil
+}
+
 // unheld returns the blocks reachable from the store's heads that no office
-// is known to hold, and those heads.
-func (a *ackTracker) unheld(ctx context.Context) ([]blocks.Block, []cid.Cid, error) {
+// is known to hold (all of them unless known), and those heads.
+func (a *ackTracker) unheld(ctx context.Context, known bool) ([]blocks.Block, []cid.Cid, error) {
 	ours, err := a.store.Heads(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	a.mu.Lock()
 	var officeCids []cid.Cid
+	a.mu.Lock()
 	for _, oh := range a.office {
 		for _, s := range oh.Heads {
-			if c, err := cid.Decode(s); err == nil {
+			if c, err := cid.Decode(s); err == nil && known {
 				officeCids = append(officeCids, c)
 			}
 		}

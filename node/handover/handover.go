@@ -9,8 +9,11 @@
 // A request is a sequence of frames, each a type byte, a uvarint length
 // and a body: one channel frame, block frames (uvarint CID length, CID,
 // data), one heads frame (a heads payload, see package heads), then the
-// end frame. The answer is one frame: accepted (uvarint blocks stored) or
-// refused (a message).
+// end frame. The answer is one frame: accepted (uvarint blocks stored),
+// refused (a message), or want-all: the office is missing blocks below the
+// heads (it compacted the channel since the laptop last heard of it, and
+// dropped the old epoch's blocks) and wants the request again with every
+// block below them.
 package handover
 
 import (
@@ -58,7 +61,13 @@ const (
 	frameEnd      = 'E'
 	frameAccepted = 'A'
 	frameRefused  = 'X'
+	frameWantAll  = 'W'
 )
+
+// ErrWantAll is returned by Receiver.Merge when blocks below the heads are
+// missing, and by Send when the office answered so: send every block
+// below the heads again.
+var ErrWantAll = errors.New("hand-over: the office wants every block below the heads")
 
 // Receiver is the office's side of a hand-over.
 type Receiver interface {
@@ -105,6 +114,11 @@ func (s *Server) handle(str network.Stream) {
 	_ = str.SetDeadline(time.Now().Add(Timeout))
 	from := str.Conn().RemotePeer()
 	n, err := s.receive(ctx, from, bufio.NewReader(str))
+	if errors.Is(err, ErrWantAll) {
+		s.log.Info("hand-over: blocks missing below the heads, asked for all", "peer", from)
+		_ = writeFrame(str, frameWantAll, nil)
+		return
+	}
 	if err != nil {
 		s.log.Warn("hand-over refused", "peer", from, "err", err)
 		_ = writeFrame(str, frameRefused, []byte(err.Error()))
@@ -154,7 +168,9 @@ func (s *Server) receive(ctx context.Context, from peer.ID, r *bufio.Reader) (in
 			if typ, _, err := readFrame(r, 0); err != nil || typ != frameEnd {
 				return n, fmt.Errorf("hand-over: want the end after the heads (%v)", err)
 			}
-			if err := s.recv.Merge(ctx, from, channel, body); err != nil {
+			if err := s.recv.Merge(ctx, from, channel, body); errors.Is(err, ErrWantAll) {
+				return n, err
+			} else if err != nil {
 				return n, fmt.Errorf("hand-over: merge: %w", err)
 			}
 			s.log.Info("hand-over merged", "peer", from, "channel", channel, "blocks", n, "bytes", total)
@@ -218,6 +234,8 @@ func Send(ctx context.Context, h host.Host, p peer.ID, channel string, blks []bl
 		return int(n), nil
 	case frameRefused:
 		return 0, fmt.Errorf("hand-over to %s: refused: %s", p, body)
+	case frameWantAll:
+		return 0, fmt.Errorf("hand-over to %s: %w", p, ErrWantAll)
 	}
 	return 0, fmt.Errorf("hand-over to %s: unexpected answer %q", p, typ)
 }

@@ -23,6 +23,7 @@ import (
 type recorder struct {
 	mu      sync.Mutex
 	refuse  error
+	merge   error // what Merge answers
 	blocks  map[string][]byte
 	heads   []byte
 	channel string
@@ -49,6 +50,9 @@ func (r *recorder) Put(_ context.Context, _ string, blk blocks.Block) error {
 func (r *recorder) Merge(_ context.Context, _ peer.ID, _ string, heads []byte) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.merge != nil {
+		return r.merge
+	}
 	r.heads, r.merged = heads, true
 	return nil
 }
@@ -88,6 +92,18 @@ func TestHandOverDeliversBlocksThenHeads(t *testing.T) {
 	}
 	if rec2.merged || len(rec2.blocks) > 0 {
 		t.Error("a refused hand-over stored or merged something")
+	}
+	// Blocks missing below the heads: the laptop is told to send them all.
+	rec3 := &recorder{merge: ErrWantAll}
+	srv2.Close()
+	srv3 := NewServer(office, rec3, quiet())
+	defer srv3.Close()
+	if _, err := Send(ctx, laptop, office.ID(), "east", blks[:1], []byte("h")); !errors.Is(err, ErrWantAll) {
+		t.Errorf("an office missing blocks: %v, want ErrWantAll", err)
+	}
+	rec3.merge = errors.New("disk full")
+	if _, err := Send(ctx, laptop, office.ID(), "east", blks, []byte("h")); err == nil || errors.Is(err, ErrWantAll) || !strings.Contains(err.Error(), "disk full") {
+		t.Errorf("a failed merge: %v", err)
 	}
 }
 
