@@ -503,3 +503,39 @@ func (s *Store) knows(ctx context.Context, collection, eid string) (bool, error)
 	}
 	return r.Error == nil, r.Error
 }
+
+// AtHome reports whether this channel store shows a record of a routed
+// collection whose routing value names this channel (not moved away).
+func (s *Store) AtHome(ctx context.Context, collection, id string) (bool, error) {
+	if s.opts.Channel == "" {
+		return false, nil
+	}
+	c, err := s.Collection(ctx, collection)
+	if err != nil || c.Channel == nil {
+		return false, err
+	}
+	eid, err := EscapeID(id)
+	if err != nil {
+		return false, err
+	}
+	if ok, err := s.knows(ctx, collection, eid); err != nil || !ok {
+		return false, err
+	}
+	ru, err := s.rulesFor(ctx, collection)
+	if err != nil {
+		return false, err
+	}
+	ops, err := s.readRecord(ctx, collection, eid)
+	if err != nil {
+		return false, err
+	}
+	if _, moved := ops.movedTo(); moved {
+		return false, nil
+	}
+	rec, exists := ops.fold(collection, id, ru)
+	if !exists {
+		return false, nil
+	}
+	to, err := c.ChannelOf(rec.Values())
+	return err == nil && to == s.opts.Channel, nil
+}

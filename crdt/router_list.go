@@ -3,6 +3,7 @@ package crdt
 import (
 	"context"
 	"errors"
+	"slices"
 )
 
 // listed is one record of one channel store's scan, in key order. key is
@@ -33,6 +34,64 @@ func (r *Router) List(ctx context.Context, collection string, fn func(*Record) e
 		// error, or nothing).
 		return r.all.List(ctx, collection, fn)
 	}
+	return r.mergeScans(ctx, collection, stores, func(copies []copyOf, moved []listed) error {
+		if len(copies) == 0 {
+			// Only copies moved away: shown as the channel it went to
+			// shows it now, or as it was until that channel merged it.
+			for _, m := range moved {
+				if cp, ok := r.movedCopy(ctx, m); ok {
+					copies = append(copies, cp)
+				}
+			}
+			if len(copies) == 0 {
+				return nil
+			}
+		}
+		return fn(pick(c, copies).rec)
+	})
+}
+
+// SplitRecords calls fn for every record of a routed collection that two or
+// more held channels show, each at home (its routing value naming its
+// channel): a record created with one id in two channels by nodes that did
+// not hold each other's copy. channels is sorted.
+func (r *Router) SplitRecords(ctx context.Context, fn func(collection, id string, channels []string) error) error {
+	stores := r.channelStores()
+	if len(stores) < 2 {
+		return nil
+	}
+	sc, err := r.all.Schema(ctx)
+	if err != nil {
+		return err
+	}
+	for _, name := range sc.Names() {
+		c := sc.Collections[name]
+		if c.Channel == nil {
+			continue
+		}
+		err := r.mergeScans(ctx, name, stores, func(copies []copyOf, _ []listed) error {
+			var home []string
+			for _, cp := range copies {
+				if atHome(c, cp) {
+					home = append(home, cp.store.opts.Channel)
+				}
+			}
+			if len(home) < 2 {
+				return nil
+			}
+			slices.Sort(home)
+			return fn(name, copies[0].rec.ID, home)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mergeScans scans a collection in every store at once, in key order, and
+// calls fn once per record with the copies shown and the copies moved away.
+func (r *Router) mergeScans(ctx context.Context, collection string, stores []*Store, fn func(copies []copyOf, moved []listed) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type stream struct {
@@ -115,19 +174,7 @@ func (r *Router) List(ctx context.Context, collection string, fn func(*Record) e
 			}
 		}
 		live = kept
-		if len(copies) == 0 {
-			// Only copies moved away: shown as the channel it went to
-			// shows it now, or as it was until that channel merged it.
-			for _, m := range moved {
-				if cp, ok := r.movedCopy(ctx, m); ok {
-					copies = append(copies, cp)
-				}
-			}
-			if len(copies) == 0 {
-				continue
-			}
-		}
-		if err := fn(pick(c, copies).rec); err != nil {
+		if err := fn(copies, moved); err != nil {
 			return err
 		}
 	}

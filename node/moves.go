@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -118,6 +120,52 @@ func (n *Node) scanMisplaced(ctx context.Context) {
 			n.log.Warn("looking for misplaced records", "channel", ch.name, "err", err)
 		}
 	}
+	err := n.router.SplitRecords(ctx, func(collection, id string, channels []string) error {
+		eid, err := crdt.EscapeID(id)
+		if err == nil {
+			n.moves.add(moveKey{channels[0], collection, eid})
+		}
+		return nil
+	})
+	if err != nil && ctx.Err() == nil {
+		n.log.Warn("looking for records created in two channels", "err", err)
+	}
+}
+
+// joinSplit joins the copies of a record created with one id in several
+// channels (by nodes that did not hold each other's copy), each shown at
+// home: every copy moves into the first of those channels by name, so
+// that every office joins them the same way; if the joined record's
+// routing value names another channel, it then moves there like any
+// other. Nothing is lost: a move carries every write, conflicts included.
+func (n *Node) joinSplit(ctx context.Context, collection, id string) error {
+	var home []*channel
+	for _, ch := range n.chans.all() {
+		ok, err := ch.store.AtHome(ctx, collection, id)
+		if err != nil {
+			return err
+		}
+		if ok {
+			home = append(home, ch)
+		}
+	}
+	if len(home) < 2 {
+		return nil
+	}
+	slices.SortFunc(home, func(a, b *channel) int { return strings.Compare(a.name, b.name) })
+	into := home[0]
+	for _, from := range home[1:] {
+		res, err := from.store.Move(ctx, into.store, collection, id)
+		if err != nil {
+			return fmt.Errorf("join the copies of a record created in channels %s and %s: %w", into.name, from.name, err)
+		}
+		n.log.Info("joined a record created in two channels", "collection", collection, "id", id, "from", from.name, "into", into.name, "writes", res.Copied)
+	}
+	// The joined record may belong elsewhere now.
+	if eid, err := crdt.EscapeID(id); err == nil {
+		n.moves.add(moveKey{into.name, collection, eid})
+	}
+	return nil
 }
 
 // moveIfMisplaced moves one record when its channel store says it should.
@@ -131,8 +179,11 @@ func (n *Node) moveIfMisplaced(ctx context.Context, k moveKey) error {
 		return nil
 	}
 	to, ok, err := ch.store.MisplacedRecord(ctx, k.collection, id)
-	if err != nil || !ok {
+	if err != nil {
 		return err
+	}
+	if !ok {
+		return n.joinSplit(ctx, k.collection, id)
 	}
 	dst, err := n.ensureChannel(ctx, to)
 	if err != nil {
