@@ -280,7 +280,11 @@ func (s *Store) recordCopies(ctx context.Context, dst *Store, collection, eid st
 		if slices.ContainsFunc(w.Ops, func(op Op) bool { return op.Field == MovedField }) {
 			continue
 		}
-		if s.opts.Trust != nil && kp.Op.Writer != s.opts.Writer && !s.isBadSig(key) {
+		// Another node's write counts in the new channel once vouched for
+		// (its writer may not be granted it); so does this office's own
+		// import write: signed with its whole batch, it would not verify
+		// alone.
+		if s.opts.Trust != nil && (kp.Op.Writer != s.opts.Writer || w.Batch) && !s.isBadSig(key) {
 			if v, err = s.vouchAny(key, w); err != nil {
 				return nil, err
 			}
