@@ -27,8 +27,8 @@ import (
 // MovedField is the pseudo-field of the operation by which an office takes
 // a record out of a channel's store: its value is the channel the record
 // went to, then the heads of that channel's store once the copies were
-// written ("west bafy... bafy..."). An empty value (the record came back)
-// only supersedes earlier ones.
+// written, and their epoch ("west bafy... bafy... @1-5f0c1e9a7d3b2a61").
+// An empty value (the record came back) only supersedes earlier ones.
 const MovedField = "_moved"
 
 // MovedError is what Get answers for a record an office moved to another
@@ -36,9 +36,34 @@ const MovedField = "_moved"
 type MovedError struct {
 	Collection, ID string
 	// To is the channel the record went to; Heads the heads of its store
-	// once it held the record.
+	// once it held the record, in epoch Epoch of that store (nil: not
+	// said, a move made before moves said it).
 	To    string
 	Heads []cid.Cid
+	Epoch *Epoch
+	// At is when the move was made.
+	At Timestamp
+}
+
+// movedError is the MovedError of move op mv.
+func movedError(collection, id string, mv Op) *MovedError {
+	to, heads, ep := parseMoved(mv.Value)
+	return &MovedError{Collection: collection, ID: id, To: to, Heads: heads, Epoch: ep, At: mv.ID.Time}
+}
+
+// HeadsGone reports whether the heads of the move belong to an epoch of
+// the target store older than its current one: they will never be merged
+// there, and the copies are there if the compaction's office had them (or
+// come with the move's office when it adopts the new epoch).
+func (e *MovedError) HeadsGone(target *Store) bool {
+	cur := target.EpochInfo()
+	if cur == nil || cur.Epoch.Number == 0 {
+		return false
+	}
+	if e.Epoch != nil {
+		return cur.Epoch.After(*e.Epoch)
+	}
+	return e.At.Wall().Before(cur.At)
 }
 
 func (e *MovedError) Error() string {
@@ -48,26 +73,33 @@ func (e *MovedError) Error() string {
 // Unwrap makes a moved record a record not found.
 func (e *MovedError) Unwrap() error { return ErrNotFound }
 
-// parseMoved reads a MovedField value.
-func parseMoved(v any) (to string, heads []cid.Cid) {
+// parseMoved reads a MovedField value: the channel, then its heads, and an
+// "@<epoch>" token naming their epoch.
+func parseMoved(v any) (to string, heads []cid.Cid, ep *Epoch) {
 	s, _ := v.(string)
 	parts := strings.Fields(s)
 	if len(parts) == 0 {
-		return "", nil
+		return "", nil, nil
 	}
 	for _, p := range parts[1:] {
+		if e, ok := strings.CutPrefix(p, "@"); ok {
+			if got, err := ParseEpoch(e); err == nil {
+				ep = &got
+			}
+			continue
+		}
 		if c, err := cid.Decode(p); err == nil {
 			heads = append(heads, c)
 		}
 	}
-	return parts[0], heads
+	return parts[0], heads, ep
 }
 
 // movedTo returns the move that hides a record, if any: the newest visible
 // MovedField op with a target.
 func (r *recordOps) movedTo() (op Op, ok bool) {
 	for _, m := range r.moved {
-		if to, _ := parseMoved(m.Value); to != "" && (!ok || m.ID.Newer(op.ID)) {
+		if to, _, _ := parseMoved(m.Value); to != "" && (!ok || m.ID.Newer(op.ID)) {
 			op, ok = m, true
 		}
 	}
@@ -179,6 +211,7 @@ func (s *Store) Move(ctx context.Context, dst *Store, collection, id string) (Mo
 	for _, h := range heads {
 		value += " " + h.String()
 	}
+	value += " @" + dst.Epoch().String()
 	s.clock.Observe(cur.maxTime())
 	mv := Op{ID: OpID{Time: s.clock.Now(), Writer: s.opts.Writer}, Field: MovedField, Value: value}
 	for _, op := range cur.moved {
@@ -355,7 +388,7 @@ func (s *Store) Misplaced(ctx context.Context, fn func(collection, id, to string
 			}
 			if mv, moved := ops.movedTo(); moved {
 				if len(ops.unseen(mv)) > 0 {
-					to, _ := parseMoved(mv.Value)
+					to, _, _ := parseMoved(mv.Value)
 					return fn(name, id, to)
 				}
 				return nil
@@ -398,10 +431,9 @@ func (s *Store) MovedRecord(ctx context.Context, collection, id string) (*Record
 	if !ok {
 		return nil, nil, nil
 	}
-	to, heads := parseMoved(mv.Value)
 	ops.moved = nil
 	rec, _ := ops.fold(collection, id, ru)
-	return rec, &MovedError{Collection: collection, ID: id, To: to, Heads: heads}, nil
+	return rec, movedError(collection, id, mv), nil
 }
 
 // HasProcessed reports whether every one of heads was merged here.
@@ -437,7 +469,7 @@ func (s *Store) MisplacedRecord(ctx context.Context, collection, id string) (to 
 		return "", false, err
 	}
 	if mv, moved := ops.movedTo(); moved {
-		to, _ := parseMoved(mv.Value)
+		to, _, _ := parseMoved(mv.Value)
 		return to, len(ops.unseen(mv)) > 0, nil
 	}
 	rec, exists := ops.fold(collection, id, ru)
@@ -473,13 +505,12 @@ func (s *Store) listWithMoved(ctx context.Context, collection string, fn func(re
 			}
 			return fn(rec, nil)
 		}
-		to, heads := parseMoved(mv.Value)
 		ops.moved = nil
 		rec, ok := ops.fold(collection, id, ru)
 		if !ok {
 			return nil
 		}
-		return fn(rec, &MovedError{Collection: collection, ID: id, To: to, Heads: heads})
+		return fn(rec, movedError(collection, id, mv))
 	})
 }
 

@@ -198,7 +198,7 @@ func (r *Router) movedCopy(ctx context.Context, m listed) (copyOf, bool) {
 	if errors.As(err, &again) {
 		return copyOf{}, false // it moved on from there too
 	}
-	if !to.HasProcessed(ctx, m.moved.Heads) {
+	if !to.HasProcessed(ctx, m.moved.Heads) && !m.moved.HeadsGone(to) {
 		return m.cp, true
 	}
 	return copyOf{}, false

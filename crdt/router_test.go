@@ -410,3 +410,42 @@ func TestMoveCarriesFieldsHistoryAndStragglers(t *testing.T) {
 		t.Errorf("c1 back in east: %+v %v", rec, err)
 	}
 }
+
+// TestMovedThenDeletedStaysGoneAfterTheTargetCompacts: a record moved to
+// west, then deleted there, stays gone on a node holding both channels
+// once west is compacted: the move's heads, of west's older epoch, are
+// never merged in its new one, and must not bring the old copy back.
+func TestMovedThenDeletedStaysGoneAfterTheTargetCompacts(t *testing.T) {
+	ctx := context.Background()
+	r := newTestRouter(t, "east", "west")
+	east, west := r.Channel("east"), r.Channel("west")
+	if _, err := r.Put(ctx, "contacts", "c1", map[string]any{"name": "Ann", "territory": "east"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Put(ctx, "contacts", "c1", map[string]any{"territory": "west"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := east.Move(ctx, west, "contacts", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Delete(ctx, "contacts", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	gone := func(when string) {
+		t.Helper()
+		if rec, err := r.Get(ctx, "contacts", "c1"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s: c1 shows again: %+v %v", when, rec, err)
+		}
+		_ = r.List(ctx, "contacts", func(rec *Record) error {
+			if rec.ID == "c1" {
+				t.Errorf("%s: c1 listed again", when)
+			}
+			return nil
+		})
+	}
+	gone("after the delete")
+	if _, err := west.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	gone("after west's compaction")
+}

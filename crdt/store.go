@@ -661,8 +661,7 @@ func (s *Store) Get(ctx context.Context, collection, id string) (*Record, error)
 	rec, ok := ops.fold(collection, id, ru)
 	if !ok {
 		if mv, moved := ops.movedTo(); moved {
-			to, heads := parseMoved(mv.Value)
-			return nil, &MovedError{Collection: collection, ID: id, To: to, Heads: heads}
+			return nil, movedError(collection, id, mv)
 		}
 		return nil, fmt.Errorf("%s/%s: %w", collection, id, ErrNotFound)
 	}
