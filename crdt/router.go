@@ -369,18 +369,52 @@ func (r *Router) History(ctx context.Context, collection, id, field string) (out
 	if c == nil {
 		return r.all.History(ctx, collection, id, field)
 	}
-	err = r.holding(ctx, c, id, func(s *Store) error {
-		h, err := s.History(ctx, collection, id, field)
-		if err == nil && len(h) == 0 {
-			return fmt.Errorf("%s/%s: %w", collection, id, ErrNotFound)
-		}
-		out = h
-		return err
-	})
-	if errors.Is(err, ErrNotFound) {
-		return []HistoryEntry{}, nil
+	// Every channel that held the record: a record deleted in one channel
+	// may have been created again in another, and a move leaves the
+	// writes it copied in the old channel too (same op ids: the channel
+	// showing the record says which are visible).
+	eid, err := EscapeID(id)
+	if err != nil {
+		return nil, err
 	}
-	return out, err
+	shown, _, err := r.locate(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	stores := r.channelStores()
+	if shown != nil {
+		stores = slices.DeleteFunc(stores, func(s *Store) bool { return s == shown })
+		stores = append([]*Store{shown}, stores...)
+	}
+	seen := map[string]bool{}
+	out = []HistoryEntry{}
+	for _, s := range stores {
+		if known, err := s.knows(ctx, collection, eid); err != nil {
+			return nil, err
+		} else if !known {
+			continue
+		}
+		h, err := s.History(ctx, collection, id, field)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range h {
+			if ref := e.Field + "/" + e.Op.String(); !seen[ref] {
+				seen[ref] = true
+				out = append(out, e)
+			}
+		}
+	}
+	slices.SortStableFunc(out, func(a, b HistoryEntry) int {
+		switch {
+		case b.Op.Newer(a.Op):
+			return -1
+		case a.Op.Newer(b.Op):
+			return 1
+		}
+		return 0
+	})
+	return out, nil
 }
 
 // RecordConflicts returns the open conflicts of one record.

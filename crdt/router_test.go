@@ -449,3 +449,39 @@ func TestMovedThenDeletedStaysGoneAfterTheTargetCompacts(t *testing.T) {
 	}
 	gone("after west's compaction")
 }
+
+// TestHistoryOfARecordDeletedThenCreatedInAnotherChannel: the history of a
+// record id holds what every channel knows of it, once each, oldest first.
+func TestHistoryOfARecordDeletedThenCreatedInAnotherChannel(t *testing.T) {
+	ctx := context.Background()
+	r := newTestRouter(t, "east", "west")
+	if _, err := r.Put(ctx, "contacts", "c1", map[string]any{"name": "Ann", "territory": "east"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Delete(ctx, "contacts", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Put(ctx, "contacts", "c1", map[string]any{"name": "Bob", "territory": "west"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Channel("west").Get(ctx, "contacts", "c1"); err != nil {
+		t.Fatalf("c1 not created again in west: %v", err)
+	}
+	h, err := r.History(ctx, "contacts", "c1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []any
+	deletes := 0
+	for _, e := range h {
+		switch e.Field {
+		case "name":
+			names = append(names, e.Value)
+		case DeleteField:
+			deletes++
+		}
+	}
+	if fmt.Sprint(names) != "[Ann Bob]" || deletes != 1 {
+		t.Errorf("history of c1: names %v, %d deletes; want [Ann Bob] and the delete", names, deletes)
+	}
+}
