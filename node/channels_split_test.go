@@ -1,8 +1,13 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -58,4 +63,36 @@ func TestRecordCreatedInTwoChannelsIsJoined(t *testing.T) {
 	}); err != nil || len(split) > 0 {
 		t.Errorf("records still in two channels on the office: %v (%v)", split, err)
 	}
+}
+
+// filesHolding returns the files under dir whose bytes contain s.
+func filesHolding(t *testing.T, dir, s string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // deleted by GC meanwhile
+			}
+			return err
+		}
+		if e.IsDir() {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(b, []byte(s)) {
+			out = append(out, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

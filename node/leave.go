@@ -244,6 +244,12 @@ func (n *Node) purgeChannel(ctx context.Context, name string) error {
 	if err := n.datastore().Delete(ctx, marker); err != nil {
 		return fmt.Errorf("purge channel %s: %w", name, err)
 	}
+	// The purged values' write-ahead copies are in badger's current
+	// value-log file, which GC never touches: a new file is started, so
+	// that the GC below deletes that one, and the values leave the disk.
+	if err := n.guard.RotateValueLog(ctx); err != nil {
+		n.log.Warn("purged a channel, but its values stay in badger's value log until it is rewritten", "channel", name, "err", err)
+	}
 	if n.gc != nil {
 		n.life.Go(func(ctx context.Context) {
 			if _, err := n.gc.Reclaim(ctx); err != nil && ctx.Err() == nil {

@@ -5,8 +5,11 @@ package main
 // real `ferry node` process on loopback; contacts routed by territory.
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -462,6 +465,9 @@ func TestChannelUngrantHandsOverOfflineEdit(t *testing.T) {
 	}
 	waitRecord(t, a, "contacts", "e9", map[string]any{"last_name": "Made offline"})
 	waitRecord(t, a, "contacts", "e1", map[string]any{"phone": "555-0101"})
+	if found := filesHolding(t, filepath.Join(a, "store"), "Made offline"); len(found) == 0 {
+		t.Fatal("no file of laptop-a's store holds its offline record: the check after the purge would prove nothing")
+	}
 
 	// Back online: the edits reach the office, then east goes from the
 	// laptop.
@@ -492,6 +498,14 @@ func TestChannelUngrantHandsOverOfflineEdit(t *testing.T) {
 		// a secured laptop granted nothing reads as granted everything.
 		t.Errorf("channels (text) on a secured laptop granted nothing does not say \"granted: none\":\n%s", r.Stdout)
 	}
+
+	// The purge erased east from the laptop's disk: no file of its store
+	// holds a value of it, once GC ran (the purge rotates badger's value
+	// log first, so that GC may delete the file that held them).
+	eventually(t, "no file of laptop-a's store holds an east value", func() (bool, string) {
+		found := filesHolding(t, filepath.Join(a, "store"), "Made offline")
+		return len(found) == 0, fmt.Sprint(found)
+	})
 
 	// The purge was no delete: the office keeps every record, and the
 	// laptop's later edits never reach east.
@@ -612,4 +626,33 @@ func derefChannels(l *[]string) []string {
 		return nil
 	}
 	return *l
+}
+
+// filesHolding returns the files under dir whose bytes contain s.
+func filesHolding(t *testing.T, dir, s string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // deleted by GC meanwhile
+		}
+		if err != nil || e.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(b, []byte(s)) {
+			out = append(out, filepath.Base(path))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

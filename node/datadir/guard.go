@@ -138,6 +138,61 @@ func (g *Guard) DropPrefix(prefix string) error {
 	return nil
 }
 
+// RotateValueLog ends badger's current value-log file and starts a new
+// one, with the head badger records on disk moved into it: every earlier
+// file is then one value-log GC may delete (GC never touches the file the
+// head is in). After a purge, the write-ahead copies of the purged values
+// in the current file go with the next GC (GC.Reclaim), instead of staying
+// until another ValueLogFileSize was written.
+func (g *Guard) RotateValueLog(ctx context.Context) error {
+	g.lsm.Lock()
+	defer g.lsm.Unlock()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := endValueLogFile(g.Datastore.DB); err != nil {
+		return fmt.Errorf("rotate the value log: %w", err)
+	}
+	// The first write goes to the current file and ends it; the second
+	// starts the new one, and the head moves there at the next memtable
+	// flush, which DropPrefix makes (nothing is under that prefix).
+	k := ds.NewKey(rotateKey)
+	if err := g.after(g.Datastore.Put(ctx, k, []byte{1})); err != nil {
+		return fmt.Errorf("rotate the value log: %w", err)
+	}
+	if err := g.after(g.Datastore.Delete(ctx, k)); err != nil {
+		return fmt.Errorf("rotate the value log: %w", err)
+	}
+	if err := g.Datastore.DB.DropPrefix([]byte(rotateKey + "/")); err != nil {
+		return fmt.Errorf("rotate the value log: %w", err)
+	}
+	return nil
+}
+
+// rotateKey is the key RotateValueLog writes then deletes.
+const rotateKey = "/ferry/local/rotate-value-log"
+
+// endValueLogFile makes badger start a new value-log file after its next
+// write, as if the current one held ValueLogMaxEntries entries: it sets
+// badger v1.6.2's unexported valueLog.numEntriesWritten (only the write
+// goroutine reads it, after the next write request reaches it over a
+// channel). TestRotateValueLog fails if it changes.
+func endValueLogFile(db *badgerdb.DB) error {
+	if db == nil {
+		return errors.New("no badger DB")
+	}
+	vlog := reflect.ValueOf(db).Elem().FieldByName("vlog")
+	if !vlog.IsValid() {
+		return errors.New("badger has no field vlog")
+	}
+	f := vlog.FieldByName("numEntriesWritten")
+	if !f.IsValid() || f.Kind() != reflect.Uint32 {
+		return errors.New("badger's valueLog has no uint32 numEntriesWritten")
+	}
+	p := (*uint32)(unsafe.Pointer(f.UnsafeAddr()))
+	*p = 1 << 31
+	return nil
+}
+
 // count adds n written bytes when err is nil, and returns err.
 func (g *Guard) count(err error, n int) error {
 	if err == nil {
