@@ -9,6 +9,7 @@ import (
 	"time"
 
 	cid "github.com/ipfs/go-cid"
+	badger "github.com/ipfs/go-ds-badger"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -242,12 +243,34 @@ func copySnapshot(ctx context.Context, cfg Config, progress func(CleanSyncProgre
 		entries, bytes, err := snapshot.Fetch(ctx, h, info.ID, base, layout, func(entries int, bytes int64) {
 			progress(CleanSyncProgress{Phase: "copying", Peer: info.ID, Entries: entries, CopyBytes: bytes})
 		})
+		if err == nil {
+			dropWriteAheadCopy(ctx, cfg, base)
+		}
 		if cerr := base.Close(); err == nil {
 			err = cerr
 		}
 		return entries, bytes, err
 	}
 	return 0, 0, fmt.Errorf("no configured peer answered: %w", errors.Join(errs...))
+}
+
+// dropWriteAheadCopy frees the second copy of a snapshot a store holds
+// once it is written: badger's value log holds every value written, and
+// its current file (up to 64 MiB, often the whole copy) is one GC never
+// touches. A new file is started and GC deletes the old one (the values
+// live in the tables). The copy is whole without it: a failure only costs
+// disk.
+func dropWriteAheadCopy(ctx context.Context, cfg Config, base *badger.Datastore) {
+	g := datadir.NewGuard(base, cfg.Logger)
+	if err := g.RotateValueLog(ctx); err != nil {
+		cfg.Logger.Warn("clean sync: the copy's write-ahead log stays on disk until GC", "err", err)
+		return
+	}
+	gc := datadir.StartGC(g, cfg.Dir, datadir.GCOptions{Idle: time.Hour, Interval: time.Hour, Logger: cfg.Logger})
+	defer gc.Close()
+	if _, err := gc.Collect(ctx); err != nil {
+		cfg.Logger.Warn("clean sync: the copy's write-ahead log stays on disk until GC", "err", err)
+	}
 }
 
 // channelsSameAs reports whether every channel held here has merged what
