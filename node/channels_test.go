@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/ferry-crm/ferry/crdt"
 	"github.com/ferry-crm/ferry/internal/testnet"
+	"github.com/ferry-crm/ferry/node/apijson"
 	"github.com/ferry-crm/ferry/node/blocksync"
 	"github.com/ferry-crm/ferry/node/datadir"
 	"github.com/ferry-crm/ferry/node/p2p"
@@ -258,6 +260,11 @@ func TestForgedWriteIntoUngrantedChannelIgnored(t *testing.T) {
 		if !found {
 			t.Errorf("%s does not list the forged write as not granted: %+v", n.cfg.Name, ig)
 		}
+		// status counts it too (once the digest is built).
+		testnet.WaitFor(t, 30*time.Second, func() bool {
+			st := n.Status(ctx)
+			return st.IgnoredOps > 0 && slices.ContainsFunc(st.Ignored, func(i apijson.Ignored) bool { return i.ID == "forged" })
+		})
 	}
 }
 

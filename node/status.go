@@ -77,7 +77,7 @@ func (n *Node) Status(ctx context.Context) apijson.Status {
 		n.log.Warn("status: digest", "err", err)
 	case ok:
 		s.Digest = d.String()
-		if ig, err := n.store.Ignored(ctx); err != nil {
+		if ig, err := n.router.Ignored(ctx); err != nil { // every channel too
 			n.log.Warn("status: ignored operations", "err", err)
 		} else if s.IgnoredOps = len(ig); len(ig) > 0 {
 			s.Ignored = apijson.FromIgnored(ig)

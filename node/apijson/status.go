@@ -61,8 +61,9 @@ type Status struct {
 	// Member: this node is a current member (absent in an open network).
 	Member *bool `json:"member,omitempty"`
 	// IgnoredOps counts operations not shown because they failed the trust
-	// checks; Ignored details them (computed with the digest: absent while
-	// it is pending or without a running node).
+	// checks, in every store (channels too); Ignored details them
+	// (computed with the digest: absent while it is pending or without a
+	// running node).
 	IgnoredOps int       `json:"ignored_ops"`
 	Ignored    []Ignored `json:"ignored,omitempty"`
 	// RefusedStreams counts protocol streams refused to non-members.
