@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	cid "github.com/ipfs/go-cid"
@@ -240,6 +241,11 @@ func copySnapshot(ctx context.Context, cfg Config, progress func(CleanSyncProgre
 			return 0, 0, err
 		}
 		layout := cfg.snapshotLayout()
+		if cfg.Role != RoleOffice && cfg.Channels != nil {
+			// Granted but not taken offline: not stored (the office sends
+			// every channel granted; the subscription is this laptop's).
+			layout.Skip = func(channel string) bool { return !slices.Contains(cfg.Channels, channel) }
+		}
 		entries, bytes, err := snapshot.Fetch(ctx, h, info.ID, base, layout, func(entries int, bytes int64) {
 			progress(CleanSyncProgress{Phase: "copying", Peer: info.ID, Entries: entries, CopyBytes: bytes})
 		})

@@ -76,10 +76,13 @@ func Fetch(ctx context.Context, h host.Host, p peer.ID, dst ds.Batching, layout 
 		if err := layout.Check(string(key), val); err != nil {
 			return entries, total, fmt.Errorf("snapshot from %s: %w", p, err)
 		}
+		entries++
+		if layout.skipped(string(key)) {
+			continue
+		}
 		if err := batch.Put(ctx, ds.RawKey(string(key)), val); err != nil {
 			return entries, total, err
 		}
-		entries++
 		total += int64(len(key) + len(val))
 		pending += len(key) + len(val)
 		if pending >= batchMax {

@@ -69,6 +69,22 @@ type Layout struct {
 	// per requester, the prefixes its Extra returns.
 	Channels      string
 	ChannelBlocks string
+	// Skip, if set, tells a receiver the channels whose keys it checks
+	// but does not store (granted, not taken offline).
+	Skip func(channel string) bool
+}
+
+// skipped reports whether a receiver drops key (checked already).
+func (l Layout) skipped(key string) bool {
+	if l.Skip == nil || l.Channels == "" {
+		return false
+	}
+	rest, ok := strings.CutPrefix(key, l.Channels)
+	if !ok {
+		return false
+	}
+	name, _, _ := strings.Cut(rest, "/")
+	return l.Skip(name)
 }
 
 // Check refuses keys outside the layout and blocks whose data do not match
