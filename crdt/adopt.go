@@ -233,32 +233,14 @@ var errSuperseded = errors.New("a later epoch was offered meanwhile")
 // not retried by go-ds-crdt), and the wait ends early when a later epoch
 // is offered: the peers that were in ep may have dropped its blocks.
 func (s *Store) awaitSide(ctx context.Context, side *Store, feed *feedBroadcaster, payload []byte, ep Epoch, heads []cid.Cid) error {
-	delay := 10 * time.Millisecond
-	refeed := time.Now().Add(adoptRefeed)
-	for {
-		done, err := side.merged(ctx, heads)
-		if err != nil || done {
-			return err
-		}
+	return awaitMerged(ctx, side, feed, payload, heads, func() error {
 		if s.epochs.laterOffered(ep) {
 			return errSuperseded
 		}
-		if time.Now().After(refeed) {
-			feed.offer(payload)
-			refeed = time.Now().Add(adoptRefeed)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("merge the epoch's DAG: %w", ctx.Err())
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 250*time.Millisecond)
-	}
+		return nil
+	})
 }
 
-// adoptRefeed is how often the heads of an epoch being merged are handed
-// to go-ds-crdt again.
-const adoptRefeed = 5 * time.Second
 
 // laterOffered reports whether an epoch later than ep waits to be adopted.
 func (e *epochState) laterOffered(ep Epoch) bool {

@@ -498,14 +498,5 @@ func (s *Store) readArchive(ctx context.Context, collection, eid string) ([]arch
 // knowsWrite reports whether the store merged the write key in some block
 // (shown or not).
 func (s *Store) knowsWrite(ctx context.Context, key string) (bool, error) {
-	res, err := s.base.Query(ctx, query.Query{Prefix: s.layout().elems().String() + key + "/", KeysOnly: true, Limit: 1})
-	if err != nil {
-		return false, err
-	}
-	defer res.Close()
-	r, ok := res.NextSync()
-	if !ok {
-		return false, nil
-	}
-	return r.Error == nil, r.Error
+	return s.hasElementsUnder(ctx, key)
 }

@@ -527,7 +527,13 @@ func onlyMoves(w *write) bool {
 // knows reports whether this store holds any write of a record, shown or
 // not (a cheap look at one key, before a full read).
 func (s *Store) knows(ctx context.Context, collection, eid string) (bool, error) {
-	res, err := s.base.Query(ctx, query.Query{Prefix: s.layout().elems().String() + recordPrefix(collection, eid).String() + "/", KeysOnly: true, Limit: 1})
+	return s.hasElementsUnder(ctx, recordPrefix(collection, eid).String())
+}
+
+// hasElementsUnder reports whether go-ds-crdt holds an element (shown or
+// not) whose key starts with prefix + "/".
+func (s *Store) hasElementsUnder(ctx context.Context, prefix string) (bool, error) {
+	res, err := s.base.Query(ctx, query.Query{Prefix: s.layout().elems().String() + prefix + "/", KeysOnly: true, Limit: 1})
 	if err != nil {
 		return false, err
 	}

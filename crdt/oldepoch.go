@@ -22,9 +22,10 @@ import (
 // epoch or a later one.
 var ErrNotOlderEpoch = errors.New("not an older epoch than this node's")
 
-// oldEpochRefeed is how often heads being merged are handed to go-ds-crdt
-// again (a block fetch that timed out is not retried by it).
-const oldEpochRefeed = 5 * time.Second
+// refeed is how often the heads of a DAG being merged into a side store
+// are handed to go-ds-crdt again (a block fetch that timed out is not
+// retried by it).
+const refeed = 5 * time.Second
 
 // MergeOldEpoch merges the DAG below heads, of epoch ep older than the
 // store's, and carries into the current epoch every write of it the
@@ -74,7 +75,7 @@ func (s *Store) mergeOldEpoch(ctx context.Context, ep Epoch, ns ds.Key, heads []
 	payload, err := EncodeHeads(heads, ep)
 	if err == nil {
 		feed.give(payload)
-		err = awaitMerged(ctx, side, feed, payload, heads)
+		err = awaitMerged(ctx, side, feed, payload, heads, nil)
 	}
 	if err == nil {
 		// What the side merged is read only: nothing else writes to it.
@@ -88,18 +89,25 @@ func (s *Store) mergeOldEpoch(ctx context.Context, ep Epoch, ns ds.Key, heads []
 	return err
 }
 
-// awaitMerged waits until side has merged every block below heads.
-func awaitMerged(ctx context.Context, side *Store, feed *feedBroadcaster, payload []byte, heads []cid.Cid) error {
+// awaitMerged waits until side has merged every block below heads,
+// handing it the heads again every few seconds; abort, if set, ends the
+// wait early with its error.
+func awaitMerged(ctx context.Context, side *Store, feed *feedBroadcaster, payload []byte, heads []cid.Cid, abort func() error) error {
 	delay := 10 * time.Millisecond
-	refeed := time.Now().Add(oldEpochRefeed)
+	next := time.Now().Add(refeed)
 	for {
 		done, err := side.merged(ctx, heads)
 		if err != nil || done {
 			return err
 		}
-		if time.Now().After(refeed) {
+		if abort != nil {
+			if err := abort(); err != nil {
+				return err
+			}
+		}
+		if time.Now().After(next) {
 			feed.offer(payload)
-			refeed = time.Now().Add(oldEpochRefeed)
+			next = time.Now().Add(refeed)
 		}
 		select {
 		case <-ctx.Done():

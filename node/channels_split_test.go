@@ -1,16 +1,12 @@
 package node
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/ferry-crm/ferry/internal/ondisk"
 	"github.com/ferry-crm/ferry/internal/testnet"
 )
 
@@ -68,31 +64,9 @@ func TestRecordCreatedInTwoChannelsIsJoined(t *testing.T) {
 // filesHolding returns the files under dir whose bytes contain s.
 func filesHolding(t *testing.T, dir, s string) []string {
 	t.Helper()
-	var out []string
-	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil // deleted by GC meanwhile
-			}
-			return err
-		}
-		if e.IsDir() {
-			return nil
-		}
-		b, err := os.ReadFile(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(b, []byte(s)) {
-			out = append(out, path)
-		}
-		return nil
-	})
+	found, err := ondisk.FilesHolding(dir, s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return found
 }

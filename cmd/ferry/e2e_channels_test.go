@@ -5,11 +5,8 @@ package main
 // real `ferry node` process on loopback; contacts routed by territory.
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-crm/ferry/internal/ondisk"
 	"github.com/ferry-crm/ferry/node/apijson"
 	"github.com/ferry-crm/ferry/node/datadir"
 )
@@ -631,28 +629,9 @@ func derefChannels(l *[]string) []string {
 // filesHolding returns the files under dir whose bytes contain s.
 func filesHolding(t *testing.T, dir, s string) []string {
 	t.Helper()
-	var out []string
-	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // deleted by GC meanwhile
-		}
-		if err != nil || e.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(b, []byte(s)) {
-			out = append(out, filepath.Base(path))
-		}
-		return nil
-	})
+	found, err := ondisk.FilesHolding(dir, s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return found
 }

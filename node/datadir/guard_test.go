@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+
+	"github.com/ferry-crm/ferry/internal/ondisk"
 )
 
 // partialWrite makes badger's value log look as after a write that failed
@@ -224,7 +225,10 @@ func TestRotateValueLog(t *testing.T) {
 			if _, err := c.Reclaim(ctx); err != nil {
 				t.Fatal(err)
 			}
-			found := onDisk(t, filepath.Join(dir, StoreDir), "secret-east-")
+			found, err := ondisk.FilesHolding(filepath.Join(dir, StoreDir), "secret-east-")
+			if err != nil {
+				t.Fatal(err)
+			}
 			if rotate && len(found) > 0 {
 				t.Errorf("purged values still on disk after the rotation and GC, in %v", found)
 			}
@@ -239,27 +243,4 @@ func TestRotateValueLog(t *testing.T) {
 			}
 		})
 	}
-}
-
-// onDisk returns the files under dir whose bytes contain s.
-func onDisk(t *testing.T, dir, s string) []string {
-	t.Helper()
-	var out []string
-	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(b, []byte(s)) {
-			out = append(out, filepath.Base(path))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
