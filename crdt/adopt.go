@@ -241,7 +241,6 @@ func (s *Store) awaitSide(ctx context.Context, side *Store, feed *feedBroadcaste
 	})
 }
 
-
 // laterOffered reports whether an epoch later than ep waits to be adopted.
 func (e *epochState) laterOffered(ep Epoch) bool {
 	e.mu.Lock()
