@@ -386,21 +386,24 @@ func (r handOverReceiver) Merge(ctx context.Context, from peer.ID, channel strin
 	if err != nil {
 		return err
 	}
-	switch cur := ch.store.Epoch(); {
-	case cur.After(ep):
+	cur := ch.store.Epoch()
+	if ep != cur && !cur.After(ep) {
+		ch.store.OfferEpoch(ep, theirs)
+		return fmt.Errorf("this office is not in epoch %s of the channel yet: try again", ep)
+	}
+	// The laptop no longer serves the channel: nothing below its heads can
+	// be fetched from it, so it sends what is missing here.
+	if missing, err := missingBelow(ctx, ch.bstore, theirs); err != nil {
+		return err
+	} else if missing {
+		return handover.ErrWantAll
+	}
+	if cur.After(ep) {
 		// The laptop was away across a compaction of the channel, and can
 		// no longer adopt the new epoch: its DAG is merged here and what
 		// the cut does not cover carried over.
-		if missing, err := missingBelow(ctx, ch.bstore, theirs); err != nil {
-			return err
-		} else if missing {
-			return handover.ErrWantAll
-		}
 		_, err := ch.store.MergeOldEpoch(ctx, ep, theirs)
 		return err
-	case ep != cur:
-		ch.store.OfferEpoch(ep, theirs)
-		return fmt.Errorf("this office is not in epoch %s of the channel yet: try again", ep)
 	}
 	if err := ch.bcast.Inject(ctx, from, payload); err != nil {
 		return err
