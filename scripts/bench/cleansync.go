@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -61,9 +60,7 @@ func (e *env) benchCleanSync(ctx context.Context) (res result, err error) {
 		return res, err
 	}
 	defer closeNode(office, &err)
-	// A node builds its first digest at start (it reads the whole store):
-	// let it finish, so that it does not compete with the clean sync.
-	if err := waitFor(ctx, 5*time.Minute, func() bool { return office.Status(ctx).Digest != "" }); err != nil {
+	if err := waitDigest(ctx, office); err != nil {
 		return res, fmt.Errorf("office digest: %w", err)
 	}
 	officeDigest, officeCount, err := digestContacts(ctx, office.Store().Everyone())
@@ -78,21 +75,11 @@ func (e *env) benchCleanSync(ctx context.Context) (res result, err error) {
 	cctx, cancel := context.WithTimeout(ctx, c.cleanTimeout)
 	defer cancel()
 	spec := nodeSpec{name: freshName, network: true, peers: office.Addrs()[:1], founder: officeName}
-	phases := map[string]time.Duration{}
-	lastPhase, lastReport := "", time.Now()
+	phases := e.watchPhases("cleansync")
 	stop := e.profile("cleansync-fresh")
-	t0 = time.Now()
-	cs, err := e.cleanSync(cctx, spec, func(p node.CleanSyncProgress) {
-		if p.Phase != lastPhase {
-			phases[p.Phase] = time.Since(t0)
-			lastPhase = p.Phase
-		}
-		if time.Since(lastReport) >= progressEvery {
-			lastReport = time.Now()
-			e.progress("cleansync: %s: %d entries, %s copied; %d blocks fetched", p.Phase, p.Entries, fmtBytes(p.CopyBytes), p.Blocks)
-		}
-	})
-	wall := time.Since(t0)
+	phases.start = time.Now()
+	cs, err := e.cleanSync(cctx, spec, phases.progress)
+	wall := time.Since(phases.start)
 	stop()
 	if err != nil {
 		return res, err
@@ -146,15 +133,6 @@ func (e *env) benchCleanSync(ctx context.Context) (res result, err error) {
 	// snapshot's short-lived host and the node itself have the new node's
 	// peer id; CleanSync's hosts keep no bandwidth counter of their own).
 	wire := sent
-	phaseNote := func() string {
-		var parts []string
-		for _, p := range []string{"copying", "connecting", "fetching", "merging"} {
-			if d, ok := phases[p]; ok {
-				parts = append(parts, fmt.Sprintf("%s from %s", p, fmtDur(d)))
-			}
-		}
-		return strings.Join(parts, ", ")
-	}
 	what := fmt.Sprintf("%d contacts × 8 fields", len(recs))
 	return result{
 		rows: []row{
@@ -172,7 +150,7 @@ func (e *env) benchCleanSync(ctx context.Context) (res result, err error) {
 				"A fresh node configured with the office as its only peer then runs node.CleanSync, as `ferry clean-sync` and `ferry init --from-office` do: a snapshot copy of the office's store over /ferry/snapshot/2.0.0 (one zstd stream) (a short-lived host with the fresh node's identity), then the node starts, connects, merges and exchanges heads, and CleanSync returns once the fresh node has no queued DAG jobs and its heads equal the office's (the fresh node's own node-info delta included, merged by the office). "+
 				"Time: CleanSync's own Took, from the call until the heads are equal (phases: %s); with the fresh node's shutdown CleanSync returned after %s. Checked afterwards: same heads and same contacts (digest %s, %d contacts) on both. "+
 				"Bytes: the bytes the new node received are the libp2p stream bytes the office sent to its peer id (the snapshot's short-lived host and the node itself both have the fresh node's identity), as counted by the office's bandwidth counter (ferry_peer_sent_bytes_total on its /metrics), read once it settled (it is updated once a second); it counts stream payloads, not TCP, Noise or yamux overhead. The new node itself exposes no such counter during CleanSync. The snapshot itself was %s of keys and values (%d entries). The fresh node's data dir then held %s (%s allocated).",
-				len(recs), values, phaseNote(), fmtDur(wall), officeDigest, officeCount, fmtBytes(cs.Bytes), cs.Entries, fmtBytes(freshSize.bytes), fmtBytes(freshSize.alloc)),
+				len(recs), values, phases, fmtDur(wall), officeDigest, officeCount, fmtBytes(cs.Bytes), cs.Entries, fmtBytes(freshSize.bytes), fmtBytes(freshSize.alloc)),
 			fmt.Sprintf("Clean-sync baseline: every file of the stopped office's data dir (identity key, badger store: %s in %d files, %s allocated) read with io.Copy into a new dir on the same file system, then every file and dir fsynced; the source files were just written, so both sides read them from the page cache. A copy moves no data over a network and needs the office stopped (or a file-system snapshot); it is the floor of any way of moving the state. "+
 				"Not measured: the time a fresh node would take to replay the office's DAG instead of copying its store (what CleanSync falls back to when the office serves no snapshot).",
 				fmtBytes(cp.bytes), cp.files, fmtBytes(cp.alloc)),
@@ -205,6 +183,54 @@ func (e *env) fillStore(ctx context.Context, spec nodeSpec, recs []crdt.ImportRe
 		return fmt.Errorf("node %s lists %d contacts after the import, want %d", spec.name, got, len(recs))
 	}
 	return nil
+}
+
+// syncPhases follows a clean sync (progress is its progress function):
+// when each phase began, from start, and a progress line every
+// progressEvery.
+type syncPhases struct {
+	e      *env
+	prefix string // of the progress lines
+	start  time.Time
+	at     map[string]time.Duration
+	last   string
+	// lastReport: when the last progress line was written.
+	lastReport time.Time
+}
+
+// watchPhases follows a clean sync; the caller sets start as it calls
+// node.CleanSync.
+func (e *env) watchPhases(prefix string) *syncPhases {
+	return &syncPhases{e: e, prefix: prefix, at: map[string]time.Duration{}, lastReport: time.Now()}
+}
+
+func (s *syncPhases) progress(p node.CleanSyncProgress) {
+	if p.Phase != s.last {
+		s.at[p.Phase] = time.Since(s.start)
+		s.last = p.Phase
+	}
+	if time.Since(s.lastReport) >= progressEvery {
+		s.lastReport = time.Now()
+		s.e.progress("%s: %s: %d entries, %s copied; %d blocks fetched", s.prefix, p.Phase, p.Entries, fmtBytes(p.CopyBytes), p.Blocks)
+	}
+}
+
+// String says when each phase began.
+func (s *syncPhases) String() string {
+	var parts []string
+	for _, p := range []string{"copying", "connecting", "fetching", "merging"} {
+		if d, ok := s.at[p]; ok {
+			parts = append(parts, fmt.Sprintf("%s from %s", p, fmtDur(d)))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// waitDigest waits until n has built its first digest: a node builds it
+// at start, reading the whole store, and it must not compete with what is
+// measured next.
+func waitDigest(ctx context.Context, n *node.Node) error {
+	return waitFor(ctx, 5*time.Minute, func() bool { return n.Status(ctx).Digest != "" })
 }
 
 // waitFor polls cond every pollEvery until it holds or timeout passes.
@@ -284,25 +310,11 @@ type sizes struct {
 	bytes, alloc int64
 }
 
-// dirSize walks dir and sums its regular files' sizes and allocated blocks.
+// dirSize walks dir and sums its regular files' sizes and allocated blocks
+// (storeSize's total: the same walk).
 func dirSize(dir string) (sizes, error) {
-	var s sizes
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		s.files++
-		s.bytes += fi.Size()
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			s.alloc += st.Blocks * 512
-		}
-		return nil
-	})
-	return s, err
+	s, err := storeSize(dir)
+	return s.total(), err
 }
 
 // dirCopy is what copyDir did.

@@ -293,14 +293,7 @@ type edit struct {
 // returns the expected final state of every contact.
 func edits(n int, base []crdt.ImportRecord, seed uint64) ([]edit, map[string]map[string]any) {
 	r := newRand(seed)
-	state := make(map[string]map[string]any, len(base))
-	for _, rec := range base {
-		m := make(map[string]any, len(rec.Fields))
-		for k, v := range rec.Fields {
-			m[k] = v
-		}
-		state[rec.ID] = m
-	}
+	state := fieldState(base)
 	out := make([]edit, n)
 	for i := range out {
 		id := base[r.IntN(len(base))].ID
@@ -313,6 +306,19 @@ func edits(n int, base []crdt.ImportRecord, seed uint64) ([]edit, map[string]map
 		out[i] = edit{ID: id, Field: field, Value: v}
 	}
 	return out, state
+}
+
+// fieldState is the state of recs: each record's fields (a copy), by id.
+func fieldState(recs []crdt.ImportRecord) map[string]map[string]any {
+	state := make(map[string]map[string]any, len(recs))
+	for _, rec := range recs {
+		m := make(map[string]any, len(rec.Fields))
+		for k, v := range rec.Fields {
+			m[k] = v
+		}
+		state[rec.ID] = m
+	}
+	return state
 }
 
 // editValue draws a random value of an edited field (gen_records.py's

@@ -117,9 +117,15 @@ func (e *env) startNode(ctx context.Context, spec nodeSpec) (*node.Node, error) 
 	if err != nil {
 		return nil, err
 	}
+	return startConfigured(ctx, cfg)
+}
+
+// startConfigured starts the node cfg configures (nodeConfig's, or
+// chanConfig's).
+func startConfigured(ctx context.Context, cfg node.Config) (*node.Node, error) {
 	n, err := node.Start(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("start node %s: %w", spec.name, err)
+		return nil, fmt.Errorf("start node %s: %w", cfg.Name, err)
 	}
 	return n, nil
 }

@@ -115,31 +115,20 @@ func (e *env) benchPropagation(ctx context.Context) (res result, err error) {
 	if err := e.enrol(ctx, office, "prop-laptop1", "prop-laptop2"); err != nil {
 		return res, err
 	}
-	var laptops [2]*node.Node
-	var watches [2]*directWatch
-	for i := range laptops {
+	laptops, checkDirect, err := startLaptops(office, func(i int) (*node.Node, error) {
 		// A laptop listens on no address: the office's peer exchange only
 		// hands out addresses from its peerstore, so it has none of one
 		// laptop to give the other, and they cannot connect directly.
-		l, err := e.startNode(ctx, nodeSpec{name: fmt.Sprintf("prop-laptop%d", i+1), network: true, role: node.RoleLaptop,
+		return e.startNode(ctx, nodeSpec{name: fmt.Sprintf("prop-laptop%d", i+1), network: true, role: node.RoleLaptop,
 			peers: office.Addrs()[:1], noListen: true, peerExchange: propExchange, founder: "prop-office"})
-		if err != nil {
-			return res, err
-		}
+	})
+	if err != nil {
+		return res, err
+	}
+	for _, l := range laptops {
 		defer closeNode(l, &err)
-		w := &directWatch{office: office.ID()}
-		l.Host().Network().Notify(&network.NotifyBundle{ConnectedF: w.connected})
-		laptops[i], watches[i] = l, w
 	}
 	l1, l2 := laptops[0], laptops[1]
-	checkDirect := func() error {
-		for i, l := range laptops {
-			if err := watches[i].check(l); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
 
 	if err := e.applySchema(ctx, office.Store().Everyone()); err != nil {
 		return res, err
@@ -156,103 +145,23 @@ func (e *env) benchPropagation(ctx context.Context) (res result, err error) {
 	}
 	e.progress("propagation: schema and %d contacts on all three nodes after %s; %d warm-up edits, then %d measured", len(base), fmtDur(time.Since(t0)), propWarmup, c.propEdits)
 
-	shows := func(st *crdt.Store, ed edit) (bool, error) {
-		r, err := st.Get(ctx, contactsCollection, ed.ID)
-		if err != nil {
-			return false, err
-		}
-		return reflect.DeepEqual(r.Fields[ed.Field].Value, ed.Value), nil
-	}
 	var bulkOffice0, bulkL20 int64
-	samples := make([]propSample, 0, c.propEdits)
 	stop := e.profile("propagation")
 	defer stop()
-	tPhase := time.Now()
-	for i, ed := range eds {
-		if i == propWarmup {
+	samples, phase, err := e.measurePropagation(ctx, propTrial{
+		what: "propagation", office: office, l2: l2, checkDirect: checkDirect, verbose: true,
+		put: func(ed edit) error {
+			_, err := l1.Store().Everyone().Put(ctx, contactsCollection, ed.ID, map[string]any{ed.Field: ed.Value})
+			return err
+		},
+		storeOf: func(n *node.Node) *crdt.Store { return n.Store().Everyone() },
+		measuring: func() {
 			bulkOffice0, bulkL20 = office.Status(ctx).BlocksFetched, l2.Status(ctx).BlocksFetched
-			tPhase = time.Now()
-		}
-		if m := i - propWarmup; m > 0 && m%100 == 0 {
-			e.progress("propagation: %d edits measured", m)
-		}
-		var s propSample
-		start := time.Now()
-		if _, err := l1.Store().Everyone().Put(ctx, contactsCollection, ed.ID, map[string]any{ed.Field: ed.Value}); err != nil {
-			return res, fmt.Errorf("edit %d on laptop1: %w", i, err)
-		}
-		s.put = time.Since(start)
-		seenO, seenL := false, false
-		late := false
-		for {
-			if !seenO {
-				if seenO, err = shows(office.Store().Everyone(), ed); err != nil {
-					return res, fmt.Errorf("office: %w", err)
-				}
-				if seenO {
-					s.officeSeen = time.Since(start)
-				}
-			}
-			if !seenL {
-				if seenL, err = shows(l2.Store().Everyone(), ed); err != nil {
-					return res, fmt.Errorf("laptop2: %w", err)
-				}
-				if seenL {
-					s.laptopSeen = time.Since(start)
-				}
-			}
-			if seenO && seenL {
-				break
-			}
-			poll := propPoll
-			if since := time.Since(start); since >= propEditTimeout {
-				// Timed out: the sample is recorded as propEditTimeout, but
-				// the next edit waits (up to propStallLimit) until this one
-				// shows, so that the stall is measured once and its length
-				// known.
-				poll = 10 * time.Millisecond
-				if !late {
-					late = true
-					s.officeLate, s.laptopLate = !seenO, !seenL
-					e.progress("propagation: edit %d not seen within %s (office %v, laptop2 %v); waiting for it up to %s. %s",
-						i, propEditTimeout, seenO, seenL, propStallLimit, propState(ctx, office, l2))
-				}
-				if since >= propStallLimit {
-					e.progress("propagation: edit %d still not seen after %s (office %v, laptop2 %v); going on. %s",
-						i, propStallLimit, seenO, seenL, propState(ctx, office, l2))
-					break
-				}
-			}
-			select {
-			case <-ctx.Done():
-				return res, ctx.Err()
-			case <-time.After(poll):
-			}
-		}
-		s.office, s.laptop2 = s.officeSeen, s.laptopSeen
-		if s.officeLate {
-			s.office = propEditTimeout
-		}
-		if s.laptopLate {
-			s.laptop2 = propEditTimeout
-		}
-		if late {
-			e.progress("propagation: edit %d showed on the office after %s, on laptop2 after %s (0: not within %s)",
-				i, fmtDur(s.officeSeen), fmtDur(s.laptopSeen), propStallLimit)
-		}
-		if i >= propWarmup {
-			samples = append(samples, s)
-		}
-		if err := checkDirect(); err != nil {
-			return res, err
-		}
-		select {
-		case <-ctx.Done():
-			return res, ctx.Err()
-		case <-time.After(time.Until(start.Add(propSpacing))):
-		}
+		},
+	}, eds)
+	if err != nil {
+		return res, err
 	}
-	phase := time.Since(tPhase)
 	stop()
 	bulkOffice := office.Status(ctx).BlocksFetched - bulkOffice0
 	bulkL2 := l2.Status(ctx).BlocksFetched - bulkL20
@@ -268,9 +177,7 @@ func (e *env) benchPropagation(ctx context.Context) (res result, err error) {
 		return res, err
 	}
 
-	two := latStats(samples, func(s propSample) (time.Duration, bool) { return s.laptop2, s.laptopLate })
-	one := latStats(samples, func(s propSample) (time.Duration, bool) { return s.office, s.officeLate })
-	put := latStats(samples, func(s propSample) (time.Duration, bool) { return s.put, false })
+	two, one, put := propLatencies(samples)
 	// second is how much later laptop2 showed an edit than the office
 	// (negative: earlier), over the edits both showed in time.
 	var second []time.Duration
@@ -304,12 +211,7 @@ func (e *env) benchPropagation(ctx context.Context) (res result, err error) {
 			cell(two, f(two), mean) + suffix(two), cell(one, f(one), mean) + " (laptop1 → office, one hop)" + suffix(one),
 			fmtRatio(float64(f(two)), float64(f(one)))}
 	}
-	var stalls []string
-	for i, s := range samples {
-		if s.officeLate || s.laptopLate {
-			stalls = append(stalls, fmt.Sprintf("measured edit %d: office after %s, laptop2 after %s", i+1, seenCell(s.officeSeen), seenCell(s.laptopSeen)))
-		}
-	}
+	stalls := propStalls(samples)
 	notes := []string(nil)
 	if len(stalls) > 0 {
 		notes = append(notes, fmt.Sprintf("WARNING: %d of %d edits did not show within %s (%s).", len(stalls), m, propEditTimeout, strings.Join(stalls, "; ")))
@@ -328,6 +230,191 @@ func (e *env) benchPropagation(ctx context.Context) (res result, err error) {
 				50*time.Millisecond, bulkOffice, bulkL2, m, fmtSigned(percentile(second, 50)), fmtSigned(percentile(second, 99)), fmtSigned(percentile(second, 0.0001))),
 		}, notes...),
 	}, nil
+}
+
+// startLaptops starts laptop1 and laptop2 (start(i) starts laptop i+1,
+// with the office as its only peer) and records every connection each
+// makes or accepts (directWatch); checkDirect fails if one went to anything
+// but the office, or a laptop is not connected to it now. The caller
+// closes the laptops (on error, those started are closed).
+func startLaptops(office *node.Node, start func(i int) (*node.Node, error)) (laptops [2]*node.Node, checkDirect func() error, err error) {
+	var watches [2]*directWatch
+	for i := range laptops {
+		l, err := start(i)
+		if err != nil {
+			for _, n := range laptops[:i] {
+				_ = n.Close()
+			}
+			return laptops, nil, err
+		}
+		w := &directWatch{office: office.ID()}
+		l.Host().Network().Notify(&network.NotifyBundle{ConnectedF: w.connected})
+		laptops[i], watches[i] = l, w
+	}
+	checkDirect = func() error {
+		for i, l := range laptops {
+			if err := watches[i].check(l); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return laptops, checkDirect, nil
+}
+
+// propTrial is what measurePropagation measures on: an office and two
+// laptops, connected and converged, laptop1 writing.
+type propTrial struct {
+	// what starts the progress lines.
+	what       string
+	office, l2 *node.Node
+	// put makes an edit on laptop1.
+	put func(edit) error
+	// storeOf is the store of a node that holds the edited records, read
+	// to see an edit.
+	storeOf     func(*node.Node) *crdt.Store
+	checkDirect func() error
+	// measuring, if set, is called as the first measured edit (after the
+	// warm-up ones) starts.
+	measuring func()
+	// verbose: the progress lines of an edit that timed out give the
+	// nodes' sync state (propState) and, at the end, when it showed.
+	verbose bool
+}
+
+// measurePropagation makes the edits eds (the first propWarmup of them
+// warm-up, not measured) with t.put, one at a time, each at least
+// propSpacing after the previous Put call, and times each from the Put
+// call until the office and laptop2 show the new value (polled every
+// propPoll; an edit not seen within propEditTimeout counts as that, and is
+// waited for up to propStallLimit). checkDirect runs after every edit. It
+// returns the measured samples and the time the measured edits took.
+func (e *env) measurePropagation(ctx context.Context, t propTrial, eds []edit) (samples []propSample, took time.Duration, err error) {
+	shows := func(st *crdt.Store, ed edit) (bool, error) {
+		r, err := st.Get(ctx, contactsCollection, ed.ID)
+		if err != nil {
+			return false, err
+		}
+		return reflect.DeepEqual(r.Fields[ed.Field].Value, ed.Value), nil
+	}
+	state := func() string {
+		if !t.verbose {
+			return ""
+		}
+		return ". " + propState(ctx, t.office, t.l2)
+	}
+	samples = make([]propSample, 0, len(eds)-propWarmup)
+	tPhase := time.Now()
+	for i, ed := range eds {
+		if i == propWarmup {
+			if t.measuring != nil {
+				t.measuring()
+			}
+			tPhase = time.Now()
+		}
+		if m := i - propWarmup; m > 0 && m%100 == 0 {
+			e.progress("%s: %d edits measured", t.what, m)
+		}
+		var s propSample
+		start := time.Now()
+		if err := t.put(ed); err != nil {
+			return nil, 0, fmt.Errorf("edit %d on laptop1: %w", i, err)
+		}
+		s.put = time.Since(start)
+		seenO, seenL, late := false, false, false
+		for !seenO || !seenL {
+			if !seenO {
+				if seenO, err = shows(t.storeOf(t.office), ed); err != nil {
+					return nil, 0, fmt.Errorf("office: %w", err)
+				}
+				if seenO {
+					s.officeSeen = time.Since(start)
+				}
+			}
+			if !seenL {
+				if seenL, err = shows(t.storeOf(t.l2), ed); err != nil {
+					return nil, 0, fmt.Errorf("laptop2: %w", err)
+				}
+				if seenL {
+					s.laptopSeen = time.Since(start)
+				}
+			}
+			if seenO && seenL {
+				break
+			}
+			poll := propPoll
+			if since := time.Since(start); since >= propEditTimeout {
+				// Timed out: the sample is recorded as propEditTimeout, but
+				// the next edit waits (up to propStallLimit) until this one
+				// shows, so that the stall is measured once and its length
+				// known.
+				poll = 10 * time.Millisecond
+				if !late {
+					late = true
+					s.officeLate, s.laptopLate = !seenO, !seenL
+					e.progress("%s: edit %d not seen within %s (office %v, laptop2 %v); waiting for it up to %s%s",
+						t.what, i, propEditTimeout, seenO, seenL, propStallLimit, state())
+				}
+				if since >= propStallLimit {
+					if t.verbose {
+						e.progress("%s: edit %d still not seen after %s (office %v, laptop2 %v); going on%s",
+							t.what, i, propStallLimit, seenO, seenL, state())
+					} else {
+						e.progress("%s: edit %d still not seen after %s; going on", t.what, i, propStallLimit)
+					}
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return nil, 0, ctx.Err()
+			case <-time.After(poll):
+			}
+		}
+		s.office, s.laptop2 = s.officeSeen, s.laptopSeen
+		if s.officeLate {
+			s.office = propEditTimeout
+		}
+		if s.laptopLate {
+			s.laptop2 = propEditTimeout
+		}
+		if late && t.verbose {
+			e.progress("%s: edit %d showed on the office after %s, on laptop2 after %s (0: not within %s)",
+				t.what, i, fmtDur(s.officeSeen), fmtDur(s.laptopSeen), propStallLimit)
+		}
+		if i >= propWarmup {
+			samples = append(samples, s)
+		}
+		if err := t.checkDirect(); err != nil {
+			return nil, 0, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-time.After(time.Until(start.Add(propSpacing))):
+		}
+	}
+	return samples, time.Since(tPhase), nil
+}
+
+// propLatencies are the latencies of samples: until laptop2 showed an
+// edit (two hops), until the office did (one hop), and of the Put call.
+func propLatencies(samples []propSample) (two, one, put latencies) {
+	two = latStats(samples, func(s propSample) (time.Duration, bool) { return s.laptop2, s.laptopLate })
+	one = latStats(samples, func(s propSample) (time.Duration, bool) { return s.office, s.officeLate })
+	put = latStats(samples, func(s propSample) (time.Duration, bool) { return s.put, false })
+	return two, one, put
+}
+
+// propStalls describes the samples that timed out.
+func propStalls(samples []propSample) []string {
+	var stalls []string
+	for i, s := range samples {
+		if s.officeLate || s.laptopLate {
+			stalls = append(stalls, fmt.Sprintf("measured edit %d: office after %s, laptop2 after %s", i+1, seenCell(s.officeSeen), seenCell(s.laptopSeen)))
+		}
+	}
+	return stalls
 }
 
 // latencies summarises one latency of a run of samples.
