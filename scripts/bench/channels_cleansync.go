@@ -73,6 +73,10 @@ func (e *env) chanCleanSync(ctx context.Context, routed, flat *schema.Schema) (r
 	if err != nil {
 		return res, err
 	}
+	purge, err := e.chanPurge(ctx, office, lapOne, recs)
+	if err != nil {
+		return res, err
+	}
 	officeDir := filepath.Join(e.root, "chan-cs-office")
 	if err := office.Close(); err != nil {
 		return res, err
@@ -107,7 +111,10 @@ func (e *env) chanCleanSync(ctx context.Context, routed, flat *schema.Schema) (r
 			return res, err
 		}
 	}
-	return e.chanCleanSyncResult(len(recs), importTook, flatImport, one1, allN, flatRun, officeKeys, officeDisk), nil
+	res = e.chanCleanSyncResult(len(recs), importTook, flatImport, one1, allN, flatRun, officeKeys, officeDisk)
+	res.rows = append(res.rows, purge.rows()...)
+	res.notes = append(res.notes, purge.note(lapOne.spec.name))
+	return res, nil
 }
 
 // chanFilledOffice starts an office (startChanOffice) and imports recs
