@@ -44,10 +44,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if _, err := fmt.Fprint(w, "retry: 2000\n\n"); err != nil {
 		return
 	}
+	// The state the page is told of is the state before hello: a change
+	// made once the page had hello is then always seen.
+	last := s.fingerprint(ctx)
 	if !send("hello") {
 		return
 	}
-	last := s.fingerprint(ctx)
 	poll := time.NewTicker(s.cfg.Poll)
 	defer poll.Stop()
 	idle := time.NewTicker(keepAlive)
