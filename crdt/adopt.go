@@ -218,7 +218,7 @@ func (s *Store) Adopt(ctx context.Context, ep Epoch, heads []cid.Cid) (*EpochRep
 		return nil, fmt.Errorf("adopt epoch %s: %w", ep, err)
 	}
 	rep := &EpochReport{Epoch: ep, Prev: s.Epoch()}
-	if err := s.switchEpoch(ctx, info, rep); err != nil {
+	if err := s.switchEpoch(ctx, info, rep, false); err != nil {
 		return nil, fmt.Errorf("adopt epoch %s: %w", ep, err)
 	}
 	rep.Took = time.Since(start)

@@ -107,7 +107,11 @@ func (s *Store) Compact(ctx context.Context) (*EpochReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compact: seed epoch %s: %w", info.Epoch, err)
 	}
-	if err := s.switchEpoch(ctx, info, rep); err != nil {
+	if err := s.switchEpoch(ctx, info, rep, true); err != nil {
+		// What was seeded goes now (else at the next start).
+		if _, cerr := s.countAndClear(ctx, prefix(info.Epoch.namespace(s.opts.Namespace))); cerr == nil {
+			_ = s.base.Delete(ctx, s.roots.build.ChildString(info.Epoch.String()))
+		}
 		return nil, fmt.Errorf("compact: %w", err)
 	}
 	rep.Took = time.Since(start)
@@ -117,7 +121,10 @@ func (s *Store) Compact(ctx context.Context) (*EpochReport, error) {
 // cutVector walks the DAG from its heads and returns, per writer, the
 // newest op of the blocks it reaches. Every block must be here and merged:
 // the set is then closed under links, so it holds every op of each writer
-// up to that time (see epoch.go). It keeps only the set of blocks seen.
+// up to that time (see epoch.go). Vouched copies do not count: a move
+// brings a writer's write from another channel, newer than writes of that
+// writer this channel may not have yet. It keeps only the set of blocks
+// seen.
 func (s *Store) cutVector(ctx context.Context) (map[string]Timestamp, error) {
 	heads := s.eng().InternalStats(ctx).Heads
 	processed := s.layout().processed()
@@ -160,6 +167,14 @@ func (s *Store) cutVector(ctx context.Context) (map[string]Timestamp, error) {
 		for _, e := range delta.GetElements() {
 			kp, err := parseOpKey(e.GetKey())
 			if err != nil {
+				continue
+			}
+			if v := e.GetValue(); len(v) > 1 && v[1]&flagVouched != 0 {
+				// A copy an office vouched for (a record moved in from
+				// another channel, a write seeded apart from its import
+				// batch): it came here out of its writer's order, and
+				// says nothing of the writer's other writes here (the
+				// seeded ones are covered by the previous cut).
 				continue
 			}
 			if kp.Op.Time > cut[kp.Op.Writer] {

@@ -25,7 +25,15 @@ func (s *Store) markBuilding(ctx context.Context, ep Epoch) error {
 // epoch current and go-ds-crdt opens there. The old epoch is dropped
 // last. A kill before the switch leaves the old epoch as it was (the new
 // namespace is cleared at the next start); after it, the drop resumes.
-func (s *Store) switchEpoch(ctx context.Context, info *EpochInfo, rep *EpochReport) error {
+//
+// With whole (a compaction), the old epoch's DAG must be whole once
+// go-ds-crdt stopped merging into it, or the switch is abandoned with
+// ErrBusy: a merge under way when it stopped (go-ds-crdt merges from the
+// heads down) would leave a writer's newer write here without its older
+// ones, and carrying the newer one alone would make the next cut cover
+// the older ones (a cut is a time per writer), lost for the nodes that
+// still hold them.
+func (s *Store) switchEpoch(ctx context.Context, info *EpochInfo, rep *EpochReport, whole bool) error {
 	s.writeMu.Lock()
 	locked := true
 	defer func() {
@@ -46,6 +54,15 @@ func (s *Store) switchEpoch(ctx context.Context, info *EpochInfo, rep *EpochRepo
 	}
 	if err := s.engine.Swap(quiet).Close(); err != nil {
 		s.log.Warn("closing go-ds-crdt to change epoch", "err", err)
+	}
+	if whole {
+		d, err := s.scanDAG(ctx)
+		if err != nil {
+			return s.reopenAfter(err)
+		}
+		if len(d.missing) > 0 || len(d.unmerged) > 0 {
+			return s.reopenAfter(fmt.Errorf("%w: a merge was under way (%d blocks missing, %d not merged below the heads); try again once synced", ErrBusy, len(d.missing), len(d.unmerged)))
+		}
 	}
 	side, _, err := s.openSide(ctx, info.Epoch, false)
 	if err != nil {

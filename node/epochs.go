@@ -79,6 +79,10 @@ func (n *Node) Compact(ctx context.Context) (apijson.CompactResult, error) {
 // heads at once.
 func (n *Node) onEpoch(rep crdt.EpochReport) {
 	n.log.Info("moved to epoch", "epoch", rep.Epoch, "from", rep.Prev, "carried", rep.Carried, "dropped_keys", rep.DroppedKeys)
+	// Grants and members may have come with the new epoch, without a
+	// change of their records being observed: the channels held are
+	// looked at again now, not at the next periodic look.
+	n.channelsChanged()
 	n.life.Go(func(ctx context.Context) {
 		if n.gc != nil {
 			if _, err := n.gc.Reclaim(ctx); err != nil && ctx.Err() == nil {

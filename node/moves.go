@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -85,7 +86,9 @@ func (n *Node) moveLoop(ctx context.Context) {
 		failed := false
 		for _, k := range n.moves.take() {
 			if err := n.moveIfMisplaced(ctx, k); err != nil && ctx.Err() == nil {
-				n.log.Warn("moving a record to its channel", "channel", k.channel, "collection", k.collection, "id", k.eid, "err", err)
+				if !errors.Is(err, errMerging) {
+					n.log.Warn("moving a record to its channel", "channel", k.channel, "collection", k.collection, "id", k.eid, "err", err)
+				}
 				n.moves.mu.Lock()
 				n.moves.pending[k] = true
 				n.moves.mu.Unlock()
@@ -104,6 +107,21 @@ func (n *Node) moveLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// errMerging: a channel store is still merging blocks; a move waits.
+var errMerging = errors.New("the channel is still merging blocks")
+
+// channelMerging reports whether a channel store has blocks to merge, or
+// is catching up in bulk.
+func (n *Node) channelMerging(ch *channel) bool {
+	if ch.store.Stats(n.life.Context()).QueuedJobs > 0 {
+		return true
+	}
+	n.chans.mu.Lock()
+	bs := ch.blocks
+	n.chans.mu.Unlock()
+	return bs != nil && bs.Stats().InProgress
 }
 
 // scanMisplaced queues every misplaced record of every channel held.
@@ -177,6 +195,12 @@ func (n *Node) moveIfMisplaced(ctx context.Context, k moveKey) error {
 	id, err := crdt.UnescapeID(k.eid)
 	if err != nil {
 		return nil
+	}
+	if n.channelMerging(ch) {
+		// Its view of the record may lack writes still arriving (a bulk
+		// catch-up brings the newest blocks first): looked at again once
+		// they are merged.
+		return errMerging
 	}
 	to, ok, err := ch.store.MisplacedRecord(ctx, k.collection, id)
 	if err != nil {
