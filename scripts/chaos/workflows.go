@@ -448,12 +448,14 @@ func (c *cluster) neverMerged(ctx context.Context, office *node, w *ackedWrite) 
 	return fmt.Sprintf("never merged on the office: superseded (by %s) before it reached the office, and not carried into a new epoch (%s)", named, c.coverage(w.op)), true
 }
 
-// checkTwice judges a key done more than once: every success but the last
-// must be one the engine could not record (see the top of this file).
+// checkTwice judges a key done more than once: every success but one must
+// be one the engine could not record (see the top of this file). Which one
+// is not always the last to finish: the action of an office killed while
+// it ran goes on, and may finish after the restarted office ran it again.
 func (c *cluster) checkTwice(key string, k *wfKey, starts []wfLine) {
-	byKill, byFull := true, true
+	kills, fulls := 0, 0
 	var why []string
-	for _, d := range k.dones[:len(k.dones)-1] {
+	for _, d := range k.dones {
 		var begun time.Time
 		for _, s := range k.starts {
 			if s.ppid == d.ppid && s.no < d.no {
@@ -473,11 +475,16 @@ func (c *cluster) checkTwice(key string, k *wfKey, starts []wfLine) {
 			wasKilled = kill
 		}
 		full := !begun.IsZero() && c.wf.fullDuring(begun, d.t.Add(wfRecordGrace))
-		byKill = byKill && kill
-		byFull = byFull && (kill || full)
+		if kill {
+			kills++
+		}
+		if kill || full {
+			fulls++
+		}
 		why = append(why, fmt.Sprintf("line %d: office pid %d killed=%t (at %s, action started %s, done %s), a later action of it=%t, disk full=%t",
 			d.no, d.ppid, wasKilled, killed.Format(time.StampMilli), begun.Format(time.StampMilli), d.t.Format(time.StampMilli), later, full))
 	}
+	byKill, byFull := kills >= len(k.dones)-1, fulls >= len(k.dones)-1
 	switch {
 	case byKill:
 		c.stats.wf.twiceKill++
