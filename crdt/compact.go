@@ -183,6 +183,13 @@ func (s *Store) cutVector(ctx context.Context) (map[string]Timestamp, error) {
 		}
 	}
 	if missing > 0 || unmerged > 0 {
+		if missing > 0 && s.Stats(ctx).QueuedJobs == 0 {
+			// Nothing is merging, yet blocks below the heads are not
+			// here: go-ds-crdt will not ask for them again by itself (a
+			// fetch cut short by a kill or a stop). A repair walks the
+			// DAG again and asks the peers (node/repair.go).
+			s.health.fail(fmt.Sprintf("%d blocks missing below the heads", missing), false)
+		}
 		return nil, fmt.Errorf("%w: %d blocks missing, %d not merged yet; try again once synced", ErrBusy, missing, unmerged)
 	}
 	return cut, nil
