@@ -75,3 +75,37 @@ func TestCutIgnoresMovedCopies(t *testing.T) {
 		t.Errorf("cut of west for B = %s, want %s (B's own write in west), not %s (a copy moved in)", cut["B"], inWest.Time, moved.Time)
 	}
 }
+
+// TestRecordCountLeavesOutDeletedAndMovedRecords: what `ferry channels`
+// counts is what a channel shows: not a record deleted there, nor one
+// moved away from it.
+func TestRecordCountLeavesOutDeletedAndMovedRecords(t *testing.T) {
+	ctx := context.Background()
+	r := newTestRouter(t, "east", "west")
+	east, west := r.Channel("east"), r.Channel("west")
+	for _, id := range []string{"c1", "c2", "c3"} {
+		if _, err := r.Put(ctx, "contacts", id, map[string]any{"name": id, "territory": "east"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.Delete(ctx, "contacts", "c2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Put(ctx, "contacts", "c3", map[string]any{"territory": "west"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := east.Move(ctx, west, "contacts", "c3"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		s    *Store
+		want int
+	}{{east, 1}, {west, 1}} {
+		if _, err := c.s.Digest(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n, ok := c.s.RecordCount(ctx); !ok || n != c.want {
+			t.Errorf("channel %s counts %d records (built %v), want %d", c.s.opts.Channel, n, ok, c.want)
+		}
+	}
+}
