@@ -198,7 +198,20 @@ func (r *Router) movedCopy(ctx context.Context, m listed) (copyOf, bool) {
 	if errors.As(err, &again) {
 		return copyOf{}, false // it moved on from there too
 	}
-	if !to.HasProcessed(ctx, m.moved.Heads) && !m.moved.HeadsGone(to) {
+	if m.moved.HeadsGone(to) {
+		return copyOf{}, false
+	}
+	if !to.HasProcessed(ctx, m.moved.Heads) {
+		return m.cp, true
+	}
+	// The move's heads are merged there, yet that channel holds no write
+	// of the record (its copies in a block below them, merged after them,
+	// as go-ds-crdt merges from the heads down): as it was, not nowhere.
+	eid, err := EscapeID(m.cp.rec.ID)
+	if err != nil {
+		return copyOf{}, false
+	}
+	if known, err := to.knows(ctx, m.cp.rec.Collection, eid); err == nil && !known {
 		return m.cp, true
 	}
 	return copyOf{}, false
