@@ -487,16 +487,7 @@ func (s *Store) MisplacedRecord(ctx context.Context, collection, id string) (to 
 // key order, and for every record an office moved away, as it was shown
 // before, with its move.
 func (s *Store) listWithMoved(ctx context.Context, collection string, fn func(rec *Record, moved *MovedError) error) error {
-	ru, err := s.rulesFor(ctx, collection)
-	if err != nil {
-		return err
-	}
-	return s.scanRecords(ctx, collection, func(ops *recordOps) error {
-		id, err := UnescapeID(ops.escapedID)
-		if err != nil {
-			s.malformed.Add(1)
-			return nil
-		}
+	return s.scanIDs(ctx, collection, func(ops *recordOps, id string, ru rules) error {
 		mv, moved := ops.movedTo()
 		if !moved {
 			rec, ok := ops.fold(collection, id, ru)

@@ -205,6 +205,18 @@ func (s *Store) List(ctx context.Context, collection string, fn func(*Record) er
 // listFolded calls fn for every record of a collection that exists or is
 // in conflict (a deleted record whose delete was concurrent with edits).
 func (s *Store) listFolded(ctx context.Context, collection string, fn func(rec *Record, exists bool) error) error {
+	return s.scanIDs(ctx, collection, func(ops *recordOps, id string, ru rules) error {
+		rec, ok := ops.fold(collection, id, ru)
+		if rec == nil {
+			return nil
+		}
+		return fn(rec, ok)
+	})
+}
+
+// scanIDs is scanRecords with each record's id and the collection's rules
+// (ids that do not unescape are counted as malformed and skipped).
+func (s *Store) scanIDs(ctx context.Context, collection string, fn func(ops *recordOps, id string, ru rules) error) error {
 	ru, err := s.rulesFor(ctx, collection)
 	if err != nil {
 		return err
@@ -215,10 +227,6 @@ func (s *Store) listFolded(ctx context.Context, collection string, fn func(rec *
 			s.malformed.Add(1)
 			return nil
 		}
-		rec, ok := ops.fold(collection, id, ru)
-		if rec == nil {
-			return nil
-		}
-		return fn(rec, ok)
+		return fn(ops, id, ru)
 	})
 }
