@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ferry-crm/ferry/node/apijson"
 )
 
 // recordField is the field name of deletes and record conflicts in the
@@ -61,9 +63,15 @@ type nodeView struct {
 	n         *node
 	records   map[string]*recordJSON // visible records by id
 	conflicts []conflictJSON
-	listNorm  string // normalised list output
-	confNorm  string // normalised conflicts output
 	hist      map[string][]histEntry
+	// Channels (channels_check.go): what `ferry channels --json` says,
+	// the channels held, each record's normalised line, the normalised
+	// conflicts one by one, and the ids listed more than once.
+	chans     apijson.Channels
+	held      map[string]bool
+	lines     map[string]string
+	confLines []string
+	dups      map[string]int
 }
 
 // normalise re-encodes JSON with sorted keys and no spacing.
@@ -80,12 +88,11 @@ func normalise(data []byte) (string, error) {
 
 // readView reads a node's records and conflicts.
 func (c *cluster) readView(ctx context.Context, n *node) (*nodeView, error) {
-	v := &nodeView{n: n, records: map[string]*recordJSON{}, hist: map[string][]histEntry{}}
+	v := &nodeView{n: n, records: map[string]*recordJSON{}, hist: map[string][]histEntry{}, lines: map[string]string{}, dups: map[string]int{}}
 	res := c.ferry(ctx, n, "list", collection, "--json")
 	if !res.ok() {
 		return nil, fmt.Errorf("list on %s: %s", n.name, res.brief())
 	}
-	var norm []string
 	for _, line := range strings.Split(res.stdout, "\n") {
 		if strings.TrimSpace(line) == "" {
 			continue
@@ -98,11 +105,12 @@ func (c *cluster) readView(ctx context.Context, n *node) (*nodeView, error) {
 		if err != nil {
 			return nil, err
 		}
+		if v.records[rec.ID] != nil {
+			v.dups[rec.ID] = max(2, v.dups[rec.ID]+1)
+		}
 		v.records[rec.ID] = &rec
-		norm = append(norm, s)
+		v.lines[rec.ID] = s
 	}
-	sort.Strings(norm)
-	v.listNorm = strings.Join(norm, "\n")
 	res = c.ferry(ctx, n, "conflicts", "--json")
 	if !res.ok() {
 		return nil, fmt.Errorf("conflicts on %s: %s", n.name, res.brief())
@@ -110,11 +118,9 @@ func (c *cluster) readView(ctx context.Context, n *node) (*nodeView, error) {
 	if err := json.Unmarshal([]byte(res.stdout), &v.conflicts); err != nil {
 		return nil, fmt.Errorf("conflicts --json on %s: %w", n.name, err)
 	}
-	s, err := normalise([]byte(res.stdout))
-	if err != nil {
+	if err := c.readChannels(ctx, v, res.stdout); err != nil {
 		return nil, err
 	}
-	v.confNorm = s
 	return v, nil
 }
 
@@ -135,18 +141,13 @@ func (c *cluster) verify(ctx context.Context) []string {
 		}
 		views = append(views, v)
 	}
-	for _, v := range views[1:] {
-		if v.confNorm != views[0].confNorm {
-			add("conflicts --json differ between %s and %s: %s", views[0].n.name, v.n.name, firstDiff(views[0].confNorm, v.confNorm))
-		}
-		if v.listNorm != views[0].listNorm {
-			why := ""
-			if c.converged {
-				why = " although the digests are equal"
-			}
-			add("list --json differs between %s and %s%s: %s", views[0].n.name, v.n.name, why, firstDiff(views[0].listNorm, v.listNorm))
-		}
-	}
+	// Each node lists, of the channels it holds, the office's records and
+	// conflicts, and nothing of the others (channels_check.go).
+	c.ch.pendingCuts, c.ch.cutSeen = nil, map[string]bool{}
+	c.ch.final = c.finalChannels(ctx, views[0])
+	c.verifyChannels(ctx, views, add)
+	exempt := c.exemptWrites(ctx, add)
+	c.ch.exempt = exempt
 	c.prefetchHistories(ctx, views)
 	// ferry diff compares digests over the sync protocol: from the office
 	// to every other node.
@@ -158,12 +159,19 @@ func (c *cluster) verify(ctx context.Context) []string {
 	}
 	checked, lost := 0, 0
 	for _, w := range c.acked {
+		if why, ok := exempt[w]; ok {
+			c.logf("not checked: acknowledged %s (step %d, on %s, %s/%s%s): %s", w.kind, w.step, w.node.name, collection, w.id, opSuffix(w.op), why)
+			continue
+		}
 		for _, v := range views {
+			if !c.holdsFinal(v, w) {
+				continue
+			}
 			checked++
 			if msg := c.checkWrite(ctx, v, w); msg != "" {
 				lost++
 				if lost <= 25 {
-					add("acknowledged %s (step %d, on %s, %s/%s%s) on %s: %s", w.kind, w.step, w.node.name, collection, w.id, opSuffix(w.op), v.n.name, msg)
+					add("acknowledged %s (step %d, on %s, %s/%s%s, channel %s then, %s at the end) on %s: %s%s%s", w.kind, w.step, w.node.name, collection, w.id, opSuffix(w.op), w.ch, c.ch.final[w.id], v.n.name, msg, c.movedNote(w.id), stuckNote(views, w))
 				}
 			}
 		}
@@ -201,7 +209,7 @@ func (c *cluster) prefetchHistories(ctx context.Context, views []*nodeView) {
 			}
 		}
 		for _, w := range c.acked {
-			if needsHistory(v, w) {
+			if c.holdsFinal(v, w) && needsHistory(v, w) {
 				need(w.id)
 			}
 		}
@@ -339,7 +347,7 @@ func (c *cluster) checkWrite(ctx context.Context, v *nodeView, w *ackedWrite) st
 		}
 		i := slices.IndexFunc(hist, func(e histEntry) bool { return e.Op == w.op && e.Field == f })
 		if i < 0 {
-			if ok, why := c.goneAccounted(ctx, w, hist, f, w.op); ok {
+			if ok, why := c.goneAccounted(ctx, w, v.n, hist, f, w.op); ok {
 				continue
 			} else if why != "" {
 				problems = append(problems, fmt.Sprintf("%s: %s", f, why))
@@ -353,7 +361,7 @@ func (c *cluster) checkWrite(ctx context.Context, v *nodeView, w *ackedWrite) st
 			problems = append(problems, fmt.Sprintf("%s: history has value %v, the write was %v", f, e.Value, val))
 			continue
 		}
-		if ok, why := c.accountedAfter(ctx, w, e, hist, rec, v.conflicts); !ok {
+		if ok, why := c.accountedAfter(ctx, w, v.n, e, hist, rec, v.conflicts); !ok {
 			problems = append(problems, fmt.Sprintf("%s=%v: %s", f, val, why))
 		}
 	}
@@ -379,7 +387,7 @@ func (c *cluster) checkWrite(ctx context.Context, v *nodeView, w *ackedWrite) st
 		}
 		if len(cands) == 0 {
 			if op := w.sameOps[f]; op != "" {
-				if ok, why := c.goneAccounted(ctx, w, hist, f, op); ok {
+				if ok, why := c.goneAccounted(ctx, w, v.n, hist, f, op); ok {
 					continue
 				} else if why != "" {
 					problems = append(problems, fmt.Sprintf("%s=%v (op %s): %s", f, val, op, why))
@@ -395,7 +403,7 @@ func (c *cluster) checkWrite(ctx context.Context, v *nodeView, w *ackedWrite) st
 		var whys []string
 		good := false
 		for _, e := range cands {
-			ok, why := c.accountedAfter(ctx, w, e, hist, rec, v.conflicts)
+			ok, why := c.accountedAfter(ctx, w, v.n, e, hist, rec, v.conflicts)
 			if ok {
 				good = true
 				break
@@ -525,10 +533,10 @@ func (c *cluster) selfCheck(ctx context.Context) {
 			cutFakes = append(cutFakes, &cutRecord{step: -1, node: writer, id: f.id, fields: map[string]any{f.field: f.value, "selfcheck": "never written"}, sample: true})
 		}
 	}
-	saved, savedFailed, savedCut := c.acked, c.failed, c.cut
+	saved, savedFailed, savedCut, savedCh, savedStats := c.acked, c.failed, c.cut, c.ch, c.stats.ch
 	c.acked, c.failed, c.cut = fakes, failedFakes, cutFakes
 	probs := c.verify(ctx)
-	c.acked, c.failed, c.cut = saved, savedFailed, savedCut
+	c.acked, c.failed, c.cut, c.ch, c.stats.ch = saved, savedFailed, savedCut, savedCh, savedStats
 	flagged := func(prefix string) bool {
 		for _, p := range probs {
 			if strings.Contains(p, prefix) {

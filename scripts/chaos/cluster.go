@@ -180,6 +180,9 @@ type cluster struct {
 	// wf: office kills and full disks, for the workflow check
 	// (workflows.go).
 	wf wfState
+	// ch: the channels' model: grants, each record's channel
+	// (channels.go).
+	ch chanState
 }
 
 type stats struct {
@@ -198,6 +201,8 @@ type stats struct {
 	comp compactStats
 	// wf: workflow deliveries (workflows.go).
 	wf wfStats
+	// ch: grants, moves, refusals (channels.go).
+	ch chanStats
 }
 
 // problem records a failed check.
@@ -400,9 +405,11 @@ func poll(ctx context.Context, within time.Duration, check func() (bool, string)
 
 // schemaYAML is the schema of every schedule: a few fields of each type,
 // one field decided by a person (manual: its conflicts stay open until
-// resolved) and one where the office wins.
+// resolved) and one where the office wins; contacts are routed by
+// territory into channels (channels.go).
 const schemaYAML = `collections:
   contacts:
+    channel: {field: territory}
     fields:
       name:   {type: string}
       email:  {type: string}
@@ -412,6 +419,7 @@ const schemaYAML = `collections:
       amount: {type: number, policy: office}
       score:  {type: number}
       active: {type: bool}
+      territory: {type: enum, values: [east, west]}
 `
 
 // setupCluster creates every data dir and starts every node: the office,
@@ -493,7 +501,7 @@ func (c *cluster) setupCluster(ctx context.Context, r *rand.Rand) error {
 			return fmt.Errorf("%s never got the schema: %w", n.name, err)
 		}
 	}
-	return nil
+	return c.setupChannels(ctx)
 }
 
 // learnPeerID reads the peer id from init's output, or from status.
@@ -751,6 +759,13 @@ func (c *cluster) waitConverged(ctx context.Context) (time.Duration, error) {
 		}
 		if !epochsAgree(sts, lines) {
 			ok = false
+		}
+		if ok {
+			// Every channel too (channels_check.go), once the everyone
+			// store agrees.
+			chOK, chLines := c.channelsConverged(ctx)
+			lines = append(lines, chLines...)
+			ok = chOK
 		}
 		if ok {
 			// Equal digests are the criterion. Heads may still differ: a

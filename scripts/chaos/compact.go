@@ -280,6 +280,7 @@ func (c *cluster) finishCompact(n *node, call *compactCall) bool {
 	data, _ := json.Marshal(call.res)
 	c.logf("%s: compact -> epoch %s (%dms)\n    %s", n.name, call.res.Epoch, call.dur.Milliseconds(), data)
 	c.comp.acked = append(c.comp.acked, call.res.Epoch)
+	c.noteCompactionAway()
 	c.comp.took = call.dur
 	c.stats.comp.compactions++
 	return true
@@ -405,6 +406,7 @@ func (c *cluster) opCompactKill(ctx context.Context, r *rand.Rand) {
 	call := c.startCompact(ctx, office)
 	var bg *bgCommand
 	if withPut {
+		id, args = c.routePut(office, id, args, values)
 		c.touched[id]++
 		if bg, err = c.ferryBackground(ctx, office, args...); err != nil {
 			c.problem("start put: %v", err)
@@ -493,6 +495,9 @@ func (c *cluster) opCompactAway(ctx context.Context, r *rand.Rand) {
 	withImport := r.IntN(100) < 30
 	lines := c.importLinesAs(r, 20+r.IntN(60), fmt.Sprintf("i%da", c.step))
 	draws := rand.New(rand.NewPCG(r.Uint64(), r.Uint64()))
+	// A record of a channel the laptop is granted (channels.go); y and z
+	// below hold it too.
+	id = c.routeID(laptop, id)
 	c.stats.comp.away++
 	how := "offline"
 	if stop {
@@ -521,7 +526,7 @@ func (c *cluster) opCompactAway(ctx context.Context, r *rand.Rand) {
 	}
 	var others []*node
 	for _, n := range c.nodes[1:] {
-		if n != laptop && n.running() && !n.offline && !n.full {
+		if n != laptop && n.running() && !n.offline && !n.full && c.holds(n, c.homeOf(id)) {
 			others = append(others, n)
 		}
 	}

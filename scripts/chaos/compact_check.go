@@ -336,12 +336,12 @@ func archived(e histEntry) bool {
 // compaction copies a batch of writes whole (its signature covers them
 // all), superseded ones included, and tombstones those in the new epoch,
 // where what superseded them may be gone.
-func (c *cluster) accountedAfter(ctx context.Context, w *ackedWrite, e histEntry, hist []histEntry, rec *recordJSON, conflicts []conflictJSON) (bool, string) {
+func (c *cluster) accountedAfter(ctx context.Context, w *ackedWrite, on *node, e histEntry, hist []histEntry, rec *recordJSON, conflicts []conflictJSON) (bool, string) {
 	ok, why := accounted(e, hist, rec, conflicts, w.id)
 	if ok || e.Visible {
 		return ok, why
 	}
-	if ok2, why2 := c.goneAccounted(ctx, w, hist, e.Field, e.Op); ok2 {
+	if ok2, why2 := c.goneAccounted(ctx, w, on, hist, e.Field, e.Op); ok2 {
 		return true, why2
 	}
 	return ok, why
@@ -374,7 +374,7 @@ func (c *cluster) countCompacted(w *ackedWrite, field string, unverifiable bool)
 // be in the history, or it was superseded there, and the record has an
 // operation newer than it). Anything else is lost: an op no cut covers is
 // carried over by whoever holds it, or named as superseded.
-func (c *cluster) goneAccounted(ctx context.Context, w *ackedWrite, hist []histEntry, field, op string) (bool, string) {
+func (c *cluster) goneAccounted(ctx context.Context, w *ackedWrite, on *node, hist []histEntry, field, op string) (bool, string) {
 	if !c.compactedSince(w.step) {
 		return false, ""
 	}
@@ -387,6 +387,9 @@ func (c *cluster) goneAccounted(ctx context.Context, w *ackedWrite, hist []histE
 			c.countCompacted(w, field, false)
 			return true, "its op is gone with an old epoch, and " + e.ref() + " names it"
 		}
+	}
+	if c.homeOf(w.id) != "" {
+		return c.goneInChannel(w, on, hist, field, op)
 	}
 	ep := c.coveredBy(op)
 	if ep == "" {

@@ -35,9 +35,12 @@ const (
 // history. It is found by its unique value.
 type failedWrite struct {
 	// kind: put, conflict, import, put-during-kill, import-during-kill
-	// (the command failed; its node was killed while it ran), or a
-	// selfcheck-... fabrication.
-	kind  string
+	// (the command failed; its node was killed while it ran), not-granted
+	// (a laptop's write into a channel it is not granted, channels.go), or
+	// a selfcheck-... fabrication.
+	kind string
+	// why it failed, for messages ("" is a full disk).
+	why   string
 	step  int
 	node  *node
 	id    string
@@ -206,6 +209,12 @@ func (c *cluster) refusedOK(n *node, what string, res result, killed bool) {
 	}
 	msg := res.stderr + res.stdout
 	if res.code != 1 || !(strings.Contains(msg, "not written") || strings.Contains(msg, "no space left on device")) {
+		if res.code == 1 && (strings.Contains(msg, "not held") || strings.Contains(msg, "not granted")) {
+			// Refused first because the laptop does not hold the
+			// record's channel (channels.go): nothing written either.
+			c.stats.ch.notHeld++
+			return
+		}
 		c.problem("%s on %s (disk full) failed, but not as a full disk should (exit 1, \"not written\" or \"no space left on device\"): %s", what, n.name, res.brief())
 	}
 }
@@ -263,10 +272,13 @@ func (c *cluster) markPut(args []string, values map[string]any) ([]string, map[s
 // put runs a put drawn by putArgs on n. On a full disk the put carries a
 // unique value, must be refused, and is recorded as failed.
 func (c *cluster) put(ctx context.Context, kind string, n *node, id string, args []string, values map[string]any) {
+	id, args = c.routePut(n, id, args, values)
 	c.touched[id]++
 	if !n.full {
 		if res := c.ferry(ctx, n, args...); res.ok() {
 			c.ackPut(kind, n, id, values, res)
+		} else {
+			c.noteRefused(n, "put", res)
 		}
 		return
 	}
@@ -322,7 +334,7 @@ func (c *cluster) importOn(ctx context.Context, kind string, n *node, lines []ma
 	if full {
 		c.markImport(lines)
 	}
-	path, ok := c.prepareImport(lines)
+	path, ok := c.prepareImport(n, lines)
 	if !ok {
 		return
 	}
@@ -332,6 +344,8 @@ func (c *cluster) importOn(ctx context.Context, kind string, n *node, lines []ma
 		c.importOnFull(kind, n, lines, res, false)
 	case res.ok():
 		c.ackImport(kind, n, lines)
+	default:
+		c.noteRefused(n, "import", res)
 	}
 }
 
@@ -563,7 +577,11 @@ func (c *cluster) verifyFailed(ctx context.Context, views []*nodeView, add func(
 			if msg := c.checkFailed(ctx, v, w, rh); msg != "" {
 				shown++
 				if shown <= 25 {
-					add("failed %s (step %d, on %s, refused on a full disk, %s/%s %s=%v) shows on %s: %s", w.kind, w.step, w.node.name, collection, w.id, w.field, w.value, v.n.name, msg)
+					why := w.why
+					if why == "" {
+						why = "refused on a full disk"
+					}
+					add("failed %s (step %d, on %s, %s, %s/%s %s=%v) shows on %s: %s", w.kind, w.step, w.node.name, why, collection, w.id, w.field, w.value, v.n.name, msg)
 				}
 			}
 		}

@@ -4,12 +4,16 @@
 // field on different nodes, deletes, imports, conflict resolutions) while
 // injecting faults (partitions with offline/online, kill -9 at random
 // moments including mid-import and mid-sync, restarts, clock skew through
-// FERRY_CLOCK_OFFSET, full disks through FERRY_FAULT_DISK_FULL), then heals
-// everything and checks that the nodes converge, that no acknowledged
-// write was lost, that no write refused on a full disk shows anywhere, that
-// no node died on its own, that every node lists the same conflicts, and
-// that the office's workflow delivered every matching acknowledged change,
-// none twice unless the office was killed during its action. See
+// FERRY_CLOCK_OFFSET, full disks through FERRY_FAULT_DISK_FULL,
+// compactions), with contacts routed into channels that the office grants
+// and ungrants laptops while records move between them, then heals
+// everything and checks that the nodes converge (every channel on every
+// node that holds it), that no acknowledged write was lost, that no write
+// refused on a full disk or into a channel not granted shows anywhere,
+// that a laptop holds nothing of a channel it is not granted, that no node
+// died on its own, that every node lists the same conflicts, and that the
+// office's workflow delivered every matching acknowledged change, none
+// twice unless the office was killed during its action. See
 // docs/chaos.md.
 //
 //	go run ./scripts/chaos --schedules 3 --seed 1     # what CI runs
@@ -201,12 +205,13 @@ func (s *stats) add(o stats) {
 	s.repairMax = max(s.repairMax, o.repairMax)
 	s.comp.add(o.comp)
 	s.wf.add(o.wf)
+	s.ch.add(o.ch)
 }
 
 // summary is the line of totals printed before "N passed, N failed".
 func (s stats) summary() string {
-	return fmt.Sprintf("totals: %d ops, %d kills, %d partitions, %d acknowledged writes, %d disk-full episodes, %d writes refused on a full disk (%d failed values checked absent on every node), %d imports cut by a full disk, longest repair after space came back %.1fs, %d ferry check runs; %s; %s",
-		s.ops, s.kills, s.partitions, s.acked, s.diskFull, s.refused, s.failedValues, s.cutImports, s.repairMax.Seconds(), s.checks, s.comp.summary(), s.wf.summary())
+	return fmt.Sprintf("totals: %d ops, %d kills, %d partitions, %d acknowledged writes, %d disk-full episodes, %d writes refused on a full disk (%d failed values checked absent on every node), %d imports cut by a full disk, longest repair after space came back %.1fs, %d ferry check runs; %s; %s; %s",
+		s.ops, s.kills, s.partitions, s.acked, s.diskFull, s.refused, s.failedValues, s.cutImports, s.repairMax.Seconds(), s.checks, s.comp.summary(), s.wf.summary(), s.ch.summary())
 }
 
 func newHarness(ctx context.Context, opts options, tmp string) (*harness, error) {

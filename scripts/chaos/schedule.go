@@ -43,6 +43,11 @@ type ackedWrite struct {
 	// sameOps: for values of same of an import line, the op found holding
 	// the value before a compaction could drop it (compact.go).
 	sameOps map[string]string
+	// ch: the record's channel when the write was made (the harness's
+	// model, channels.go); afterUngrant: its laptop was no longer granted
+	// ch (the office had ended the grant; the laptop had not heard).
+	ch           string
+	afterUngrant bool
 }
 
 // scheduleResult is what one schedule prints.
@@ -63,8 +68,8 @@ func (r scheduleResult) failed() bool { return len(r.problems) > 0 }
 
 func (r scheduleResult) line() string {
 	s := r.stats
-	out := fmt.Sprintf("schedule %d seed=0x%x nodes=%d ops=%d kills=%d partitions=%d skewed=%d diskfull=%d %s %s acked=%d refused=%d converged=%.1fs",
-		r.index, r.seed, r.nodes, s.ops, s.kills, s.partitions, s.skewed, s.diskFull, s.comp.line(), s.wf.line(), s.acked, s.refused, s.converged.Seconds())
+	out := fmt.Sprintf("schedule %d seed=0x%x nodes=%d ops=%d kills=%d partitions=%d skewed=%d diskfull=%d %s %s %s acked=%d refused=%d converged=%.1fs",
+		r.index, r.seed, r.nodes, s.ops, s.kills, s.partitions, s.skewed, s.diskFull, s.comp.line(), s.wf.line(), s.ch.line(), s.acked, s.refused, s.converged.Seconds())
 	switch {
 	case r.interrupted:
 		return out + " INTERRUPTED"
@@ -186,7 +191,7 @@ func (h *harness) runSchedule(ctx context.Context, index int, seed uint64) (res 
 		c.step = step
 		c.checkProcs()
 		c.freeDue(ctx)
-		if !c.compactStep(ctx, seed, step) {
+		if !c.compactStep(ctx, seed, step) && !c.chanStep(ctx, seed, step) {
 			c.runStep(ctx, stepRand(seed, step))
 		}
 		c.stats.ops++
@@ -229,10 +234,14 @@ func (h *harness) runSchedule(ctx context.Context, index int, seed uint64) (res 
 	}
 	c.stopAll()
 	c.scanLogs()
+	if ctx.Err() == nil {
+		c.checkPurged(ctx)
+		c.checkChannelCuts(ctx)
+	}
 	st := c.stats
-	c.logf("done: %d ops, %d acknowledged writes (%d imports, %d deletes, %d resolutions, %d conflict bursts), %d kills, %d restarts, %d partitions, %d disk-full episodes (%d writes refused, %d failed values, %d imports cut, longest repair %s, %d ferry check), %s, %s, %d problems",
+	c.logf("done: %d ops, %d acknowledged writes (%d imports, %d deletes, %d resolutions, %d conflict bursts), %d kills, %d restarts, %d partitions, %d disk-full episodes (%d writes refused, %d failed values, %d imports cut, longest repair %s, %d ferry check), %s, %s, %s, %d problems",
 		st.ops, st.acked, st.imports, st.deletes, st.resolves, st.conflicts, st.kills, st.restarts, st.partitions,
-		st.diskFull, st.refused, st.failedValues, st.cutImports, st.repairMax.Round(time.Millisecond), st.checks, st.comp.summary(), st.wf.summary(), len(c.problems))
+		st.diskFull, st.refused, st.failedValues, st.cutImports, st.repairMax.Round(time.Millisecond), st.checks, st.comp.summary(), st.wf.summary(), st.ch.summary(), len(c.problems))
 	return res
 }
 
@@ -404,6 +413,7 @@ func (c *cluster) ackPut(kind string, n *node, id string, values map[string]any,
 	if len(pr.Fields) > 0 && pr.Op == "" {
 		c.problem("put --json on %s wrote %v but printed no op", n.name, pr.Fields)
 	}
+	c.noteAcked(w)
 	c.acked = append(c.acked, w)
 	c.stats.acked++
 }
@@ -424,6 +434,9 @@ func (c *cluster) opConflict(ctx context.Context, r *rand.Rand) {
 	field := []string{"stage", "phone", "stage", "phone", "amount", "name", "score"}[r.IntN(7)]
 	perm := r.Perm(len(c.nodes))
 	k := 2 + r.IntN(min(2, len(c.nodes)-1))
+	// Only nodes granted the record's channel write it (the office always).
+	perm = slices.DeleteFunc(perm, func(i int) bool { return !c.holds(c.nodes[i], c.homeOf(id)) })
+	k = min(k, len(perm))
 	isolate, reconnect := r.IntN(100) < 75, r.IntN(100) < 65
 	c.stats.conflicts++
 	c.logf("conflict: %s/%s %s on %d nodes (isolated: %t)", collection, id, field, k, isolate)
@@ -458,7 +471,7 @@ func (c *cluster) opConflict(ctx context.Context, r *rand.Rand) {
 
 func (c *cluster) opDelete(ctx context.Context, r *rand.Rand) {
 	n := c.anyNode(r)
-	id := c.pickID(r)
+	id := c.routeID(n, c.pickID(r))
 	c.touched[id]++
 	res := c.ferry(ctx, n, "delete", collection, id)
 	if n.full {
@@ -469,11 +482,13 @@ func (c *cluster) opDelete(ctx context.Context, r *rand.Rand) {
 		c.acceptedOnFull(n, "delete", res)
 	}
 	if !res.ok() {
+		c.noteRefused(n, "delete", res)
 		return
 	}
 	c.stats.deletes++
 	w := &ackedWrite{kind: "delete", step: c.step, node: n, id: id, fields: map[string]any{recordField: true}}
 	w.op = c.ownNewestOp(ctx, n, id, recordField)
+	c.noteAcked(w)
 	c.acked = append(c.acked, w)
 	c.stats.acked++
 }
@@ -492,7 +507,7 @@ func (c *cluster) ownNewestOp(ctx context.Context, n *node, id, field string) st
 			return e.Op
 		}
 	}
-	c.problem("%s acknowledged a write of %s/%s %s but its history has no operation of it there", n.name, collection, id, field)
+	c.problem("%s acknowledged a write of %s/%s %s but its history has no operation of it there%s", n.name, collection, id, field, c.movedNote(id))
 	return ""
 }
 
@@ -550,6 +565,7 @@ func (c *cluster) ackImport(kind string, n *node, lines []map[string]any) {
 				w.same[f] = v
 			}
 		}
+		c.noteAcked(w)
 		c.acked = append(c.acked, w)
 		c.notePending(w)
 	}
@@ -680,6 +696,7 @@ func (c *cluster) opResolve(ctx context.Context, r *rand.Rand) {
 		w.op = ""
 		w.same = map[string]any{cf.Field: cf.Candidates[pick-1].Value}
 	}
+	c.noteAcked(w)
 	c.acked = append(c.acked, w)
 	c.stats.acked++
 }
@@ -740,6 +757,7 @@ func (c *cluster) opKill(ctx context.Context, r *rand.Rand) {
 		c.kill(n, "between commands")
 		return
 	}
+	id, args = c.routePut(n, id, args, values)
 	full := n.full
 	m := ""
 	if full {
@@ -823,7 +841,7 @@ func sleep(ctx context.Context, d time.Duration) {
 // startImport prepares an import (prepareImport) and starts it on n in the
 // background; ok is false (and the problem recorded) when it could not.
 func (c *cluster) startImport(ctx context.Context, n *node, lines []map[string]any) (*bgCommand, bool) {
-	path, ok := c.prepareImport(lines)
+	path, ok := c.prepareImport(n, lines)
 	if !ok {
 		return nil, false
 	}
@@ -835,10 +853,11 @@ func (c *cluster) startImport(ctx context.Context, n *node, lines []map[string]a
 	return bg, true
 }
 
-// prepareImport notes the imported ids, writes the import file and counts
-// the import; ok is false (and the problem recorded) when the file could
-// not be written.
-func (c *cluster) prepareImport(lines []map[string]any) (string, bool) {
+// prepareImport routes the lines for n (routeImport), notes the imported
+// ids, writes the import file and counts the import; ok is false (and the
+// problem recorded) when the file could not be written.
+func (c *cluster) prepareImport(n *node, lines []map[string]any) (string, bool) {
+	c.routeImport(n, lines)
 	for _, l := range lines {
 		id := l["id"].(string)
 		c.touched[id]++

@@ -338,6 +338,11 @@ func (c *cluster) checkWorkflows(ctx context.Context, convergedAt time.Time) {
 		if w.op == "" || !wrote {
 			continue
 		}
+		if why, exempt := c.ch.exempt[w]; exempt {
+			// Not counted anywhere (channels_check.go): it may fire or not.
+			c.logf("workflows: acknowledged %s (step %d, on %s, %s/%s score=%v op %s) not checked: %s", w.kind, w.step, w.node.name, collection, w.id, v, w.op, why)
+			continue
+		}
 		k := keys[w.op]
 		what := fmt.Sprintf("acknowledged %s (step %d, on %s, %s/%s score=%v op %s)", w.kind, w.step, w.node.name, collection, w.id, v, w.op)
 		if n, num := v.(float64); num && n > wfThreshold {
