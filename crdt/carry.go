@@ -90,6 +90,30 @@ func (s *Store) finishRecordWrites(ctx context.Context, rw *recordWrites, fn fun
 	return fn(rw)
 }
 
+// shownRefs names ("field/opid") the ops of a record that count and show,
+// or do not count: its visible field, delete and move ops, and the ignored
+// ones. An op not named is superseded. A visible move op must be named:
+// left out, a carry once named it dead in a KeepField write, and the
+// record showed again in the channel it had left (chaos seed 0x1).
+func (r *recordOps) shownRefs() map[string]bool {
+	shown := map[string]bool{}
+	for _, ops := range r.fields {
+		for _, op := range ops {
+			shown[op.Ref()] = true
+		}
+	}
+	for _, op := range r.deletes {
+		shown[op.Ref()] = true
+	}
+	for _, op := range r.moved {
+		shown[op.Ref()] = true
+	}
+	for _, ig := range r.ignored {
+		shown[ig.Field+"/"+ig.Op.String()] = true
+	}
+	return shown
+}
+
 // carry puts into side (the new epoch) what the cut of info does not
 // cover. The caller holds writeMu; go-ds-crdt is open without a
 // broadcaster (nothing merges meanwhile).
@@ -112,18 +136,7 @@ func (s *Store) carry(ctx context.Context, side *Store, info *EpochInfo, rep *Ep
 		if err != nil {
 			return err
 		}
-		shown := map[string]bool{} // ops that count and show, or do not count
-		for _, ops := range rec.fields {
-			for _, op := range ops {
-				shown[op.Ref()] = true
-			}
-		}
-		for _, op := range rec.deletes {
-			shown[op.Ref()] = true
-		}
-		for _, ig := range rec.ignored {
-			shown[ig.Field+"/"+ig.Op.String()] = true
-		}
+		shown := rec.shownRefs()
 		listed := map[string]bool{}
 		var puts [][2]string // key, value
 		for _, k := range rw.keys {
@@ -371,18 +384,7 @@ func (s *Store) archiveHistory(ctx context.Context, rep *EpochReport) error {
 		if err != nil {
 			return err
 		}
-		shown := map[string]bool{}
-		for _, ops := range rec.fields {
-			for _, op := range ops {
-				shown[op.Ref()] = true
-			}
-		}
-		for _, op := range rec.deletes {
-			shown[op.Ref()] = true
-		}
-		for _, ig := range rec.ignored {
-			shown[ig.Field+"/"+ig.Op.String()] = true
-		}
+		shown := rec.shownRefs()
 		keys := slices.Clone(rw.keys)
 		parsed := map[string]keyParts{}
 		for _, k := range keys {

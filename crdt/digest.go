@@ -309,12 +309,18 @@ func (s *Store) digestFailed(err error, dirty map[string][2]string, rebuild bool
 }
 
 // RecordCount returns how many records of user collections the store
-// shows, from its digest; ok is false while the digest is not built yet.
+// shows, from its digest, brought up to date with the records changed
+// since (a channel nobody else holds is not asked for its digest, and its
+// count once stayed as it was before a move); ok is false while the
+// digest is not built yet, or could not be brought up to date.
 func (s *Store) RecordCount(ctx context.Context) (n int, ok bool) {
 	d := &s.digest
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.built {
+		return 0, false
+	}
+	if err := s.refreshDigest(ctx); err != nil {
 		return 0, false
 	}
 	for k := range d.records {
