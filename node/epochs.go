@@ -83,6 +83,11 @@ func (n *Node) onEpoch(rep crdt.EpochReport) {
 	// change of their records being observed: the channels held are
 	// looked at again now, not at the next periodic look.
 	n.channelsChanged()
+	if n.cfg.Role == RoleOffice {
+		// A misplaced record may come with the new epoch (carried from
+		// the old one) without a change of it being observed.
+		n.moves.rescan()
+	}
 	n.life.Go(func(ctx context.Context) {
 		if n.gc != nil {
 			if _, err := n.gc.Reclaim(ctx); err != nil && ctx.Err() == nil {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferry-crm/ferry/crdt"
@@ -35,6 +36,18 @@ type moveQueue struct {
 	mu      sync.Mutex
 	pending map[moveKey]bool
 	wake    chan struct{}
+	// scan asks for a scan of every channel (after an epoch change: a
+	// store's new epoch replaces its state without a change per record).
+	scan atomic.Bool
+}
+
+// rescan asks the move loop to scan every channel now.
+func (q *moveQueue) rescan() {
+	q.scan.Store(true)
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (q *moveQueue) add(k moveKey) {
@@ -82,6 +95,9 @@ func (n *Node) moveLoop(ctx context.Context) {
 		case <-scan.C:
 			n.scanMisplaced(ctx)
 		case <-n.moves.wake:
+			if n.moves.scan.Swap(false) {
+				n.scanMisplaced(ctx)
+			}
 		}
 		failed := false
 		for _, k := range n.moves.take() {
