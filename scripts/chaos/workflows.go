@@ -26,7 +26,9 @@ import (
 // each carries the office process that started the action (its parent
 // pid, read first: an action whose office is killed goes on as an
 // orphan; one whose office died as it started shows its new parent, no
-// office) and the time.
+// office) and the time. An action whose office was killed while it wrote
+// the payload reads a cut payload and appends "orphan KEY": accepted only
+// if the harness killed that office.
 //
 // The rule reads the value after the change, and a change's after is the
 // record as of the write with the write applied (crdt.ChangeOf): a write
@@ -248,6 +250,10 @@ func (c *cluster) readWfLog() (map[string]*wfKey, []wfLine) {
 			k.dones = append(k.dones, l)
 		case "fail":
 			k.fails = append(k.fails, l)
+		case "orphan":
+			if _, killed := c.wf.kills[l.ppid]; !killed {
+				c.problem("workflows: action log line %d: payload cut, but its office (pid %d) was not killed: %q", no, l.ppid, sc.Text())
+			}
 		default:
 			c.problem("workflows: action log line %d: %q", no, sc.Text())
 		}

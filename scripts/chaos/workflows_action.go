@@ -97,6 +97,13 @@ func workflowAction(logPath string) int {
 	if err == nil {
 		err = json.Unmarshal(data, &p)
 	}
+	if err != nil && os.Getppid() != ppid {
+		// Its office was killed while it wrote the payload: a cut
+		// payload, not a bad one (the checker accepts the line only if
+		// the harness killed that office).
+		logLine("orphan", " reason=cut-payload")
+		return 1
+	}
 	if err != nil || p.IdempotencyKey != key {
 		logLine("bad", fmt.Sprintf(" reason=payload-key:%q", p.IdempotencyKey))
 		return 1
