@@ -45,6 +45,9 @@ func TestRecoverOrphanedLocalWrite(t *testing.T) {
 			}
 			tn.recoverNext = recover
 			a = tn.start(0, dir)
+			if got := a.Stats(ctx).Dirty; got != recover {
+				t.Errorf("opened with Recover=%t: Stats says Dirty=%t, want %t (a walk of the DAG is needed)", recover, got, recover)
+			}
 			if recover { // Repair recovers orphans too, on an open store
 				if err := a.Repair(ctx); err != nil {
 					t.Fatal(err)
@@ -52,6 +55,9 @@ func TestRecoverOrphanedLocalWrite(t *testing.T) {
 			}
 			if _, err := a.Get(ctx, "contacts", "lost"); err != nil {
 				t.Fatalf("the crashed replica lost its own write: %v", err)
+			}
+			if recover && a.Stats(ctx).Dirty {
+				t.Error("still dirty after Repair")
 			}
 			tn.setOnline(0, true)
 			if !recover {

@@ -73,7 +73,7 @@ type Options struct {
 	Now func() time.Time
 	// Recover: the store was not closed cleanly; before go-ds-crdt opens it,
 	// blocks merged but not linked to the heads are made heads again (see
-	// recoverOrphans). Run Repair afterwards.
+	// recoverOrphans). Run Repair afterwards: until then Stats says Dirty.
 	Recover bool
 	// Trust, if set, accepts only what members of the network wrote, and
 	// signs this node's operations (see Trust). nil: an open network.
@@ -307,6 +307,14 @@ func New(ctx context.Context, base ds.Batching, dag ipld.DAGService, bcast dscrd
 		}
 		if len(orphans) > 0 {
 			s.log.Warn("blocks merged before a crash but never made heads: heads again", "blocks", orphans)
+		}
+		if opts.Recover {
+			// The blocks a crash left unfetched below the heads are
+			// fetched only by a walk of the DAG: the store says it needs
+			// one until a Repair made it. A channel store opened after
+			// the node's first repair once kept such a gap for good (chaos
+			// seed 0x5: a laptop lost a peer's writes).
+			s.health.fail("not closed cleanly: its DAG is walked again", false)
 		}
 	}
 	copts := dscrdt.DefaultOptions()
