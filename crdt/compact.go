@@ -169,10 +169,11 @@ func (s *Store) cutVector(ctx context.Context) (map[string]Timestamp, error) {
 			if err != nil {
 				continue
 			}
-			if v := e.GetValue(); len(v) > 1 && v[1]&flagVouched != 0 {
+			if v := e.GetValue(); len(v) > 1 && v[1]&(flagVouched|flagCopied) != 0 {
 				// A copy an office vouched for (a record moved in from
 				// another channel, a write seeded apart from its import
-				// batch): it came here out of its writer's order, and
+				// batch), or one a move copied in an open network: it
+				// came here out of its writer's order, and
 				// says nothing of the writer's other writes here (the
 				// seeded ones are covered by the previous cut).
 				continue

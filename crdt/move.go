@@ -317,14 +317,27 @@ func (s *Store) recordCopies(ctx context.Context, dst *Store, collection, eid st
 		// (its writer may not be granted it); so does this office's own
 		// import write: signed with its whole batch, it would not verify
 		// alone.
-		if s.opts.Trust != nil && (kp.Op.Writer != s.opts.Writer || w.Batch) && !s.isBadSig(key) {
+		switch {
+		case s.opts.Trust != nil && (kp.Op.Writer != s.opts.Writer || w.Batch) && !s.isBadSig(key):
 			if v, err = s.vouchAny(key, w); err != nil {
 				return nil, err
 			}
+		case s.opts.Trust == nil && kp.Op.Writer != s.opts.Writer:
+			// Nobody signs in an open network; the copy is still marked,
+			// so that a cut of the new channel does not count it.
+			v = copiedForm(w)
 		}
 		out = append(out, [2]string{key, string(v)})
 	}
 	return out, nil
+}
+
+// copiedForm returns the stored form of write w copied by a move in an
+// open network: its bytes with flagCopied alone.
+func copiedForm(w *write) []byte {
+	out := append([]byte{}, w.signed...)
+	out[1] = flagCopied
+	return out
 }
 
 // vouchAny returns the stored form of write w signed by this node alone

@@ -48,7 +48,10 @@ type write struct {
 	// the signature of Voucher, the office that compacted (it verified the
 	// batch), over the write as for a lone write (see vouch).
 	Voucher string
-	Sig     []byte
+	// Copied: a move copied the write into this channel in an open
+	// network (flagCopied).
+	Copied bool
+	Sig    []byte
 	// signed is the part of the stored value the signature covers (set by
 	// decodeWrite).
 	signed []byte
@@ -59,7 +62,10 @@ type write struct {
 //
 //	byte 0      Format (2)
 //	byte 1      flags: bit 0 set = migrated from format 1 (legacy signature),
-//	            bit 1 set = signed as part of an import batch (batchMessage)
+//	            bit 1 set = signed as part of an import batch (batchMessage),
+//	            bit 2 set = vouched for by an office (signature, then the
+//	            voucher's id), bit 3 set = copied by a move in an open
+//	            network (no signature); at most one is set
 //	uvarint     length of the body
 //	body        CBOR, see wireBody
 //	rest        the writer's signature (absent in an open network)
@@ -75,6 +81,10 @@ const (
 	flagLegacy  = 1
 	flagBatch   = 2
 	flagVouched = 4
+	// flagCopied: a copy of another node's write that a move brought into
+	// this channel in an open network (nobody signs there). Like a vouched
+	// copy, it came out of its writer's order: a cut does not count it.
+	flagCopied = 8
 )
 
 // wireBody is the CBOR body of a write. Nothing the key holds (collection,
@@ -228,7 +238,7 @@ func decodeWrite(k keyParts, data []byte) (*write, error) {
 		return nil, fmt.Errorf("decode write %s: store format %d, want %d", k.Op, data[0], Format)
 	}
 	flags := data[1]
-	if flags&^(flagLegacy|flagBatch|flagVouched) != 0 || bits.OnesCount8(flags) > 1 {
+	if flags&^(flagLegacy|flagBatch|flagVouched|flagCopied) != 0 || bits.OnesCount8(flags) > 1 {
 		return nil, fmt.Errorf("decode write %s: unknown flags %#x", k.Op, flags)
 	}
 	n, m := binary.Uvarint(data[2:])
@@ -240,9 +250,12 @@ func decodeWrite(k keyParts, data []byte) (*write, error) {
 	if err := cborDec.Unmarshal(data[2+m:end], &body); err != nil {
 		return nil, fmt.Errorf("decode write %s: %w", k.Op, err)
 	}
-	w := &write{ID: k.Op, Legacy: flags&flagLegacy != 0, Batch: flags&flagBatch != 0, signed: data[:end]}
+	w := &write{ID: k.Op, Legacy: flags&flagLegacy != 0, Batch: flags&flagBatch != 0, Copied: flags&flagCopied != 0, signed: data[:end]}
 	if end < len(data) {
 		w.Sig = data[end:]
+	}
+	if w.Copied && len(w.Sig) > 0 {
+		return nil, fmt.Errorf("decode write %s: copied in an open network, yet signed", k.Op)
 	}
 	if flags&flagVouched != 0 {
 		// The signature, then the voucher's id.

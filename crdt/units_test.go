@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -163,6 +164,7 @@ func FuzzDecodeWrite(f *testing.F) {
 	f.Add("/c/r/0000000000000001-A", del)
 	f.Add("/c/r/0000000000000001-A", []byte(`{"v":true,"t":"0000000000000001","w":"A"}`))
 	f.Add("/c/r", []byte{2, 0, 1, 0x80})
+	f.Add("/c/r/0000000000000001-A", copiedForm(&write{signed: good}))
 	f.Fuzz(func(t *testing.T, key string, data []byte) {
 		kp, err := parseOpKey(key)
 		if err != nil {
@@ -189,6 +191,44 @@ func FuzzDecodeWrite(f *testing.F) {
 			t.Fatalf("round trip changed the write: %+v -> %+v", w.Ops, w2.Ops)
 		}
 	})
+}
+
+// TestCopiedForm: a write a move copied in an open network decodes as the
+// same write, marked copied; the same bytes with a signature after them
+// are refused (a copy is never signed), and so is a second flag.
+func TestCopiedForm(t *testing.T) {
+	id := OpID{Time: 5, Writer: "B"}
+	plain, err := encodeWrite(&write{ID: id, Ops: []Op{{ID: id, Field: "title", Value: "x"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := parseOpKey("/deals/d1/" + id.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := decodeWrite(kp, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := copiedForm(w)
+	got, err := decodeWrite(kp, cp)
+	if err != nil {
+		t.Fatalf("copied form does not decode: %v", err)
+	}
+	if !got.Copied || got.Batch || got.Legacy || got.Voucher != "" || !reflect.DeepEqual(got.Ops, w.Ops) {
+		t.Errorf("copied form decodes as %+v, want the write %+v marked copied", got, w)
+	}
+	if w.Copied {
+		t.Error("the plain write decodes as copied")
+	}
+	if _, err := decodeWrite(kp, append(slices.Clone(cp), make([]byte, sigOverhead)...)); err == nil {
+		t.Error("a copied write with a signature decodes")
+	}
+	both := slices.Clone(cp)
+	both[1] |= flagBatch
+	if _, err := decodeWrite(kp, both); err == nil {
+		t.Error("a copied write also flagged batch decodes")
+	}
 }
 
 // TestDeltaPriorityMatchesDecode: the priority read without decoding the
