@@ -377,7 +377,7 @@ func (r handOverReceiver) Put(ctx context.Context, channel string, blk blocks.Bl
 	return ch.bstore.Put(ctx, blk)
 }
 
-func (r handOverReceiver) Merge(ctx context.Context, from peer.ID, channel string, payload []byte) error {
+func (r handOverReceiver) Merge(ctx context.Context, from peer.ID, channel string, payload []byte, received []cid.Cid) error {
 	ch := r.n.chans.get(channel)
 	if ch == nil || ch.bcast == nil {
 		return fmt.Errorf("channel %s: %w", channel, crdt.ErrChannelNotHeld)
@@ -408,22 +408,28 @@ func (r handOverReceiver) Merge(ctx context.Context, from peer.ID, channel strin
 	if err := ch.bcast.Inject(ctx, from, payload); err != nil {
 		return err
 	}
+	// Every block, not only the heads: go-ds-crdt merges from the heads
+	// down, and the laptop purges the channel once this returns. A block
+	// still to merge then is not seen from the heads (a branch joins them
+	// once merged to its bottom); a compaction switching meanwhile would
+	// drop it, and it would be lost (chaos seed 0x3).
+	pending := append(slices.Clone(theirs), received...)
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
-		done := true
-		for _, h := range theirs {
-			if ok, err := ch.store.Processed(ctx, h); err != nil || !ok {
-				done = false
+		for len(pending) > 0 {
+			ok, err := ch.store.Processed(ctx, pending[0])
+			if err != nil || !ok {
 				break
 			}
+			pending = pending[1:]
 		}
-		if done {
+		if len(pending) == 0 {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("merging %d heads: %w", len(theirs), ctx.Err())
+			return fmt.Errorf("merging %d heads (%d blocks not merged yet): %w", len(theirs), len(pending), ctx.Err())
 		case <-t.C:
 		}
 	}

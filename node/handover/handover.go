@@ -75,9 +75,10 @@ type Receiver interface {
 	Accept(ctx context.Context, from peer.ID, channel string) error
 	// Put stores one verified block of the channel.
 	Put(ctx context.Context, channel string, blk blocks.Block) error
-	// Merge merges the channel's heads from the peer and returns once they
-	// are merged (an error when they could not be).
-	Merge(ctx context.Context, from peer.ID, channel string, heads []byte) error
+	// Merge merges the channel's heads from the peer and returns once
+	// they and every block received with them (received) are merged (an
+	// error when they could not be): the peer purges the channel after.
+	Merge(ctx context.Context, from peer.ID, channel string, heads []byte, received []cid.Cid) error
 }
 
 // Server answers hand-overs.
@@ -143,6 +144,7 @@ func (s *Server) receive(ctx context.Context, from peer.ID, r *bufio.Reader) (in
 		return 0, err
 	}
 	n, total := 0, 0
+	var received []cid.Cid
 	for {
 		typ, body, err := readFrame(r, MaxBlockSize+128)
 		if err != nil {
@@ -160,6 +162,7 @@ func (s *Server) receive(ctx context.Context, from peer.ID, r *bufio.Reader) (in
 			if err := s.recv.Put(ctx, channel, blk); err != nil {
 				return n, fmt.Errorf("hand-over: store block: %w", err)
 			}
+			received = append(received, blk.Cid())
 			n++
 		case frameHeads:
 			if len(body) > maxHeads {
@@ -168,7 +171,7 @@ func (s *Server) receive(ctx context.Context, from peer.ID, r *bufio.Reader) (in
 			if typ, _, err := readFrame(r, 0); err != nil || typ != frameEnd {
 				return n, fmt.Errorf("hand-over: want the end after the heads (%v)", err)
 			}
-			if err := s.recv.Merge(ctx, from, channel, body); errors.Is(err, ErrWantAll) {
+			if err := s.recv.Merge(ctx, from, channel, body, received); errors.Is(err, ErrWantAll) {
 				return n, err
 			} else if err != nil {
 				return n, fmt.Errorf("hand-over: merge: %w", err)

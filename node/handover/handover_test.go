@@ -21,13 +21,14 @@ import (
 
 // recorder is a Receiver that keeps what it is given.
 type recorder struct {
-	mu      sync.Mutex
-	refuse  error
-	merge   error // what Merge answers
-	blocks  map[string][]byte
-	heads   []byte
-	channel string
-	merged  bool
+	mu       sync.Mutex
+	refuse   error
+	merge    error // what Merge answers
+	blocks   map[string][]byte
+	heads    []byte
+	channel  string
+	merged   bool
+	received []string // the blocks Merge was told of
 }
 
 func (r *recorder) Accept(_ context.Context, _ peer.ID, channel string) error {
@@ -47,13 +48,16 @@ func (r *recorder) Put(_ context.Context, _ string, blk blocks.Block) error {
 	return nil
 }
 
-func (r *recorder) Merge(_ context.Context, _ peer.ID, _ string, heads []byte) error {
+func (r *recorder) Merge(_ context.Context, _ peer.ID, _ string, heads []byte, received []cid.Cid) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.merge != nil {
 		return r.merge
 	}
 	r.heads, r.merged = heads, true
+	for _, c := range received {
+		r.received = append(r.received, c.String())
+	}
 	return nil
 }
 
@@ -76,6 +80,15 @@ func TestHandOverDeliversBlocksThenHeads(t *testing.T) {
 	}
 	if rec.channel != "east" || !rec.merged || string(rec.heads) != "heads payload" || len(rec.blocks) != 3 {
 		t.Errorf("office got channel %q, merged %v, heads %q, %d blocks", rec.channel, rec.merged, rec.heads, len(rec.blocks))
+	}
+	// Merge waits for every block received, not only the heads'.
+	if len(rec.received) != len(rec.blocks) {
+		t.Errorf("Merge told of %d blocks, %d received", len(rec.received), len(rec.blocks))
+	}
+	for _, c := range rec.received {
+		if _, ok := rec.blocks[c]; !ok {
+			t.Errorf("Merge told of block %s, not received", c)
+		}
 	}
 	for _, b := range blks {
 		if !bytes.Equal(rec.blocks[b.Cid().String()], b.RawData()) {
