@@ -251,8 +251,13 @@ func (c *cluster) readWfLog() (map[string]*wfKey, []wfLine) {
 		case "fail":
 			k.fails = append(k.fails, l)
 		case "orphan":
-			if _, killed := c.wf.kills[l.ppid]; !killed {
-				c.problem("workflows: action log line %d: payload cut, but its office (pid %d) was not killed: %q", no, l.ppid, sc.Text())
+			_, killed := c.wf.kills[l.ppid]
+			if !c.wf.pids[l.ppid] {
+				// Orphaned before it read its parent.
+				killed = c.wf.killedAround(l.t.Add(-wfRecordGrace), l.t.Add(wfRecordGrace))
+			}
+			if !killed {
+				c.problem("workflows: action log line %d: payload cut, but no office was killed then (pid %d): %q", no, l.ppid, sc.Text())
 			}
 		default:
 			c.problem("workflows: action log line %d: %q", no, sc.Text())
