@@ -373,6 +373,14 @@ func (s *Store) archiveKey(collection, eid string) ds.Key {
 func (s *Store) archiveHistory(ctx context.Context, rep *EpochReport) error {
 	keep := s.opts.HistoryKeep
 	deltas := map[string]*pb.Delta{}
+	dropMoved := false
+	if s.opts.Channel != "" {
+		roles, err := s.roles(ctx)
+		if err != nil {
+			return err
+		}
+		dropMoved = roles[s.opts.Writer] != RoleOffice
+	}
 	return s.forEachRecordWrites(ctx, nil, func(rw *recordWrites) error {
 		if len(rw.keys) < 2 || strings.HasPrefix(rw.collection, "_") {
 			return nil
@@ -383,6 +391,16 @@ func (s *Store) archiveHistory(ctx context.Context, rep *EpochReport) error {
 		rec, err := s.readRecord(ctx, rw.collection, rw.eid)
 		if err != nil {
 			return err
+		}
+		if _, moved := rec.movedTo(); moved && dropMoved {
+			// Moved to another channel: none of its history stays on a
+			// laptop that may not hold that channel (see seed). An office
+			// keeps it: it holds every channel, and its history of the
+			// record stays whole.
+			if err := s.base.Delete(ctx, s.archiveKey(rw.collection, rw.eid)); err != nil {
+				return fmt.Errorf("drop the history archive of %s/%s: %w", rw.collection, rw.eid, err)
+			}
+			return nil
 		}
 		shown := rec.shownRefs()
 		keys := slices.Clone(rw.keys)

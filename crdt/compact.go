@@ -30,6 +30,9 @@ type EpochReport struct {
 	// Vouched: seeded writes of import batches this office signed for
 	// (each seeded apart from its batch).
 	Vouched int
+	// MovedAway: writes not seeded, of records an office moved to another
+	// channel (their copies are there; the move op stays).
+	MovedAway int
 	// Carried: writes of the old epoch the cut did not cover, carried
 	// over; Facts: records given a write listing what those superseded.
 	Carried int

@@ -3,6 +3,8 @@ package crdt
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
@@ -188,5 +190,78 @@ func TestCompactionKeepsAMoveOut(t *testing.T) {
 	}
 	if n, ok := aWest.RecordCount(ctx); !ok || n != 0 {
 		t.Errorf("west counts %d records (built %v), want 0", n, ok)
+	}
+}
+
+// TestCompactionLeavesOutAMovedRecordsValues: once an office moved a
+// record to west, a compaction of east seeds only the move op of it (its
+// values are in west), so that a laptop holding only east does not keep
+// them once in the new epoch; a write the move did not see (merged after
+// it) is seeded, still to move.
+func TestCompactionLeavesOutAMovedRecordsValues(t *testing.T) {
+	ctx := context.Background()
+	tn := newGrantsNet(t, 2)
+	a, b := tn.replicas[0], tn.replicas[1]
+	if err := a.Grant(ctx, "B", "east"); err != nil {
+		t.Fatal(err)
+	}
+	tn.waitConverged(10 * time.Second)
+	eastHub, westHub := newHub(tn, "east"), newHub(tn, "west")
+	aEast, bEast := eastHub.open(t, a), eastHub.open(t, b)
+	aWest := westHub.open(t, a)
+	putIn(t, bEast, "deals", "d1", map[string]any{"territory": "east", "title": "secret"})
+	putIn(t, bEast, "deals", "d1", map[string]any{"territory": "west"})
+	putIn(t, bEast, "deals", "d2", map[string]any{"territory": "east", "title": "stays"})
+	eastHub.converged(t)
+	tn.setOnline(1, false)
+	late := putIn(t, bEast, "deals", "d1", map[string]any{"territory": "north"}) // the move will not see it
+	if _, err := aEast.Move(ctx, aWest, "deals", "d1"); err != nil {
+		t.Fatal(err)
+	}
+	tn.setOnline(1, true)
+	eastHub.exchange()
+	eastHub.converged(t)
+	rep, err := aEast.Compact(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.MovedAway == 0 {
+		t.Errorf("no write left out: %+v", rep)
+	}
+	eastHub.converged(t)
+	for _, s := range []*Store{aEast, bEast} {
+		if s.Epoch() != rep.Epoch {
+			t.Fatalf("%s in epoch %s, want %s", s.Writer(), s.Epoch(), rep.Epoch)
+		}
+		ops, err := s.readRecord(ctx, "deals", "d1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fields []string
+		for _, w := range ops.writes {
+			for _, op := range w.Ops {
+				fields = append(fields, op.Field+"="+fmt.Sprint(op.Value))
+				if op.Value == "secret" {
+					t.Errorf("%s: east still holds the moved value: %s", s.Writer(), op.Ref())
+				}
+			}
+		}
+		if _, ok := ops.movedTo(); !ok {
+			t.Errorf("%s: east lost the move op of d1 (holds %v)", s.Writer(), fields)
+		}
+		// The laptop keeps no history of it either; the office, which
+		// holds every channel, keeps its whole history.
+		if arch, err := s.readArchive(ctx, "deals", "d1"); err != nil || (s == bEast) != (len(arch) == 0) {
+			t.Errorf("%s: east's history archive of the moved record: %+v (%v)", s.Writer(), arch, err)
+		}
+		if !slices.ContainsFunc(ops.writes, func(w visibleWrite) bool { return w.ID == late }) {
+			t.Errorf("%s: east lost the write the move did not see (holds %v)", s.Writer(), fields)
+		}
+		if v := getValue(t, s, "deals", "d2", "title"); v != "stays" {
+			t.Errorf("%s: d2 title %v, want stays", s.Writer(), v)
+		}
+	}
+	if v := getValue(t, aWest, "deals", "d1", "title"); v != "secret" {
+		t.Errorf("west: d1 title %v, want secret", v)
 	}
 }

@@ -22,10 +22,20 @@ import (
 //   - the writes of an import batch (signed once for the whole batch, see
 //     signBatch) are seeded in one delta with every other write of their
 //     batch, as the batch's signature needs, and those of them that do not
-//     show are tombstoned in a later delta.
+//     show are tombstoned in a later delta;
+//   - not the writes of a record moved to another channel that its move
+//     saw: the move copied them there, and the channel it left keeps only
+//     the move op, so that a laptop holding only that channel does not
+//     keep the record's values once it moves to the new epoch. A write
+//     the move did not see (merged after it) is seeded: it is still to
+//     move.
 func (s *Store) seed(ctx context.Context, side *Store, rep *EpochReport) error {
 	side.writeMu.Lock()
 	defer side.writeMu.Unlock()
+	moved, err := s.movedAway(ctx)
+	if err != nil {
+		return fmt.Errorf("read moved records: %w", err)
+	}
 	sd := &seeder{s: s, side: side, rep: rep, groups: map[string]string{}, shown: map[string]bool{}}
 	defer sd.end(ctx)
 	res, err := s.eng().Query(ctx, query.Query{Prefix: "/"})
@@ -45,6 +55,10 @@ func (s *Store) seed(ctx context.Context, side *Store, rep *EpochReport) error {
 		if err == nil && onlyKeeps(w) {
 			continue
 		}
+		if seen := moved[kp.Collection+"/"+kp.EscapedID]; err == nil && seen != nil && seenByMove(w, seen) {
+			rep.MovedAway++
+			continue
+		}
 		sd.shown[r.Key] = true
 		if rec := kp.Collection + "/" + kp.EscapedID; rec != sd.last {
 			rep.Records++ // keys come sorted: a record's writes are adjacent
@@ -60,6 +74,56 @@ func (s *Store) seed(ctx context.Context, side *Store, rep *EpochReport) error {
 		return err
 	}
 	return sd.finish(ctx)
+}
+
+// movedAway returns, for every record of a routed collection that this
+// channel store shows moved to another channel, the ops ("field/opid")
+// its move saw, with those superseded anyway (nil outside a channel).
+func (s *Store) movedAway(ctx context.Context) (map[string]map[string]bool, error) {
+	if s.opts.Channel == "" {
+		return nil, nil
+	}
+	sc, err := s.Schema(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]map[string]bool{}
+	for _, name := range sc.Names() {
+		if sc.Collections[name].Channel == nil {
+			continue
+		}
+		err := s.scanIDs(ctx, name, func(ops *recordOps, _ string, _ rules) error {
+			mv, ok := ops.movedTo()
+			if !ok {
+				return nil
+			}
+			// What the move saw, and what was superseded anyway.
+			seen := make(map[string]bool, len(mv.Seen)+len(ops.killed))
+			for _, r := range mv.Seen {
+				seen[r] = true
+			}
+			for r := range ops.killed {
+				seen[r] = true
+			}
+			out[name+"/"+ops.escapedID] = seen
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// seenByMove reports whether a move that saw the ops seen saw every op of
+// write w (a move op itself is never left out).
+func seenByMove(w *write, seen map[string]bool) bool {
+	for _, op := range w.Ops {
+		if op.Field == MovedField || !seen[op.Ref()] {
+			return false
+		}
+	}
+	return len(w.Ops) > 0
 }
 
 // seeder puts the seed into the new epoch's store.
