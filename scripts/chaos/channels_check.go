@@ -282,15 +282,26 @@ func (c *cluster) exemptWrites(ctx context.Context, add func(string, ...any)) ma
 }
 
 // ungrantAfter returns the first ungrant of w's laptop and channel after
-// w's step, nil if none.
+// w's step, else its first ungrant of another channel after it, nil if
+// none.
 func (c *cluster) ungrantAfter(w *ackedWrite) *grantEvent {
+	var other *grantEvent
 	for i := range c.ch.events {
 		e := &c.ch.events[i]
-		if e.laptop == w.node && e.channel == w.ch && !e.granted && e.step >= w.step {
+		if e.laptop != w.node || e.granted || e.step < w.step {
+			continue
+		}
+		if e.channel == w.ch {
 			return e
 		}
+		if other == nil {
+			// A write lands where its node holds the record, which is
+			// not always the channel its routing value names (the
+			// record not moved yet): an ungrant of that channel counts.
+			other = e
+		}
 	}
-	return nil
+	return other
 }
 
 // verifyChannels is checks 11 to 13 on the views (see the top of the
