@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	cid "github.com/ipfs/go-cid"
@@ -21,6 +22,11 @@ import (
 // ErrNotOlderEpoch is returned by MergeOldEpoch for heads of the current
 // epoch or a later one.
 var ErrNotOlderEpoch = errors.New("not an older epoch than this node's")
+
+// ErrBlocksMissing: a block below the heads of an old epoch to merge is
+// not held here (the merge of another node's DAG of that epoch, just
+// before, dropped the blocks they shared): its sender must send them all.
+var ErrBlocksMissing = errors.New("blocks missing below the heads")
 
 // refeed is how often the heads of a DAG being merged into a side store
 // are handed to go-ds-crdt again (a block fetch that timed out is not
@@ -42,6 +48,15 @@ func (s *Store) MergeOldEpoch(ctx context.Context, ep Epoch, heads []cid.Cid) (*
 	info := s.EpochInfo()
 	if !s.Epoch().After(ep) {
 		return nil, fmt.Errorf("merge epoch %s: %w", ep, ErrNotOlderEpoch)
+	}
+	// Checked under the lock: a merge of the same epoch that ran while
+	// this one waited dropped its blocks, which this DAG may share; the
+	// merge would then wait for them from the network, where its sender
+	// no longer serves them (chaos seed 0x29).
+	if missing, err := s.blocksMissingBelow(ctx, heads); err != nil {
+		return nil, fmt.Errorf("merge epoch %s: %w", ep, err)
+	} else if missing {
+		return nil, fmt.Errorf("merge epoch %s: %w", ep, ErrBlocksMissing)
 	}
 	// Its own namespace, marked to be dropped first: a kill half-way
 	// leaves nothing behind after the next start (resumeDrops).
@@ -116,4 +131,38 @@ func awaitMerged(ctx context.Context, side *Store, feed *feedBroadcaster, payloa
 		}
 		delay = min(2*delay, 250*time.Millisecond)
 	}
+}
+
+// blocksMissingBelow reports whether a block below heads is not held here
+// (Options.HasBlock; without it, nothing is known missing). Only blocks
+// held are read, so nothing is fetched.
+func (s *Store) blocksMissingBelow(ctx context.Context, heads []cid.Cid) (bool, error) {
+	if s.opts.HasBlock == nil {
+		return false, nil
+	}
+	seen := map[cid.Cid]bool{}
+	stack := slices.Clone(heads)
+	for len(stack) > 0 {
+		c := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[c] {
+			continue
+		}
+		seen[c] = true
+		held, err := s.opts.HasBlock(ctx, c)
+		if err != nil {
+			return false, err
+		}
+		if !held {
+			return true, nil
+		}
+		nd, err := s.dag.Get(ctx, c)
+		if err != nil {
+			return false, err
+		}
+		for _, l := range nd.Links() {
+			stack = append(stack, l.Cid)
+		}
+	}
+	return false, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	cid "github.com/ipfs/go-cid"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +99,45 @@ func TestMergeOldEpochCarriesALaptopsEdits(t *testing.T) {
 	n.waitConverged(20 * time.Second)
 	if v := mustGet(t, b, "contacts", "c3").Values()["phone"]; v != "a-newer" {
 		t.Errorf("laptop: c3 phone %v, want a-newer", v)
+	}
+}
+
+// TestMergeOldEpochAsksForMissingBlocks: a block below the heads of the
+// old epoch to merge is not held (the merge of another laptop's DAG of
+// that epoch, just before, dropped the blocks they shared): the merge
+// answers ErrBlocksMissing at once, so that the laptop sends them all,
+// instead of waiting for them from the network.
+func TestMergeOldEpochAsksForMissingBlocks(t *testing.T) {
+	ctx := context.Background()
+	n := newTestNet(t, 2)
+	a, b := n.replicas[0], n.replicas[1]
+	mustPut(t, a, "contacts", "c1", map[string]any{"last_name": "One"})
+	n.waitConverged(10 * time.Second)
+	n.setOnline(1, false)
+	mustPut(t, b, "contacts", "c1", map[string]any{"phone": "from-b"})
+	old := b.Epoch()
+	heads, err := b.Heads(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	gone := heads[0]
+	a.opts.HasBlock = func(_ context.Context, c cid.Cid) (bool, error) { return c != gone, nil }
+	mctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if _, err := a.MergeOldEpoch(mctx, old, heads); !errors.Is(err, ErrBlocksMissing) {
+		t.Fatalf("merge with a block missing: %v, want ErrBlocksMissing", err)
+	}
+	if v := mustGet(t, a, "contacts", "c1").Values()["phone"]; v != nil {
+		t.Fatalf("c1 phone %v after a merge refused", v)
+	}
+	a.opts.HasBlock = func(context.Context, cid.Cid) (bool, error) { return true, nil }
+	if _, err := a.MergeOldEpoch(mctx, old, heads); err != nil {
+		t.Fatal(err)
+	}
+	if v := mustGet(t, a, "contacts", "c1").Values()["phone"]; v != "from-b" {
+		t.Errorf("c1 phone %v, want from-b", v)
 	}
 }

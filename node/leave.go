@@ -403,6 +403,9 @@ func (r handOverReceiver) Merge(ctx context.Context, from peer.ID, channel strin
 		// no longer adopt the new epoch: its DAG is merged here and what
 		// the cut does not cover carried over.
 		_, err := ch.store.MergeOldEpoch(ctx, ep, theirs)
+		if errors.Is(err, crdt.ErrBlocksMissing) {
+			return handover.ErrWantAll
+		}
 		return err
 	}
 	if err := ch.bcast.Inject(ctx, from, payload); err != nil {
