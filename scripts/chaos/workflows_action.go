@@ -97,6 +97,13 @@ func workflowAction(logPath string) int {
 	if err == nil {
 		err = json.Unmarshal(data, &p)
 	}
+	if err != nil {
+		// A killed office closes the pipe before the kernel gives its
+		// children a new parent: wait a little for that.
+		for i := 0; i < 100 && os.Getppid() == ppid && ppid != 1; i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	if err != nil && (os.Getppid() != ppid || ppid == 1) {
 		// Its office was killed while it wrote the payload (or before
 		// the action read its parent: init's pid 1 then): a cut payload,
