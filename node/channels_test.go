@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -485,4 +487,46 @@ func TestCleanSyncCopiesOnlyGrantedChannels(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.nodes = c.nodes[:1] // lap is closed here
+}
+
+// TestOpenMarkerStaysWhileAChannelNeedsRepair: a node closed while a
+// channel store still needs a walk of its DAG (blocks missing below its
+// heads after a full disk) keeps its open marker, so that the next start
+// walks every store again. Only the everyone store counted once: a
+// command run on a stopped node's data dir removed the marker, and the
+// channel's gap was never fetched (chaos seed 0x2d).
+func TestOpenMarkerStaysWhileAChannelNeedsRepair(t *testing.T) {
+	c := newClusterWith(t, 0, channelSchema, nil)
+	office := c.nodes[0]
+	put(t, office, "e1", map[string]any{"last_name": "East", "territory": "east"})
+	marker := filepath.Join(office.dir, datadir.OpenMarkerFile)
+
+	c.restart(0) // clean: the marker goes with the close
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("no open marker while the node runs: %v", err)
+	}
+	office = c.nodes[0]
+	ch := office.chans.get("east")
+	if ch == nil {
+		t.Fatal("the office does not hold east")
+	}
+	ch.store.WriteFailed("block", errors.New("no space left on device (test)"))
+	if !office.mergeUnfinished(context.Background()) {
+		t.Fatal("a channel store needing repair does not count as unfinished")
+	}
+	if err := office.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("closed while east needs repair, the open marker is gone: %v", err)
+	}
+	// The next start takes the dir as not closed cleanly.
+	n2, err := Start(context.Background(), office.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[0] = &clusterNode{Node: n2, dir: office.dir, clock: office.clock, cfg: office.cfg}
+	if !n2.unclean {
+		t.Error("the start after does not walk the DAGs again")
+	}
 }

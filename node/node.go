@@ -326,11 +326,7 @@ func (n *Node) Close() error {
 				errs = append(errs, fmt.Errorf("%s: %w", what, err))
 			}
 		}
-		interrupted := false
-		if n.store != nil {
-			st := n.store.Stats(context.Background())
-			interrupted = st.QueuedJobs > 0 || st.Dirty
-		}
+		interrupted := n.mergeUnfinished(context.Background())
 		n.life.Close(func() { // 1, then 2 as Close waits
 			if n.net != nil {
 				add("network", n.net.closeProtocols())
