@@ -53,7 +53,7 @@ func (s *Store) MergeOldEpoch(ctx context.Context, ep Epoch, heads []cid.Cid) (*
 	// this one waited dropped its blocks, which this DAG may share; the
 	// merge would then wait for them from the network, where its sender
 	// no longer serves them (chaos seed 0x29).
-	if missing, err := s.blocksMissingBelow(ctx, heads); err != nil {
+	if missing, err := s.BlocksMissingBelow(ctx, heads); err != nil {
 		return nil, fmt.Errorf("merge epoch %s: %w", ep, err)
 	} else if missing {
 		return nil, fmt.Errorf("merge epoch %s: %w", ep, ErrBlocksMissing)
@@ -133,10 +133,10 @@ func awaitMerged(ctx context.Context, side *Store, feed *feedBroadcaster, payloa
 	}
 }
 
-// blocksMissingBelow reports whether a block below heads is not held here
+// BlocksMissingBelow reports whether a block below heads is not held here
 // (Options.HasBlock; without it, nothing is known missing). Only blocks
 // held are read, so nothing is fetched.
-func (s *Store) blocksMissingBelow(ctx context.Context, heads []cid.Cid) (bool, error) {
+func (s *Store) BlocksMissingBelow(ctx context.Context, heads []cid.Cid) (bool, error) {
 	if s.opts.HasBlock == nil {
 		return false, nil
 	}

@@ -8,12 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
-	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/ferry-crm/ferry/crdt"
@@ -393,7 +391,7 @@ func (r handOverReceiver) Merge(ctx context.Context, from peer.ID, channel strin
 	}
 	// The laptop no longer serves the channel: nothing below its heads can
 	// be fetched from it, so it sends what is missing here.
-	if missing, err := missingBelow(ctx, ch.bstore, theirs); err != nil {
+	if missing, err := ch.store.BlocksMissingBelow(ctx, theirs); err != nil {
 		return err
 	} else if missing {
 		return handover.ErrWantAll
@@ -436,32 +434,6 @@ func (r handOverReceiver) Merge(ctx context.Context, from peer.ID, channel strin
 		case <-t.C:
 		}
 	}
-}
-
-// missingBelow reports whether a block below roots is not in bs.
-func missingBelow(ctx context.Context, bs blockstore.Blockstore, roots []cid.Cid) (bool, error) {
-	seen := map[cid.Cid]bool{}
-	stack := slices.Clone(roots)
-	for len(stack) > 0 {
-		if err := ctx.Err(); err != nil {
-			return false, err
-		}
-		c := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if seen[c] {
-			continue
-		}
-		seen[c] = true
-		blk, err := bs.Get(ctx, c)
-		if ipld.IsNotFound(err) {
-			return true, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		stack = append(stack, crdt.ReadBlock(c, blk.RawData()).Links...)
-	}
-	return false, nil
 }
 
 // unheld returns the blocks reachable from the store's heads that no office
