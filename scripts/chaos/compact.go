@@ -2,18 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
-
-	"github.com/ferry-crm/ferry/node/api"
-	"github.com/ferry-crm/ferry/node/apijson"
 )
 
 // Compaction (issue 13): an office starts a new epoch of history with
@@ -67,122 +60,6 @@ const (
 	adoptWithin = 20 * time.Second
 )
 
-// epochJSON is the "epoch" object of `ferry status --json`.
-type epochJSON struct {
-	Epoch     string `json:"epoch"`
-	Number    uint64 `json:"number"`
-	Later     string `json:"later"`
-	Adopting  bool   `json:"adopting"`
-	LastError string `json:"last_error"`
-}
-
-// epochOf is the epoch a status shows ("0" when the binary has none).
-func epochOf(st statusJSON) string {
-	if st.Epoch == nil || st.Epoch.Epoch == "" {
-		return "0"
-	}
-	return st.Epoch.Epoch
-}
-
-// epochNumber is the number of an epoch string ("0", "<n>-<id>").
-func epochNumber(e string) uint64 {
-	num, _, _ := strings.Cut(e, "-")
-	n, _ := strconv.ParseUint(num, 10, 64)
-	return n
-}
-
-// compactStats are the compaction counters of a schedule.
-type compactStats struct {
-	// steps: compaction steps run; compactions: compactions acknowledged
-	// (200); busy: 409 answers; gaveUp: compactions given up after
-	// compactBusyWithin of 409s; failed: other refusals (a full disk).
-	steps, compactions, busy, gaveUp, failed int
-	// kills: SIGKILLs of the office during a compaction; before/after:
-	// the office restarted in the old epoch / the new one.
-	kills, killedBefore, killedAfter int
-	// away: laptops away across two compactions; facts: superseded values
-	// checked not to come back; adopted: rejoining laptops seen reaching
-	// the latest epoch.
-	away, facts, adopted int
-	// compacted: acknowledged write×field pairs accounted for by a
-	// compaction (superseded, and their operation dropped with the old
-	// epoch, or kept in the archive); unverifiable: values written without
-	// a known operation id whose value is gone after a compaction.
-	compacted, unverifiable int
-	// epochs: the epoch number every node ended in.
-	epochs uint64
-}
-
-func (s *compactStats) add(o compactStats) {
-	s.steps += o.steps
-	s.compactions += o.compactions
-	s.busy += o.busy
-	s.gaveUp += o.gaveUp
-	s.failed += o.failed
-	s.kills += o.kills
-	s.killedBefore += o.killedBefore
-	s.killedAfter += o.killedAfter
-	s.away += o.away
-	s.facts += o.facts
-	s.adopted += o.adopted
-	s.compacted += o.compacted
-	s.unverifiable += o.unverifiable
-	s.epochs += o.epochs
-}
-
-// line is the compaction part of a schedule's line.
-func (s compactStats) line() string {
-	return fmt.Sprintf("compactions=%d killed-compacting=%d away=%d", s.compactions, s.kills, s.away)
-}
-
-// summary is the compaction part of the totals.
-func (s compactStats) summary() string {
-	return fmt.Sprintf("%d compaction steps: %d compactions acknowledged (%d answers 409, %d given up busy, %d refused), %d office kills during a compaction (restarted in the old epoch %d times, in the new one %d), %d laptops away across two compactions (%d superseded values checked not to come back, %d seen adopting the latest epoch), %d write fields accounted for as compacted away, %d unverifiable",
-		s.steps, s.compactions, s.busy, s.gaveUp, s.failed, s.kills, s.killedBefore, s.killedAfter, s.away, s.facts, s.adopted, s.compacted, s.unverifiable)
-}
-
-// compactState is what the schedule knows of compactions.
-type compactState struct {
-	// acked: epochs of the compactions the office acknowledged, in order;
-	// started: the steps at which a compaction was started.
-	acked   []string
-	started []int
-	// took: the last compaction's duration (the kill's time scale).
-	took time.Duration
-	// facts: writes seen superseded, which must never show again.
-	facts []*supersession
-	// cuts: per epoch of the final chain, its manifest's cut (loaded by
-	// the checks); loaded: tried.
-	cuts   []epochCut
-	loaded bool
-	// counted: write fields already counted as compacted or unverifiable.
-	counted map[string]bool
-	// last: the last step that is a compaction step (-1: none; planned:
-	// computed); pending:
-	// acknowledged writes whose values without an op id are still to be
-	// matched with the op holding them (resolvePending).
-	last    int
-	planned bool
-	pending []*ackedWrite
-}
-
-// epochCut is an epoch's manifest cut: per writer, the time of the newest
-// operation the office held when it compacted.
-type epochCut struct {
-	epoch string
-	cut   map[string]uint64
-}
-
-// supersession: op (field of record id, written by node from) was seen
-// superseded by op by, written at step on node on.
-type supersession struct {
-	step      int
-	id, field string
-	op, by    string
-	value     any
-	from, on  *node
-}
-
 // isCompactStep: the compaction stream makes step a compaction step.
 func isCompactStep(seed uint64, step int) (*rand.Rand, bool) {
 	r := stepRand(seed^compactSalt, step)
@@ -217,124 +94,6 @@ func (c *cluster) compactStep(ctx context.Context, seed uint64, step int) bool {
 		c.opCompactAway(ctx, r)
 	}
 	return true
-}
-
-// compactCall is a compaction running in the background.
-type compactCall struct {
-	res   apijson.CompactResult
-	err   error
-	start time.Time
-	dur   time.Duration
-	done  chan struct{}
-}
-
-// startCompact sends POST /v1/compact to n's node without waiting.
-func (c *cluster) startCompact(ctx context.Context, n *node) *compactCall {
-	c.resolvePending(ctx)
-	c.comp.started = append(c.comp.started, c.step)
-	call := &compactCall{start: time.Now(), done: make(chan struct{})}
-	cl, err := api.Dial(n.dir)
-	if err != nil {
-		call.err = err
-		close(call.done)
-		return call
-	}
-	c.logf("%s: POST /v1/compact (in the background)", n.name)
-	go func() {
-		defer close(call.done)
-		cctx, cancel := context.WithTimeout(ctx, cliTimeout)
-		defer cancel()
-		call.res, call.err = cl.Compact(cctx)
-		call.dur = time.Since(call.start)
-		if call.err != nil && cctx.Err() != nil && ctx.Err() == nil {
-			call.err = fmt.Errorf("still running after %s: %w", cliTimeout, call.err)
-		}
-	}()
-	return call
-}
-
-// status of an API error (0: not an answer of the node).
-func apiStatus(err error) int {
-	var ae *api.Error
-	if errors.As(err, &ae) {
-		return ae.Status
-	}
-	return 0
-}
-
-// finishCompact waits for a compaction call, logs it and records an
-// acknowledged one. It returns whether the office acknowledged it.
-func (c *cluster) finishCompact(n *node, call *compactCall) bool {
-	<-call.done
-	if call.err != nil {
-		c.logf("%s: compact -> %v (%dms)", n.name, call.err, call.dur.Milliseconds())
-		if strings.Contains(call.err.Error(), "still running after") {
-			c.problem("POST /v1/compact on %s hung for %s", n.name, cliTimeout)
-		}
-		if st := apiStatus(call.err); st == http.StatusNotFound || st == http.StatusMethodNotAllowed {
-			c.h.noCompact = true
-			c.logf("this ferry has no POST /v1/compact: compaction steps are skipped")
-		}
-		return false
-	}
-	data, _ := json.Marshal(call.res)
-	c.logf("%s: compact -> epoch %s (%dms)\n    %s", n.name, call.res.Epoch, call.dur.Milliseconds(), data)
-	c.comp.acked = append(c.comp.acked, call.res.Epoch)
-	c.noteCompactionAway()
-	c.comp.took = call.dur
-	c.stats.comp.compactions++
-	return true
-}
-
-// compactRetry compacts on n, retrying while it answers 409, for at most
-// compactBusyWithin. It returns whether a compaction was acknowledged.
-func (c *cluster) compactRetry(ctx context.Context, n *node) bool {
-	deadline := time.Now().Add(compactBusyWithin)
-	for ctx.Err() == nil {
-		call := c.startCompact(ctx, n)
-		if c.finishCompact(n, call) {
-			return true
-		}
-		switch st := apiStatus(call.err); {
-		case st == http.StatusConflict:
-			c.stats.comp.busy++
-			if time.Now().After(deadline) {
-				c.stats.comp.gaveUp++
-				c.logf("%s: still syncing after %s of retries: compaction given up", n.name, compactBusyWithin)
-				return false
-			}
-			sleep(ctx, 5*pollEvery)
-		case st == http.StatusBadRequest:
-			c.problem("POST /v1/compact on the office %s: 400: %v", n.name, call.err)
-			return false
-		case st != 0:
-			c.stats.comp.failed++
-			if !n.full {
-				c.problem("POST /v1/compact on %s (disk free) failed: %v", n.name, call.err)
-			}
-			return false
-		default:
-			// Not an answer: the node is gone (checkProcs reports it).
-			c.checkProcs()
-			return false
-		}
-	}
-	return false
-}
-
-// officeUp makes sure the office runs (a restart if it is down and the
-// start works); false if it cannot.
-func (c *cluster) officeUp(ctx context.Context) (*node, bool) {
-	office := c.nodes[0]
-	c.checkProcs()
-	if office.running() {
-		return office, true
-	}
-	if err := c.startNode(ctx, office); err != nil {
-		return office, false
-	}
-	c.stats.restarts++
-	return office, true
 }
 
 // opCompact compacts on the office, half of the time while a put on it
@@ -448,23 +207,6 @@ func (c *cluster) opCompactKill(ctx context.Context, r *rand.Rand) {
 	id2 := c.pickID(r)
 	args2, values2 := putArgs(r, id2, "")
 	c.put(ctx, "put", office, id2, args2, values2)
-}
-
-// hasOp polls n's history of id until it holds op (for field), for at
-// most seeWithin.
-func (c *cluster) hasOp(ctx context.Context, n *node, id, field, op string) bool {
-	err := poll(ctx, seeWithin, func() (bool, string) {
-		hist, err := c.history(ctx, n, id)
-		if err != nil {
-			return false, err.Error()
-		}
-		return slices.ContainsFunc(hist, func(e histEntry) bool { return e.Op == op && e.Field == field }), "op " + op + " not in the history"
-	})
-	if err != nil {
-		c.logf("%s never merged %s/%s %s op %s: %v", n.name, collection, id, field, op, err)
-		return false
-	}
-	return true
 }
 
 // putOne puts one field of a record on n and returns its op ("" when it
@@ -622,39 +364,4 @@ func (c *cluster) opPutOn(ctx context.Context, r *rand.Rand, n *node) {
 	id := c.pickID(r)
 	args, values := putArgs(r, id, "")
 	c.put(ctx, "put", n, id, args, values)
-}
-
-// waitAdopted polls until n is in the office's epoch (logged either way:
-// the final checks decide).
-func (c *cluster) waitAdopted(ctx context.Context, n, office *node) {
-	if !office.running() || !n.running() || office.offline {
-		return
-	}
-	st, _, err := c.status(ctx, office)
-	if err != nil {
-		return
-	}
-	want := epochOf(st)
-	if want == "0" {
-		return
-	}
-	start := time.Now()
-	err = poll(ctx, adoptWithin, func() (bool, string) {
-		st, _, err := c.status(ctx, n)
-		if err != nil {
-			return false, err.Error()
-		}
-		e := epochOf(st)
-		last := ""
-		if st.Epoch != nil {
-			last = st.Epoch.LastError
-		}
-		return e == want || epochNumber(e) > epochNumber(want), fmt.Sprintf("%s is in epoch %s (adopting %t, last error %q), the office in %s", n.name, e, st.Epoch != nil && st.Epoch.Adopting, last, want)
-	})
-	if err != nil {
-		c.logf("%s did not reach epoch %s within %s: %v", n.name, want, adoptWithin, err)
-		return
-	}
-	c.stats.comp.adopted++
-	c.logf("%s reached epoch %s %s after it came back", n.name, want, time.Since(start).Round(time.Millisecond))
 }
