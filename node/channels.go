@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/boxo/blockstore"
@@ -49,6 +50,9 @@ type channel struct {
 	store  *crdt.Store
 	bstore blockstore.Blockstore
 	acks   *ackTracker
+	// opened is store, for the callbacks of the transport and block store,
+	// which run on their own goroutines while the store is being opened.
+	opened atomic.Pointer[crdt.Store]
 
 	host    *chanhost.Host
 	bcast   *heads.Broadcaster
@@ -265,8 +269,8 @@ func (n *Node) openChannelLocked(ctx context.Context, name string, serve bool) (
 	root := channelsRoot.ChildString(name)
 	ch := &channel{name: name}
 	ch.bstore = datadir.NewReportingBlockstore(datadir.NewBlockstoreAt(n.datastore(), root.ChildString("blocks")), func(err error) {
-		if ch.store != nil {
-			ch.store.WriteFailed("block", err)
+		if s := ch.opened.Load(); s != nil {
+			s.WriteFailed("block", err)
 		}
 	})
 	defer func() {
@@ -300,6 +304,7 @@ func (n *Node) openChannelLocked(ctx context.Context, name string, serve bool) (
 	if err != nil {
 		return nil, err
 	}
+	ch.opened.Store(ch.store)
 	ch.acks = newAckTracker(ctx, n, ch.store, ch.bstore, channelsLocal.ChildString(name).ChildString("office-heads"))
 	if !serve {
 		return ch, nil
@@ -340,11 +345,12 @@ func (n *Node) startChannelTransport(ctx context.Context, ch *channel) (ipld.DAG
 	}
 	ch.bcast.SetAdmit(allow)
 	ch.bcast.SetObserve(func(data []byte) {
-		if ch.store == nil {
+		s := ch.opened.Load()
+		if s == nil {
 			return
 		}
-		if theirs, ep, err := heads.DecodeEpoch(data); err == nil && len(theirs) > 0 && ep.After(ch.store.Epoch()) {
-			ch.store.OfferEpoch(ep, theirs)
+		if theirs, ep, err := heads.DecodeEpoch(data); err == nil && len(theirs) > 0 && ep.After(s.Epoch()) {
+			s.OfferEpoch(ep, theirs)
 		}
 	})
 	ch.gate = heads.NewGate(ch.bcast)
